@@ -1,0 +1,171 @@
+"""Benchmark: our Fisher–Kolmogorov solver against a plain NumPy explicit-Euler solver.
+
+Same atlas grid, same equation, same parameters, in one process. Prints ms per
+step, voxel-updates per second, the speed ratio per simulation, the Dice of the
+0.25 and 0.675 masks between the two (and of each against a fine-step
+reference), and the per-step cost of a full-grid step against the memory
+bandwidth measured here. Ends with one line ``BENCH {json}``.
+
+    python benchmarks/solver.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from gliofit.simulations_db.atlas import load_atlas, resample_atlas
+from gliofit.simulations_db.solver import SolverConfig, simulate_one
+from gliofit.simulations_db.stencil import DiffusionField, seed_density
+
+D, RHO, T, ORIGIN = 0.5, 0.05, 100.0, (-30.0, -10.0, 20.0)
+
+
+# ---------------------------------------------------------------- the baseline
+def numpy_explicit_euler(grid, D_w: float, rho: float, T_days: float, origin, ratio: float = 10.0,
+                         dt_fraction: float = 0.9) -> tuple[np.ndarray, int, float]:
+    """Straightforward NumPy explicit Euler on the whole grid at ``dt_fraction`` of its CFL step.
+
+    Returns (density, steps, seconds).
+    """
+    domain = grid.domain
+    kappa = np.where(domain, grid.wm + grid.gm / ratio, 0.0).astype(np.float32) * D_w
+    faces, diag = [], np.zeros(grid.shape, np.float32)
+    for axis, h in enumerate(grid.spacing_mm):
+        a = np.moveaxis(kappa, axis, 0)
+        m = np.moveaxis(domain, axis, 0)
+        k = np.where(m[1:] & m[:-1], 0.5 * (a[1:] + a[:-1]), 0.0).astype(np.float32) / h**2
+        faces.append(k)
+        dg = np.moveaxis(diag, axis, 0)
+        dg[1:] += k
+        dg[:-1] += k
+    dt_cfl = 1.0 / float(diag.max())
+    dt = dt_fraction * min(dt_cfl, 1.0 / rho)
+    u = seed_density(grid, origin, 1.5, 1.0).numpy() * domain
+    t0 = time.perf_counter()
+    t, steps = 0.0, 0
+    while t < T_days - 1e-9:
+        step = min(dt, T_days - t)
+        lap = np.zeros_like(u)
+        for axis in range(3):
+            v = np.moveaxis(u, axis, 0)
+            flux = faces[axis] * (v[1:] - v[:-1])
+            lv = np.moveaxis(lap, axis, 0)
+            lv[:-1] += flux
+            lv[1:] -= flux
+        u = u + step * (lap + rho * u * (1.0 - u))
+        t += step
+        steps += 1
+    return np.clip(u, 0, 1), steps, time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------- helpers
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return round(2.0 * float((a & b).sum()) / max(float(a.sum() + b.sum()), 1.0), 4)
+
+
+def dices(u: np.ndarray, v: np.ndarray) -> list[float]:
+    return [dice(u >= th, v >= th) for th in (0.25, 0.675)]
+
+
+def bandwidth_gb_s() -> float:
+    """Sustained copy bandwidth (read + write) of a 256 MiB float32 array, GB/s."""
+    x = torch.ones(64 * 1024 * 1024)
+    y = torch.empty_like(x)
+    y.copy_(x)
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        y.copy_(x)
+        best = min(best, time.perf_counter() - t)
+    return 2 * x.numel() * 4 / best / 1e9
+
+
+def full_grid_step_ms(grid, fused: bool, repeats: int = 5) -> float:
+    """ms of one explicit step on the whole grid (no active box), eager or fused."""
+    from gliofit.simulations_db import kernels
+
+    field = DiffusionField.from_grid(grid, 10.0)
+    u = torch.rand((1,) + grid.shape) * field.domain
+    sl = (slice(None),) + tuple(slice(0, n) for n in grid.shape)
+    Dt, rho, dt = torch.full((1, 1, 1, 1), D), torch.full((1, 1, 1, 1), RHO), torch.tensor(0.1)
+    faces = field.box_faces(sl)
+    if fused:
+        step = kernels.compiled(kernels.euler_step)
+        run = lambda: step(u, *faces, Dt, rho, dt)  # noqa: E731
+    else:
+        def run():
+            du = field.apply(u, sl) * Dt
+            du.addcmul_(rho * u, 1.0 - u)
+            return u + du * 0.1
+    run()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - t)
+    return best * 1e3
+
+
+def case(atlas, spacing: float, with_reference: bool) -> dict:
+    grid = resample_atlas(atlas, spacing)
+    voxels = int(np.prod(grid.shape))
+    base, steps, base_s = numpy_explicit_euler(grid, D, RHO, T, ORIGIN)
+    simulate_one(grid, D, RHO, ORIGIN, 5.0)  # warm-up (and compilation when the grid is large)
+    ours_steps = []
+    t = time.perf_counter()
+    ours = simulate_one(grid, D, RHO, ORIGIN, T, on_step=lambda *_: ours_steps.append(1))
+    ours_s = time.perf_counter() - t
+    out = {
+        "spacing_mm": spacing, "grid": list(grid.shape), "voxels": voxels,
+        "baseline_steps": steps, "baseline_s": round(base_s, 3),
+        "baseline_ms_per_step": round(1e3 * base_s / steps, 2),
+        "baseline_voxel_updates_per_s": round(voxels * steps / base_s),
+        "ours_steps": len(ours_steps), "ours_s": round(ours_s, 3),
+        "speed_ratio": round(base_s / ours_s, 1),
+        "dice_ours_vs_baseline": dices(ours, base),
+    }
+    if with_reference:
+        ref = simulate_one(grid, D, RHO, ORIGIN, T, config=SolverConfig(method="euler", dt_days=0.02))
+        out["dice_ours_vs_fine_reference"] = dices(ours, ref)
+        out["dice_baseline_vs_fine_reference"] = dices(base, ref)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 mm only (well under a minute)")
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    atlas = load_atlas()
+    results: dict = {"parameters": {"D_mm2_per_day": D, "rho_per_day": RHO, "T_days": T, "origin_mm": ORIGIN},
+                     "threads": torch.get_num_threads(), "cases": []}
+    for spacing in ([2.0] if args.quick else [2.0, 1.0]):
+        r = case(atlas, spacing, with_reference=True)
+        results["cases"].append(r)
+        print(f"{spacing} mm grid {r['grid']}: baseline {r['baseline_steps']} steps, {r['baseline_ms_per_step']} ms/step, "
+              f"{r['baseline_voxel_updates_per_s'] / 1e6:.0f} M voxel-updates/s, {r['baseline_s']} s | ours "
+              f"{r['ours_steps']} steps, {r['ours_s']} s | speed ratio {r['speed_ratio']}x | Dice ours vs baseline "
+              f"{r['dice_ours_vs_baseline']} | vs fine reference: ours {r.get('dice_ours_vs_fine_reference')}, "
+              f"baseline {r.get('dice_baseline_vs_fine_reference')}")
+    bw = bandwidth_gb_s()
+    grid = resample_atlas(atlas, 2.0 if args.quick else 1.0)
+    bound_ms = 20.0 * np.prod(grid.shape) / (bw * 1e9) * 1e3  # read u + 3 face arrays, write u: 20 B/voxel
+    eager_ms = full_grid_step_ms(grid, fused=False)
+    fused_ms = full_grid_step_ms(grid, fused=True)
+    results["bandwidth"] = {"copy_GB_per_s": round(bw, 1), "grid": list(grid.shape),
+                            "bound_ms_per_step": round(float(bound_ms), 2),
+                            "eager_ms_per_step": round(eager_ms, 2), "fused_ms_per_step": round(fused_ms, 2),
+                            "eager_over_bound": round(eager_ms / bound_ms, 2),
+                            "fused_over_bound": round(fused_ms / bound_ms, 2)}
+    print(f"full-grid step on {list(grid.shape)}: bandwidth {bw:.1f} GB/s -> bound {bound_ms:.2f} ms; "
+          f"eager {eager_ms:.2f} ms ({eager_ms / bound_ms:.1f}x), fused {fused_ms:.2f} ms ({fused_ms / bound_ms:.1f}x)")
+    print("BENCH " + json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""The one error type for bad user input, and small validators that raise it.
+
+The command line turns an :class:`InputError` (and any ``ValueError`` or
+``TypeError`` raised by a validator) into one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = [
+    "InputError",
+    "check_positive",
+    "check_in_range",
+    "check_file",
+    "check_vector",
+]
+
+
+class InputError(ValueError):
+    """Bad input from the user: a message naming the file or argument and the problem."""
+
+
+def check_positive(value: float, name: str) -> float:
+    """Return ``float(value)`` or raise :class:`InputError` unless it is finite and > 0."""
+    v = float(value)
+    if not math.isfinite(v) or v <= 0:
+        raise InputError(f"{name} must be a positive number, got {value!r}")
+    return v
+
+
+def check_in_range(value: float, name: str, low: float, high: float) -> float:
+    """Return ``float(value)`` or raise unless ``low <= value <= high``."""
+    v = float(value)
+    if not (math.isfinite(v) and low <= v <= high):
+        raise InputError(f"{name} must lie in [{low}, {high}], got {value!r}")
+    return v
+
+
+def check_file(path: str | Path, what: str = "file") -> Path:
+    """Return ``Path(path)`` or raise unless it names an existing regular file."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: {what} does not exist")
+    if not p.is_file():
+        raise InputError(f"{p}: {what} is not a regular file")
+    return p
+
+
+def check_vector(values: Sequence[float], name: str, length: int) -> tuple[float, ...]:
+    """Return a tuple of ``length`` finite floats or raise naming ``name``."""
+    try:
+        out = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be {length} numbers, got {values!r}") from None
+    if len(out) != length or not all(math.isfinite(v) for v in out):
+        raise InputError(f"{name} must be {length} finite numbers, got {values!r}")
+    return out

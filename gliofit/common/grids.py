@@ -1,0 +1,122 @@
+"""Voxel grids: world <-> voxel coordinates and resampling between grids.
+
+A grid is a shape (X, Y, Z) and a (4, 4) affine mapping voxel indices to world
+millimetres (RAS). Two resamplers cover every use in gliofit:
+
+- :func:`resample_area` averages by exact overlap (area fraction) when the two
+  grids are axis-aligned with each other (the usual case: a coarse simulation
+  grid cut from the 1 mm atlas); the right way to coarsen probability maps and
+  masks.
+- :func:`resample_linear` interpolates (trilinear, or nearest with ``order=0``)
+  at the target voxel centres; the way back from a coarse grid to a fine one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+from scipy.sparse import csr_matrix
+
+__all__ = [
+    "spacing_mm",
+    "voxel_to_world",
+    "world_to_voxel",
+    "resample_area",
+    "resample_linear",
+]
+
+
+def spacing_mm(affine: np.ndarray) -> np.ndarray:
+    """Voxel spacing (3,) in mm: the column norms of the affine's 3x3 part."""
+    return np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))
+
+
+def voxel_to_world(affine: np.ndarray, ijk: np.ndarray) -> np.ndarray:
+    """Map voxel coordinates (..., 3) to world mm (..., 3)."""
+    a = np.asarray(affine, dtype=np.float64)
+    return np.asarray(ijk, dtype=np.float64) @ a[:3, :3].T + a[:3, 3]
+
+
+def world_to_voxel(affine: np.ndarray, xyz: np.ndarray) -> np.ndarray:
+    """Map world mm (..., 3) to (fractional) voxel coordinates (..., 3)."""
+    inv = np.linalg.inv(np.asarray(affine, dtype=np.float64))
+    return np.asarray(xyz, dtype=np.float64) @ inv[:3, :3].T + inv[:3, 3]
+
+
+def _axis_scaling(src_affine: np.ndarray, dst_affine: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """If dst voxel i maps to src voxel ``scale*i + offset`` per axis, return (scale, offset)."""
+    m = np.linalg.inv(src_affine) @ dst_affine
+    lin = m[:3, :3]
+    if np.abs(lin - np.diag(np.diag(lin))).max() > 1e-6 or np.any(np.diag(lin) <= 0):
+        return None
+    return np.diag(lin).copy(), m[:3, 3].copy()
+
+
+def _overlap_matrix(n_src: int, n_dst: int, scale: float, offset: float) -> csr_matrix:
+    """(n_dst, n_src) weights: the fraction of dst voxel j covered by src voxel i.
+
+    Voxel i of a grid spans [i - 0.5, i + 0.5) in its own index units; dst
+    voxel j spans [offset + scale*(j - 0.5), offset + scale*(j + 0.5)) in src units.
+    Rows are normalised by the dst voxel's length, so parts outside the source
+    count as zero (outside is empty).
+    """
+    lo = offset + scale * (np.arange(n_dst) - 0.5)
+    hi = lo + scale
+    rows, cols, vals = [], [], []
+    for j in range(n_dst):
+        i0 = max(int(np.floor(lo[j] + 0.5)), 0)
+        i1 = min(int(np.ceil(hi[j] + 0.5)), n_src)
+        for i in range(i0, i1):
+            w = min(hi[j], i + 0.5) - max(lo[j], i - 0.5)
+            if w > 1e-12:
+                rows.append(j)
+                cols.append(i)
+                vals.append(w / scale)
+    return csr_matrix((vals, (rows, cols)), shape=(n_dst, n_src))
+
+
+def resample_area(
+    data: np.ndarray, src_affine: np.ndarray, dst_affine: np.ndarray, dst_shape: tuple[int, int, int]
+) -> np.ndarray:
+    """Average ``data`` onto the dst grid by exact voxel overlap (float64 out).
+
+    Falls back to :func:`resample_linear` when the grids are not axis-aligned
+    with each other. Voxels outside the source count as 0.
+    """
+    src_affine = np.asarray(src_affine, dtype=np.float64)
+    dst_affine = np.asarray(dst_affine, dtype=np.float64)
+    scaled = _axis_scaling(src_affine, dst_affine)
+    if scaled is None:
+        return resample_linear(data, src_affine, dst_affine, dst_shape)
+    scale, offset = scaled
+    out = np.asarray(data, dtype=np.float64)
+    for axis in range(3):
+        w = _overlap_matrix(out.shape[axis], dst_shape[axis], scale[axis], offset[axis])
+        moved = np.moveaxis(out, axis, 0)
+        flat = w @ moved.reshape(moved.shape[0], -1)
+        out = np.moveaxis(flat.reshape((dst_shape[axis],) + moved.shape[1:]), 0, axis)
+    return np.ascontiguousarray(out)
+
+
+def resample_linear(
+    data: np.ndarray,
+    src_affine: np.ndarray,
+    dst_affine: np.ndarray,
+    dst_shape: tuple[int, int, int],
+    *,
+    order: int = 1,
+    cval: float = 0.0,
+) -> np.ndarray:
+    """Sample ``data`` at the dst voxel centres (trilinear by default; ``order=0`` nearest).
+
+    Points outside the source take ``cval``. Output dtype: float32 for order 1,
+    the input dtype for order 0.
+    """
+    m = np.linalg.inv(np.asarray(src_affine, dtype=np.float64)) @ np.asarray(dst_affine, dtype=np.float64)
+    src = np.asarray(data)
+    if order == 1:
+        src = src.astype(np.float32, copy=False)
+    return ndimage.affine_transform(
+        src, m[:3, :3], offset=m[:3, 3], output_shape=tuple(int(s) for s in dst_shape),
+        order=order, mode="constant", cval=cval, prefilter=False,
+    )

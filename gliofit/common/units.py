@@ -1,0 +1,45 @@
+"""Units and the derived quantities of the Fisher–Kolmogorov model.
+
+Every name carries its unit (INTERFACES.md): D in mm²/day, rho in 1/day, T in
+days. The data identify only D·T and rho·T, hence ``mu_D_mm = sqrt(D·T)`` and
+``mu_rho = sqrt(rho·T)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "DEFAULT_THRESHOLD_EDEMA",
+    "DEFAULT_THRESHOLD_CORE",
+    "DEFAULT_DIFFUSIVITY_RATIO",
+    "derived_parameters",
+]
+
+DEFAULT_THRESHOLD_EDEMA = 0.25
+"""Fraction of carrying capacity visible on FLAIR (whole tumour)."""
+DEFAULT_THRESHOLD_CORE = 0.675
+"""Fraction of carrying capacity visible on T1Gd (tumour core)."""
+DEFAULT_DIFFUSIVITY_RATIO = 10.0
+"""White-matter over grey-matter diffusivity."""
+
+
+def derived_parameters(D_mm2_per_day, rho_per_day, T_days) -> dict[str, np.ndarray | float]:
+    """The identifiable and interpretable quantities of INTERFACES.md.
+
+    Returns ``mu_D_mm`` (sqrt(D·T), mm), ``mu_rho`` (sqrt(rho·T)),
+    ``infiltration_length_mm`` (sqrt(D/rho), mm) and
+    ``velocity_mm_per_day`` (2·sqrt(D·rho), mm/day); scalars in, scalars out.
+    """
+    D = np.asarray(D_mm2_per_day, dtype=np.float64)
+    rho = np.asarray(rho_per_day, dtype=np.float64)
+    T = np.asarray(T_days, dtype=np.float64)
+    out = {
+        "mu_D_mm": np.sqrt(D * T),
+        "mu_rho": np.sqrt(rho * T),
+        "infiltration_length_mm": np.sqrt(D / rho),
+        "velocity_mm_per_day": 2.0 * np.sqrt(D * rho),
+    }
+    if D.ndim == rho.ndim == T.ndim == 0:
+        return {k: float(v) for k, v in out.items()}
+    return out

@@ -1,0 +1,3 @@
+"""inverse."""
+
+__all__: list[str] = []

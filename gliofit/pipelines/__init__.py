@@ -1,0 +1,3 @@
+"""pipelines."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""simulations_db."""
+
+__all__: list[str] = []

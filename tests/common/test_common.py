@@ -1,0 +1,74 @@
+"""Shared conventions: resampling, NIfTI I/O, labels, units."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gliofit.common.errors import InputError
+from gliofit.common.grids import resample_area, resample_linear
+from gliofit.common.labels import convert_labels, detect_convention, tumour_masks
+from gliofit.common.nifti import load_volume, save_volume
+from gliofit.common.units import derived_parameters
+
+
+def test_area_resampling_averages_blocks_and_keeps_mass():
+    rng = np.random.default_rng(0)
+    data = rng.random((12, 10, 8))
+    src = np.eye(4)
+    dst = np.diag([2.0, 2.0, 2.0, 1.0])
+    dst[:3, 3] = 0.5  # coarse voxel 0 covers fine voxels 0 and 1
+    out = resample_area(data, src, dst, (6, 5, 4))
+    np.testing.assert_allclose(out[1, 2, 3], data[2:4, 4:6, 6:8].mean())
+    assert out.sum() * 8 == pytest.approx(data.sum())
+
+
+def test_area_resampling_at_non_integer_ratio_keeps_mass():
+    data = np.ones((9, 9, 9))
+    dst = np.diag([1.5, 1.5, 1.5, 1.0])
+    dst[:3, 3] = 0.25
+    out = resample_area(data, np.eye(4), dst, (6, 6, 6))
+    assert out.sum() * 1.5**3 == pytest.approx(data.sum())
+
+
+def test_linear_resampling_nearest_keeps_labels():
+    lab = np.zeros((6, 6, 6), np.uint8)
+    lab[2:4, 2:4, 2:4] = 3
+    out = resample_linear(lab, np.eye(4), np.eye(4), lab.shape, order=0)
+    np.testing.assert_array_equal(out, lab)
+
+
+def test_nifti_round_trip_and_errors(tmp_path):
+    a = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    aff = np.diag([1.0, 2.0, 3.0, 1.0])
+    save_volume(a, aff, tmp_path / "x.nii.gz")
+    data, affine = load_volume(tmp_path / "x.nii.gz")
+    np.testing.assert_array_equal(data, a)
+    np.testing.assert_allclose(affine, aff)
+    (tmp_path / "broken.nii.gz").write_bytes(b"not a nifti")
+    with pytest.raises(InputError, match="broken.nii.gz: cannot read"):
+        load_volume(tmp_path / "broken.nii.gz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.nii.gz", "x.nii.gz"]
+
+
+def test_label_conventions():
+    lab21 = np.array([0, 1, 2, 4])
+    lab23 = np.array([0, 1, 2, 3])
+    assert detect_convention(lab21).name == "brats2021"
+    assert detect_convention(lab23).name == "brats2023"
+    m = tumour_masks(lab21)
+    np.testing.assert_array_equal(m["whole_tumor"], [False, True, True, True])
+    np.testing.assert_array_equal(m["core"], [False, True, False, True])
+    np.testing.assert_array_equal(convert_labels(lab21, "brats2021", "brats2023"), lab23)
+    with pytest.raises(InputError, match="ambiguous"):
+        detect_convention(np.array([3, 4]))
+    with pytest.raises(InputError, match=r"\[7\]"):
+        detect_convention(np.array([0, 7]))
+
+
+def test_derived_parameters():
+    d = derived_parameters(0.5, 0.02, 200.0)
+    assert d["mu_D_mm"] == pytest.approx(10.0)
+    assert d["mu_rho"] == pytest.approx(2.0)
+    assert d["infiltration_length_mm"] == pytest.approx(5.0)
+    assert d["velocity_mm_per_day"] == pytest.approx(0.2)
