@@ -1,0 +1,99 @@
+"""``gliofit db build | info | verify | index``: the simulation database from the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from gliofit.cli.errors import cli_errors
+
+__all__ = ["db_app"]
+
+db_app = typer.Typer(help="Build, inspect, check and index a simulation database.", no_args_is_help=True)
+
+URL_HELP = "SQLAlchemy database URL (default: DB/gliofit.sqlite; remembered in the database's manifest)."
+
+
+@db_app.command("build")
+@cli_errors
+def build(
+    db: Path = typer.Argument(..., help="Database directory (created when missing)."),
+    simulations: int = typer.Option(..., "--simulations", help="N: the database holds design indices 0 .. N-1."),
+    resolution: float = typer.Option(None, "--resolution", help="Grid spacing, mm (new database: default 2)."),
+    seed: int = typer.Option(None, "--seed", help="Design seed (new database: default 0)."),
+    atlas: str = typer.Option(None, "--atlas", help="Atlas: 'icbm152' (default), a gm/wm/csf folder or a label map."),
+    workers: int = typer.Option(None, "--workers", help="Local worker processes (default: all cores)."),
+    scheduler: str = typer.Option(None, "--scheduler", help="Dask scheduler address tcp://HOST:PORT."),
+    database_url: str = typer.Option(None, "--database-url", help=URL_HELP),
+    batch_size: int = typer.Option(None, "--batch-size", help="Simulations per task (default: up to 8)."),
+    snapshots: int = typer.Option(None, "--snapshots", help="Snapshots per simulation, K (new database: default 10)."),
+    max_days: float = typer.Option(None, "--max-days", help="Latest snapshot time, days (new database: default 1500)."),
+    index_kind: str = typer.Option("auto", "--index-kind", help="FAISS index kind rebuilt after the build."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
+) -> None:
+    """Build, extend or resume a database (running it again continues; it never duplicates)."""
+    from gliofit.common.errors import InputError
+    from gliofit.simulations_db.build import build_database
+    from gliofit.simulations_db.design import SnapshotRule
+
+    if simulations <= 0:
+        raise InputError(f"--simulations must be a positive integer, got {simulations}")
+    rule = None
+    if snapshots is not None or max_days is not None:
+        rule = SnapshotRule(count=snapshots or SnapshotRule.count,
+                            t_max_days=max_days if max_days is not None else SnapshotRule.t_max_days)
+    report = build_database(db, simulations, resolution_mm=resolution, seed=seed, atlas=atlas, workers=workers,
+                            scheduler=scheduler, database_url=database_url, batch_size=batch_size,
+                            progress=not no_progress, snapshots=rule, index_kind=index_kind)
+    typer.echo(json.dumps(report))
+
+
+@db_app.command("info")
+@cli_errors
+def info(
+    db: Path = typer.Argument(..., help="Database directory."),
+    database_url: str = typer.Option(None, "--database-url", help=URL_HELP),
+) -> None:
+    """Print a JSON summary: format, atlas, resolution, simulations, entries, thresholds, index."""
+    from gliofit.simulations_db.database import open_database
+
+    d = open_database(db, database_url)
+    try:
+        typer.echo(json.dumps(d.info(), indent=2))
+    finally:
+        d.close()
+
+
+@db_app.command("verify")
+@cli_errors
+def verify(
+    db: Path = typer.Argument(..., help="Database directory."),
+    database_url: str = typer.Option(None, "--database-url", help=URL_HELP),
+) -> None:
+    """Check SQL rows, arrays, checksums and the index agree; exit 1 listing every problem."""
+    from gliofit.simulations_db.verify import verify_database
+
+    problems = verify_database(db, database_url)
+    for p in problems:
+        typer.echo(p)
+    if problems:
+        typer.echo(f"gliofit: {db}: {len(problems)} problem(s)", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{db}: ok")
+
+
+@db_app.command("index")
+@cli_errors
+def index(
+    db: Path = typer.Argument(..., help="Database directory."),
+    kind: str = typer.Option("auto", "--kind", help="auto | flat | ivf | hnsw (auto: flat below ~50k entries)."),
+    database_url: str = typer.Option(None, "--database-url", help=URL_HELP),
+) -> None:
+    """(Re)build the FAISS index over every entry and record its version."""
+    from gliofit.simulations_db.manifest import read_manifest
+    from gliofit.simulations_db.reindex import rebuild_index
+
+    read_manifest(db)
+    typer.echo(json.dumps(rebuild_index(db, kind, database_url=database_url)))

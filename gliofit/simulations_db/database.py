@@ -1,0 +1,183 @@
+"""Open a built database: its manifest, grid, entries table (numpy arrays), arrays and index.
+
+>>> db = open_database("DB")                     # doctest: +SKIP
+>>> db.info()["entries"]                         # doctest: +SKIP
+>>> crops = db.read_entries(db.entries["id"][:1000])   # [(bbox, uint8 crop), ...]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import func, select
+
+from gliofit.common.errors import InputError
+from gliofit.simulations_db.manifest import Manifest, read_manifest
+from gliofit.simulations_db.schema import entries_t, make_engine, migrate, simulations_t
+from gliofit.simulations_db.store import QUANT_SCALE, VISIBLE_LEVEL, ShardReader, threshold_level
+
+__all__ = ["Database", "open_database"]
+
+_ENTRY_COLUMNS = ("id", "simulation_id", "snapshot", "T_days", "mu_D_mm", "mu_rho", "wt_voxels", "core_voxels",
+                  "wt_cm3", "core_cm3", "offset", "length", "crc32")
+_SIM_COLUMNS = ("D_mm2_per_day", "rho_per_day", "diffusivity_ratio", "origin_x_mm", "origin_y_mm", "origin_z_mm")
+
+
+class Database:
+    """A simulation database opened for reading.
+
+    Attributes
+    ----------
+    path : the database directory.
+    manifest : its :class:`~.manifest.Manifest`.
+    engine : the SQLAlchemy engine.
+    """
+
+    def __init__(self, path: str | Path, manifest: Manifest, engine) -> None:
+        self.path = Path(path)
+        self.manifest = manifest
+        self.engine = engine
+        self.reader = ShardReader(self.path / "arrays")
+        self._entries: dict[str, np.ndarray] | None = None
+        self._shards: list[str] = []
+        self._grid = None
+        self._index = None
+
+    @property
+    def grid(self):
+        """The simulation grid (:class:`~.atlas.Atlas`) every entry lives on."""
+        if self._grid is None:
+            from gliofit.simulations_db.worker import load_grid
+
+            self._grid = load_grid(self.path)
+        return self._grid
+
+    @property
+    def entries(self) -> dict[str, np.ndarray]:
+        """The entries table as arrays sorted by ``id``: the SQL columns, ``bbox`` (n, 6) int64,
+        ``shard`` (n,) int32 codes into :attr:`shards`, and the simulation's parameters."""
+        if self._entries is None:
+            self._entries = self._load_entries()
+        return self._entries
+
+    @property
+    def shards(self) -> list[str]:
+        self.entries  # noqa: B018 - loads the table
+        return self._shards
+
+    def _load_entries(self) -> dict[str, np.ndarray]:
+        e, s = entries_t.c, simulations_t.c
+        cols = [e[c] for c in _ENTRY_COLUMNS] + [e.shard, e.x0, e.y0, e.z0, e.x1, e.y1, e.z1] + [s[c] for c in _SIM_COLUMNS]
+        q = select(*cols).join(simulations_t, simulations_t.c.id == e.simulation_id).order_by(e.id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).all()
+        names = list(_ENTRY_COLUMNS) + ["shard", "x0", "y0", "z0", "x1", "y1", "z1"] + list(_SIM_COLUMNS)
+        raw = {name: [r[i] for r in rows] for i, name in enumerate(names)}
+        ints = {"id", "simulation_id", "snapshot", "wt_voxels", "core_voxels", "offset", "length", "crc32"}
+        out = {k: np.asarray(raw[k], dtype=np.int64 if k in ints else np.float64) for k in _ENTRY_COLUMNS}
+        for k in _SIM_COLUMNS:
+            out[k] = np.asarray(raw[k], dtype=np.float64)
+        out["bbox"] = np.stack([np.asarray(raw[k], dtype=np.int64) for k in ("x0", "y0", "z0", "x1", "y1", "z1")],
+                               axis=1) if rows else np.zeros((0, 6), dtype=np.int64)
+        self._shards, codes = (np.unique(np.asarray(raw["shard"], dtype=object).astype(str), return_inverse=True)
+                               if rows else (np.array([], dtype=str), np.zeros(0, dtype=np.int64)))
+        self._shards = [str(v) for v in self._shards]
+        out["shard"] = codes.astype(np.int32)
+        return out
+
+    def rows_of(self, ids) -> np.ndarray:
+        """Row numbers in :attr:`entries` of entry ``ids`` (InputError for an unknown id)."""
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        all_ids = self.entries["id"]
+        pos = np.searchsorted(all_ids, ids)
+        bad = (pos >= len(all_ids)) | (all_ids[np.minimum(pos, max(len(all_ids) - 1, 0))] != ids) if len(all_ids) else ids == ids
+        if np.any(bad):
+            raise InputError(f"{self.path}: no entry with id {int(ids[np.argmax(bad)])}")
+        return pos
+
+    def read_entries(self, ids) -> list[tuple[tuple[int, ...], np.ndarray]]:
+        """``[(bbox (x0, y0, z0, x1, y1, z1), uint8 crop (x1-x0, y1-y0, z1-z0))]`` for entry ``ids``, in order.
+
+        Densities are ``crop / 255``; voxels outside the bbox are 0.
+        """
+        e = self.entries
+        out = []
+        for r in self.rows_of(ids):
+            bbox = tuple(int(v) for v in e["bbox"][r])
+            out.append((bbox, self.reader.read(self._shards[e["shard"][r]], int(e["offset"][r]), int(e["length"][r]), bbox)))
+        return out
+
+    def read_visible(self, ids) -> list[tuple[tuple[int, ...], np.ndarray]]:
+        """Like :meth:`read_entries`, but only the box where density >= 0.05 (the fast re-ranking read).
+
+        Every voxel at or above :data:`~.store.VISIBLE_LEVEL` / 255 lies inside the returned box.
+        """
+        e = self.entries
+        return [self.reader.read_visible(self._shards[e["shard"][r]], int(e["offset"][r]), int(e["length"][r]),
+                                         e["bbox"][r]) for r in self.rows_of(ids)]
+
+    def read_masks(self, ids, threshold: float) -> list[tuple[tuple[int, ...], np.ndarray]]:
+        """``[(bbox, bool crop density >= threshold)]`` (uint8 level, see :mod:`.store`); thresholds
+        >= 0.05 read only the visible stream."""
+        level = threshold_level(threshold)
+        crops = self.read_visible(ids) if level >= VISIBLE_LEVEL else self.read_entries(ids)
+        return [(bbox, crop >= level) for bbox, crop in crops]
+
+    def density(self, entry_id: int) -> np.ndarray:
+        """The full (X, Y, Z) float32 density of one entry on the database grid."""
+        (bbox, crop), = self.read_entries([entry_id])
+        u = np.zeros(self.manifest.grid_shape, dtype=np.float32)
+        u[bbox[0]:bbox[3], bbox[1]:bbox[4], bbox[2]:bbox[5]] = crop.astype(np.float32) / QUANT_SCALE
+        return u
+
+    def index_row(self) -> dict | None:
+        from gliofit.simulations_db.reindex import latest_index
+
+        return latest_index(self.engine)
+
+    @property
+    def index(self):
+        """The newest FAISS index (:class:`~.index.FaissIndex`), loaded once."""
+        if self._index is None:
+            from gliofit.simulations_db.index import FaissIndex
+
+            row = self.index_row()
+            if row is None:
+                raise InputError(f"{self.path}: database has no FAISS index; run `gliofit db index {self.path}`")
+            self._index = FaissIndex.load(self.path / row["path"])
+        return self._index
+
+    def info(self) -> dict:
+        """The JSON summary of ``gliofit db info`` (INTERFACES.md)."""
+        m = self.manifest
+        with self.engine.connect() as conn:
+            status = dict(conn.execute(select(simulations_t.c.status, func.count()).group_by(simulations_t.c.status)).all())
+            n_entries = conn.execute(select(func.count()).select_from(entries_t)).scalar() or 0
+            nbytes = conn.execute(select(func.sum(entries_t.c.length))).scalar() or 0
+        row = self.index_row()
+        return {
+            "format_version": m.format_version, "path": str(self.path), "atlas": m.atlas,
+            "atlas_checksum": m.atlas_checksum, "resolution_mm": m.resolution_mm, "grid_shape": list(m.grid_shape),
+            "simulations": int(status.get("done", 0) + status.get("failed", 0)),
+            "simulations_by_status": {k: int(v) for k, v in status.items()},
+            "entries": int(n_entries), "array_bytes": int(nbytes),
+            "thresholds": dict(m.thresholds), "design": m.design, "snapshots": m.snapshots,
+            "quantisation": m.quantisation,
+            "index": ({"kind": row["kind"], "entries": int(row["entries"]), "version": int(row["version"]),
+                       "path": row["path"]} if row else {"kind": None, "entries": 0, "version": None}),
+        }
+
+    def close(self) -> None:
+        self.reader.close()
+        self.engine.dispose()
+
+
+def open_database(path: str | Path, database_url: str | None = None) -> Database:
+    """Open the database in directory ``path`` (InputError naming it if it is not one)."""
+    from gliofit.simulations_db.build import database_url_for
+
+    m = read_manifest(path)
+    engine = make_engine(database_url_for(path, m, database_url))
+    migrate(engine)
+    return Database(path, m, engine)

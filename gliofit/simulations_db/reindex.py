@@ -1,0 +1,106 @@
+"""(Re)build a database's FAISS index from the stored entry features and record its version in SQL.
+
+The features of every entry are computed when the entry is written (by the
+index engineer's :func:`~gliofit.simulations_db.features.entry_features`) and
+kept in ``entries.features``, so rebuilding never re-reads arrays. The index
+file is ``DB/index/index-v<version>.faiss`` (written atomically by
+:meth:`FaissIndex.save`); its row in ``index_versions`` is committed only if
+the entries did not change meanwhile (else it is rebuilt), and older index
+files are removed afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import func, insert, select
+
+from gliofit.common.errors import InputError
+from gliofit.simulations_db.manifest import read_manifest
+from gliofit.simulations_db.schema import entries_t, index_versions_t, make_engine
+
+__all__ = ["rebuild_index", "latest_index", "index_is_current", "load_features", "file_sha256"]
+
+INDEX_DIR = "index"
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _engine(db_dir, database_url):
+    from gliofit.simulations_db.build import database_url_for
+
+    return make_engine(database_url_for(db_dir, read_manifest(db_dir), database_url))
+
+
+def load_features(engine) -> tuple[np.ndarray, np.ndarray]:
+    """(ids (n,) int64 ascending, features (n, d) float32) of every entry."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(entries_t.c.id, entries_t.c.features).order_by(entries_t.c.id)).all()
+    ids = np.array([r[0] for r in rows], dtype=np.int64)
+    if not rows:
+        return ids, np.zeros((0, 0), dtype=np.float32)
+    feats = np.stack([np.frombuffer(r[1], dtype="<f4") for r in rows]).astype(np.float32)
+    return ids, feats
+
+
+def latest_index(engine) -> dict | None:
+    """The newest ``index_versions`` row as a dict, or None."""
+    with engine.connect() as conn:
+        row = conn.execute(select(index_versions_t).order_by(index_versions_t.c.version.desc()).limit(1)).mappings().first()
+    return dict(row) if row else None
+
+
+def index_is_current(db_dir: str | Path, database_url: str | None = None) -> bool:
+    """True when the newest index exists on disk and counts as many entries as SQL holds."""
+    engine = _engine(db_dir, database_url)
+    row = latest_index(engine)
+    with engine.connect() as conn:
+        n = conn.execute(select(func.count()).select_from(entries_t)).scalar() or 0
+    return row is not None and row["entries"] == n and (Path(db_dir) / row["path"]).is_file()
+
+
+def rebuild_index(db_dir: str | Path, kind: str = "auto", *, database_url: str | None = None, seed: int = 0,
+                  attempts: int = 3) -> dict:
+    """Build the index over all entries, save it, record it; returns ``{"kind", "entries", "version", "path"}``."""
+    from gliofit.simulations_db.index import KINDS, build_index
+
+    if kind not in KINDS:
+        raise InputError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
+    db_dir = Path(db_dir)
+    engine = _engine(db_dir, database_url)
+    (db_dir / INDEX_DIR).mkdir(exist_ok=True)
+    for _ in range(attempts):
+        ids, feats = load_features(engine)
+        if len(ids) == 0:
+            return {"kind": None, "entries": 0, "version": None, "path": None}
+        index = build_index(feats, ids, kind=kind, seed=seed)
+        with engine.begin() as conn:
+            n_now = conn.execute(select(func.count()).select_from(entries_t)).scalar()
+            if n_now != len(ids):
+                continue                            # entries changed while building: build again
+            version = (conn.execute(select(func.max(index_versions_t.c.version))).scalar() or 0) + 1
+            rel = f"{INDEX_DIR}/index-v{version}.faiss"
+            index.save(db_dir / rel)
+            conn.execute(insert(index_versions_t).values(
+                version=version, kind=index.kind, entries=index.ntotal, path=rel,
+                checksum=file_sha256(db_dir / rel), created_at=time.time()))
+        _remove_older(db_dir, version)
+        return {"kind": index.kind, "entries": index.ntotal, "version": version, "path": rel}
+    raise RuntimeError(f"{db_dir}: entries kept changing while the index was built ({attempts} attempts)")
+
+
+def _remove_older(db_dir: Path, version: int) -> None:
+    """Delete index files of versions below ``version`` (a newer one from another builder stays)."""
+    for p in (db_dir / INDEX_DIR).glob("index-v*.faiss*"):
+        v = p.name[len("index-v"):].split(".", 1)[0]
+        if v.isdigit() and int(v) < version:
+            p.unlink(missing_ok=True)
