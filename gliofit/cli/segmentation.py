@@ -1,0 +1,38 @@
+"""Command of the segmentation part: ``segment`` (MRI -> BraTS tumour labels)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from gliofit.cli.errors import cli_errors
+
+__all__ = ["segment"]
+
+
+@cli_errors
+def segment(
+    t1: Path = typer.Option(..., "--t1", help="T1 NIfTI."),
+    t1c: Path = typer.Option(..., "--t1c", help="T1 contrast-enhanced (T1Gd) NIfTI."),
+    t2: Path = typer.Option(..., "--t2", help="T2 NIfTI."),
+    flair: Path = typer.Option(..., "--flair", help="FLAIR NIfTI."),
+    model: Path = typer.Option(..., "--model", help="STU-Net checkpoint (saved by gliofit seg train)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output label map NIfTI (input grid and affine)."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, or auto (CUDA when present)."),
+    tta: bool = typer.Option(None, "--tta/--no-tta",
+                             help="Test-time mirroring (8x cost). Default: on for cuda, off for cpu."),
+    labels: str = typer.Option("brats2023", "--labels", help="Output labels: brats2023 (1,2,3) or brats2021 (1,2,4)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Segment a brain tumour from four co-registered MRI modalities with an STU-Net."""
+    import numpy as np
+
+    from gliofit.common.nifti import save_volume
+    from gliofit.segmentation.predict import segment as run_segment
+
+    seg, affine = run_segment(t1, t1c, t2, flair, model, device=device, tta=tta, labels=labels,
+                              progress=not quiet)
+    save_volume(seg, affine, output, dtype=np.uint8)
+    counts = {int(v): int(n) for v, n in zip(*np.unique(seg, return_counts=True))}
+    typer.echo(f"wrote {output} (voxels per label: {counts})")
