@@ -1,0 +1,161 @@
+"""``gliofit.infer``: from a segmentation to personalised parameters with uncertainty.
+
+>>> import gliofit
+>>> db = gliofit.open_database("DB")                        # doctest: +SKIP
+>>> res = gliofit.infer(db, "seg.nii.gz")                   # doctest: +SKIP
+>>> res.save("OUT")                                         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+
+import numpy as np
+
+from gliofit.common.errors import InputError
+from gliofit.inverse.density import DENSITY_METHODS, best_density
+from gliofit.inverse.estimate import entry_parameters, match_weights, parameters_of, summarise, temperature
+from gliofit.inverse.observation import observe
+from gliofit.inverse.query import DEFAULT_TOP_K, Matches, query
+from gliofit.inverse.result import Result
+from gliofit.simulations_db.atlas import Atlas, load_atlas, to_atlas_grid
+
+__all__ = ["METHODS", "N_MATCHES", "infer", "atlas_of"]
+
+METHODS = ("index", "exhaustive")
+N_MATCHES = 10
+"""Matches listed in result.json."""
+
+
+@functools.lru_cache(maxsize=4)
+def _load_atlas_cached(spec: str) -> Atlas:
+    return load_atlas(spec)
+
+
+def atlas_of(db) -> Atlas:
+    """The 1 mm atlas a database was built on (loaded once per process); InputError if it changed."""
+    atlas = _load_atlas_cached(str(db.manifest.atlas_spec))
+    if atlas.name != db.manifest.atlas:
+        raise InputError(f"{db.path}: database atlas {db.manifest.atlas} but {db.manifest.atlas_spec} "
+                         f"now loads {atlas.name}")
+    return atlas
+
+
+def _open(db):
+    if isinstance(db, (str, Path)):
+        from gliofit.simulations_db.database import open_database
+
+        return open_database(db)
+    return db
+
+
+def _run_refine(db, obs, best: dict, thresholds: tuple[float, float]) -> dict | None:
+    try:
+        from gliofit.inverse.refine import refine
+    except ImportError:
+        return None
+    return refine(db.grid, obs.wt, obs.core, best, thresholds=thresholds)
+
+
+def _refined(db, atlas: Atlas, params: dict, out: dict):
+    """Parameters, fit and density function of a refine outcome (density simulated on the database grid)."""
+    from gliofit.common.units import derived_parameters
+    from gliofit.simulations_db.solver import simulate_one
+
+    new = dict(params)
+    new.update({"D_mm2_per_day": float(out["D_mm2_per_day"]), "rho_per_day": float(out["rho_per_day"]),
+                "T_days": float(out["T_days"]), "origin_mm": [float(v) for v in out["origin_mm"]]})
+    new.update(derived_parameters(new["D_mm2_per_day"], new["rho_per_day"], new["T_days"]))
+    ratio = float(db.manifest.design.get("diffusivity_ratio", 10.0))
+
+    def density() -> np.ndarray:
+        u = simulate_one(db.grid, new["D_mm2_per_day"], new["rho_per_day"], new["origin_mm"], new["T_days"],
+                         diffusivity_ratio=ratio)
+        return np.clip(to_atlas_grid(u, db.grid, atlas), 0.0, 1.0).astype(np.float32)
+
+    return new, density
+
+
+def _fit(dice: np.ndarray, weights: tuple[float, float]) -> dict:
+    return {"dice_whole_tumor": float(dice[0]), "dice_core": float(dice[1]),
+            "dice_mean": float(weights[0] * dice[0] + weights[1] * dice[1])}
+
+
+def infer(db, seg, *, labels: str = "auto", core=None, t1=None, in_atlas_space: bool = False,
+          top_k: int = DEFAULT_TOP_K, refine: bool = False, method: str = "index", weights=(0.5, 0.5),
+          thresholds_search: bool = True, density: str = "upsample", atlas: Atlas | None = None,
+          progress: bool = False) -> Result:
+    """Personalise the growth model for one segmentation.
+
+    Parameters
+    ----------
+    db : a database directory or an open :class:`~gliofit.simulations_db.database.Database`.
+    seg : label map NIfTI (BraTS 2021/2023) or the whole-tumour mask (``labels="masks"`` with ``core``).
+    labels : ``auto``, ``brats2021``, ``brats2023`` or ``masks``.
+    core : the core mask file (``labels="masks"``).
+    t1 : the patient's T1 (patient-space input: registered to the atlas).
+    in_atlas_space : the segmentation's affine is atlas world mm.
+    top_k : candidates from the index (``method="index"``) or matches kept (``"exhaustive"``).
+    refine : run a short local search with the forward solver from the best match.
+    method : ``"index"`` (FAISS + exact Dice, default) or ``"exhaustive"`` (the published baseline).
+    weights : (whole tumour, core) weights of the mean Dice.
+    thresholds_search : search the imaging thresholds per candidate (index method).
+    density : ``"upsample"`` (default) or ``"resimulate"`` the best match at 1 mm.
+    atlas : the database's atlas at 1 mm if already loaded (default: loaded from the manifest).
+    progress : progress bar for the exhaustive loop.
+    """
+    t0 = time.perf_counter()
+    if method not in METHODS:
+        raise InputError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    if density not in DENSITY_METHODS:
+        raise InputError(f"density must be one of {', '.join(DENSITY_METHODS)}, got {density!r}")
+    db = _open(db)
+    atlas = atlas if atlas is not None else atlas_of(db)
+    obs = observe(seg, grid=db.grid, atlas=atlas, labels=labels, core=core, t1=t1, in_atlas_space=in_atlas_space)
+    load_s = time.perf_counter() - t0 - obs.timings_s["registration"]
+    tq = time.perf_counter()
+    if method == "index":
+        m = query(db, obs.wt, obs.core, top_k=top_k, weights=weights, thresholds_search=thresholds_search)
+    else:
+        from gliofit.inverse.baseline import exhaustive_query
+
+        m = exhaustive_query(db, obs.wt, obs.core, top_k=top_k, weights=weights, progress=progress)
+    if len(m.ids) == 0:
+        raise InputError(f"{db.path}: the database returned no candidates (is it empty?)")
+    params = entry_parameters(db, m.ids, m.thresholds)
+    w = match_weights(m.mean_dice)
+    uncertainty = summarise(params, w)
+    query_s = time.perf_counter() - tq
+    best = parameters_of(params, 0)
+    fit = _fit(m.dice[0], m.weights)
+    best_id = int(m.ids[0])
+    density_fn = functools.partial(best_density, db, best_id, best, atlas, density)
+    extra = {"method": method, "candidates": m.n_candidates, "scored": len(m.ids),
+             "temperature": temperature(m.mean_dice), "effective_matches": float(1.0 / np.sum(w ** 2))}
+    if refine:
+        out = _run_refine(db, obs, best, (best["threshold_edema"], best["threshold_core"]))
+        if out is not None:
+            extra["refine"] = out
+            if out["dice_whole_tumor"] * m.weights[0] + out["dice_core"] * m.weights[1] > fit["dice_mean"]:
+                best, density_fn = _refined(db, atlas, best, out)
+                fit = _fit(np.array([out["dice_whole_tumor"], out["dice_core"]]), m.weights)
+        else:
+            extra["refine"] = "unavailable (gliofit.inverse.refine not installed)"
+    matches = _matches(db, m, params)
+    timings = {"load": load_s, "segmentation": 0.0, "registration": obs.timings_s["registration"],
+               "query": query_s, "total": time.perf_counter() - t0}
+    database = {"path": str(db.path), "entries": int(len(db.entries["id"])), "atlas": db.manifest.atlas,
+                "resolution_mm": float(db.manifest.resolution_mm)}
+    return Result(parameters=best, uncertainty=uncertainty, matches=matches, fit=fit, timings=timings,
+                  space=obs.space, database=database, observation=obs, atlas=atlas, density_fn=density_fn,
+                  extra=extra)
+
+
+def _matches(db, m: Matches, params: dict) -> list[dict]:
+    rows = db.rows_of(m.ids[:N_MATCHES])
+    sims = db.entries["simulation_id"][rows]
+    return [{"rank": i + 1, "entry_id": int(m.ids[i]), "simulation_id": int(sims[i]),
+             "dice_whole_tumor": float(m.dice[i, 0]), "dice_core": float(m.dice[i, 1]),
+             "parameters": parameters_of(params, i)} for i in range(len(rows))]

@@ -1,0 +1,107 @@
+"""From ranked matches to the estimate: best match plus a posterior-like summary of the top matches.
+
+Point estimate: the parameters of the best match (rank 1), so parameters,
+density and fit describe one simulation. Note T is a convention (the data
+identify only D·T and ρ·T, i.e. ``mu_D_mm`` and ``mu_rho``): the entry's own T
+is reported.
+
+Summary: match ``i`` with score ``s_i`` (weighted mean Dice) gets weight
+
+    w_i ∝ exp((s_i − s_max) / τ),    τ = max(TAU_MIN, s_max − s_(N_TAU))
+
+where ``s_(N_TAU)`` is the N_TAU-th best score (N_TAU = 10). Why: a fixed τ
+is either too sharp for a small or coarse database (one match carries all the
+weight, the interval collapses to a point although the neighbours fit almost
+as well) or too flat for a dense one. Tying τ to the spread of the ten best
+scores means the ten best always keep at least 1/e of the best weight, so the
+summary reflects the local spread of comparable fits; the floor TAU_MIN = 0.01
+is about the Dice change of moving a boundary by a tenth of a voxel on a
+typical tumour, below which score differences are noise. From the weights:
+weighted mean, weighted standard deviation and the 95% interval as weighted
+2.5% and 97.5% quantiles (midpoint interpolation), per parameter and per
+origin axis.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gliofit.common.units import derived_parameters
+
+__all__ = ["PARAMETER_KEYS", "SCALAR_KEYS", "TAU_MIN", "N_TAU", "entry_parameters", "temperature", "match_weights",
+           "weighted_quantile", "summarise", "parameters_of"]
+
+SCALAR_KEYS = ("D_mm2_per_day", "rho_per_day", "T_days", "mu_D_mm", "mu_rho", "infiltration_length_mm",
+               "velocity_mm_per_day")
+PARAMETER_KEYS = SCALAR_KEYS + ("origin_mm", "threshold_edema", "threshold_core")
+"""Keys of ``parameters`` in result.json, in order (INTERFACES.md)."""
+TAU_MIN = 0.01
+N_TAU = 10
+
+
+def entry_parameters(db, ids: np.ndarray, thresholds: np.ndarray) -> dict[str, np.ndarray]:
+    """Parameters of entries: arrays (n,) per scalar key, ``origin_mm`` (n, 3), thresholds (n,)."""
+    e = db.entries
+    rows = db.rows_of(ids)
+    D, rho, T = e["D_mm2_per_day"][rows], e["rho_per_day"][rows], e["T_days"][rows]
+    derived = derived_parameters(D, rho, T)
+    out = {"D_mm2_per_day": D, "rho_per_day": rho, "T_days": T, **{k: np.asarray(v) for k, v in derived.items()}}
+    out["origin_mm"] = np.stack([e["origin_x_mm"][rows], e["origin_y_mm"][rows], e["origin_z_mm"][rows]], axis=1)
+    th = np.asarray(thresholds, dtype=np.float64).reshape(-1, 2)
+    out["threshold_edema"], out["threshold_core"] = th[:, 0], th[:, 1]
+    return {k: out[k] for k in PARAMETER_KEYS}
+
+
+def parameters_of(params: dict[str, np.ndarray], i: int) -> dict:
+    """JSON-ready parameters of match ``i`` (floats; origin a list of 3)."""
+    return {k: ([float(v) for v in params[k][i]] if k == "origin_mm" else float(params[k][i])) for k in PARAMETER_KEYS}
+
+
+def temperature(scores: np.ndarray) -> float:
+    """τ = max(TAU_MIN, best score − N_TAU-th best score) (scores in any order)."""
+    s = np.sort(np.asarray(scores, dtype=np.float64))[::-1]
+    if len(s) == 0:
+        return TAU_MIN
+    return max(TAU_MIN, float(s[0] - s[min(N_TAU, len(s)) - 1]))
+
+
+def match_weights(scores: np.ndarray, tau: float | None = None) -> np.ndarray:
+    """(n,) normalised weights exp((s_i − s_max)/τ); τ from :func:`temperature` when None."""
+    s = np.asarray(scores, dtype=np.float64)
+    t = temperature(s) if tau is None else float(tau)
+    w = np.exp((s - s.max()) / t)
+    return w / w.sum()
+
+
+def weighted_quantile(x: np.ndarray, w: np.ndarray, q) -> np.ndarray:
+    """Weighted quantiles of samples ``x`` (n,) with weights ``w`` (n,) at ``q`` in [0, 1] (midpoint rule)."""
+    x, w = np.asarray(x, dtype=np.float64), np.asarray(w, dtype=np.float64)
+    order = np.argsort(x, kind="stable")
+    xs, ws = x[order], w[order]
+    c = (np.cumsum(ws) - 0.5 * ws) / ws.sum()
+    return np.interp(q, c, xs)
+
+
+def _stats(x: np.ndarray, w: np.ndarray) -> tuple[float, float, list[float]]:
+    mean = float(np.sum(w * x))
+    std = float(np.sqrt(max(np.sum(w * (x - mean) ** 2), 0.0)))
+    lo, hi = weighted_quantile(x, w, [0.025, 0.975])
+    return mean, std, [float(lo), float(hi)]
+
+
+def summarise(params: dict[str, np.ndarray], weights: np.ndarray) -> dict:
+    """``uncertainty`` of result.json: ``{key: {"mean", "std", "ci95": [low, high]}}``.
+
+    For ``origin_mm`` mean and std are [x, y, z] and ci95 is ``[[x, y, z] low, [x, y, z] high]``.
+    """
+    out = {}
+    for k in PARAMETER_KEYS:
+        v = params[k]
+        if v.ndim == 2:
+            cols = [_stats(v[:, a], weights) for a in range(v.shape[1])]
+            out[k] = {"mean": [c[0] for c in cols], "std": [c[1] for c in cols],
+                      "ci95": [[c[2][0] for c in cols], [c[2][1] for c in cols]]}
+        else:
+            m, s, ci = _stats(v, weights)
+            out[k] = {"mean": m, "std": s, "ci95": ci}
+    return out

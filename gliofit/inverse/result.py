@@ -1,0 +1,157 @@
+"""The result of one inference: parameters, uncertainty, matches, fit, timings, density, figure, files.
+
+>>> res = gliofit.infer(db, "seg.nii.gz")       # doctest: +SKIP
+>>> res.parameters["mu_D_mm"], res.uncertainty["mu_D_mm"]["ci95"]   # doctest: +SKIP
+>>> res.save("OUT")    # result.json, tumor_density_atlas.nii.gz, tumor_density.nii.gz, report.png
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from gliofit import __version__
+from gliofit.common.errors import InputError
+from gliofit.common.nifti import atomic_path, save_volume
+from gliofit.inverse.observation import Observation
+from gliofit.simulations_db.atlas import Atlas
+
+__all__ = ["Result", "TIMING_KEYS", "write_json"]
+
+TIMING_KEYS = ("load", "segmentation", "registration", "query", "total")
+
+
+def write_json(obj: dict, path: str | Path) -> Path:
+    """Write ``obj`` as indented JSON to ``path`` atomically (parents created)."""
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{p}: output path is a directory")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = atomic_path(p)
+    try:
+        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+        os.replace(tmp, p)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return p
+
+
+class Result:
+    """What ``gliofit infer`` finds for one patient (the content of result.json, plus arrays).
+
+    Attributes
+    ----------
+    parameters : the best estimate (INTERFACES.md keys and units).
+    uncertainty : ``{key: {"mean", "std", "ci95"}}`` over the top matches.
+    matches : the top matches, best first, each with rank, ids, Dice and parameters.
+    fit : Dice of the best estimate's masks against the observed ones (database grid).
+    timings : seconds per stage (``timings_s`` in result.json).
+    space : ``"atlas"`` or ``"patient"``.
+    database : path, entries, atlas, resolution_mm of the database used.
+    observation : the :class:`~gliofit.inverse.observation.Observation` (masks on both grids).
+    atlas : the atlas grid the density lives on.
+    extra : method details not in result.json (method, candidates, temperature, refine report).
+    """
+
+    def __init__(self, *, parameters: dict, uncertainty: dict, matches: list[dict], fit: dict, timings: dict,
+                 space: str, database: dict, observation: Observation, atlas: Atlas,
+                 density_fn: Callable[[], np.ndarray], extra: dict | None = None) -> None:
+        self.parameters = parameters
+        self.uncertainty = uncertainty
+        self.matches = matches
+        self.fit = fit
+        self.timings = {k: float(timings.get(k, 0.0)) for k in TIMING_KEYS}
+        self.space = space
+        self.database = database
+        self.observation = observation
+        self.atlas = atlas
+        self.extra = extra or {}
+        self._density_fn = density_fn
+        self._density: np.ndarray | None = None
+
+    def __repr__(self) -> str:
+        p = self.parameters
+        return (f"Result(mu_D_mm={p['mu_D_mm']:.3g}, mu_rho={p['mu_rho']:.3g}, "
+                f"origin_mm={[round(v, 1) for v in p['origin_mm']]}, dice_mean={self.fit['dice_mean']:.3f})")
+
+    @property
+    def density_array(self) -> np.ndarray:
+        """(X, Y, Z) float32 tumour-cell density in [0, 1] on the atlas grid (computed once)."""
+        if self._density is None:
+            self._density = np.asarray(self._density_fn(), dtype=np.float32)
+        return self._density
+
+    @property
+    def density(self):
+        """The best estimate's density on the 1 mm atlas grid as a nibabel image."""
+        import nibabel as nib
+
+        return nib.Nifti1Image(self.density_array, self.atlas.affine)
+
+    def density_on_input_grid(self) -> np.ndarray:
+        """(X, Y, Z) float32 density on the segmentation's own grid and affine."""
+        return np.clip(self.observation.to_input_grid(self.density_array, self.atlas), 0.0, 1.0).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        """result.json as a dict (INTERFACES.md)."""
+        return {
+            "gliofit_version": __version__,
+            "space": self.space,
+            "database": self.database,
+            "parameters": self.parameters,
+            "uncertainty": self.uncertainty,
+            "fit": self.fit,
+            "matches": self.matches,
+            "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
+        }
+
+    def to_json(self, path: str | Path) -> Path:
+        """Write result.json to ``path`` atomically."""
+        return write_json(self.to_dict(), path)
+
+    def plot(self):
+        """Orthogonal slices through the tumour: observed masks, best-match contours, density (a Figure).
+
+        Background: the atlas T1; colour: the density; cyan / lime: the best match's whole
+        tumour and core (its thresholds); white / red dashed: the observed whole tumour and core.
+        """
+        from gliofit.common.figures import density_figure
+
+        obs = self.observation
+        centre = tuple(int(round(c)) for c in np.argwhere(obs.wt_atlas).mean(axis=0))
+        th = (self.parameters["threshold_edema"], self.parameters["threshold_core"])
+        p = self.parameters
+        title = (f"best match: mu_D {p['mu_D_mm']:.1f} mm, mu_rho {p['mu_rho']:.2f}, "
+                 f"Dice WT {self.fit['dice_whole_tumor']:.2f} core {self.fit['dice_core']:.2f}")
+        fig = density_figure(self.atlas.t1, self.density_array, thresholds=th, title=title, centre=centre)
+        views = [(slice(None), slice(None), centre[2]), (slice(None), centre[1], slice(None)),
+                 (centre[0], slice(None), slice(None))]
+        for ax, sl in zip(fig.axes[:3], views):
+            for mask, colour in ((obs.wt_atlas, "white"), (obs.core_atlas, "red")):
+                m = mask[sl].T.astype(np.float32)
+                if m.any() and not m.all():
+                    ax.contour(m, levels=[0.5], colors=colour, linewidths=0.8, linestyles="dashed")
+        return fig
+
+    def save(self, out_dir: str | Path, *, figure: bool = True) -> dict[str, Path]:
+        """Write result.json, tumor_density_atlas.nii.gz, tumor_density.nii.gz (input grid) and report.png."""
+        from gliofit.common.figures import save_figure
+
+        out = Path(out_dir)
+        if out.exists() and not out.is_dir():
+            raise InputError(f"{out}: output path is a file, not a folder")
+        out.mkdir(parents=True, exist_ok=True)
+        files = {
+            "tumor_density_atlas": save_volume(self.density_array, self.atlas.affine, out / "tumor_density_atlas.nii.gz"),
+            "tumor_density": save_volume(self.density_on_input_grid(), self.observation.input_affine,
+                                         out / "tumor_density.nii.gz"),
+        }
+        if figure:
+            files["report"] = save_figure(self.plot(), out / "report.png")
+        files["result"] = self.to_json(out / "result.json")
+        return files
