@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from gliofit.cli import database, demo, seg_training, segmentation, simulations
+from gliofit.cli import database, demo, inverse, seg_training, segmentation, simulations
 from gliofit.cli.errors import set_debug
 
 __all__ = ["app", "main"]
@@ -38,6 +38,7 @@ app.add_typer(database.db_app, name="db")
 app.add_typer(seg_training.seg_app, name="seg")
 app.command("phantom")(seg_training.phantom)
 app.command("segment")(segmentation.segment)
+app.command("infer")(inverse.infer)
 
 
 def main() -> None:

@@ -34,6 +34,9 @@ def write_json(obj: dict, path: str | Path) -> Path:
     tmp = atomic_path(p)
     try:
         tmp.write_text(json.dumps(obj, indent=2) + "\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)              # mkstemp makes 0600; a result is an ordinary file
         os.replace(tmp, p)
     finally:
         if tmp.exists():

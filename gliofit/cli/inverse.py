@@ -1,0 +1,52 @@
+"""``gliofit infer``: a segmentation in, personalised parameters with uncertainty out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from gliofit.cli.errors import cli_errors
+
+__all__ = ["infer"]
+
+
+@cli_errors
+def infer(
+    db: Path = typer.Option(..., "--db", help="Simulation database directory."),
+    seg: Path = typer.Option(..., "--seg", help="Tumour segmentation NIfTI (or the whole-tumour mask with --labels masks)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output folder (result.json, densities, report.png)."),
+    labels: str = typer.Option("auto", "--labels", help="Label convention: auto, brats2021, brats2023 or masks."),
+    core: Path = typer.Option(None, "--core", help="Tumour-core mask NIfTI (with --labels masks)."),
+    t1: Path = typer.Option(None, "--t1", help="Patient T1 on the segmentation's grid: register it to the atlas."),
+    in_atlas_space: bool = typer.Option(False, "--in-atlas-space", help="The segmentation's affine is atlas world mm."),
+    top_k: int = typer.Option(200, "--top-k", help="Candidates taken from the index."),
+    refine: bool = typer.Option(False, "--refine", help="Short local search with the forward solver from the best match."),
+    method: str = typer.Option("index", "--method", help="index (FAISS + exact Dice) or exhaustive (published baseline)."),
+    density: str = typer.Option("upsample", "--density", help="Best-match density at 1 mm: upsample or resimulate."),
+    no_threshold_search: bool = typer.Option(False, "--no-threshold-search", help="Use the database's thresholds only."),
+) -> None:
+    """Find the growth-model parameters whose simulated tumour best matches the segmentation."""
+    from gliofit.common.errors import InputError
+    from gliofit.inverse.api import infer as run_infer
+
+    if output.exists() and not output.is_dir():
+        raise InputError(f"{output}: output path is a file, not a folder")
+    if t1 is not None and in_atlas_space:
+        raise InputError("give either --t1 or --in-atlas-space, not both")
+    res = run_infer(db, seg, labels=labels, core=core, t1=t1, in_atlas_space=in_atlas_space, top_k=top_k,
+                    refine=refine, method=method, density=density, thresholds_search=not no_threshold_search,
+                    progress=method == "exhaustive")
+    files = res.save(output)
+    p, u = res.parameters, res.uncertainty
+    summary = {
+        "output": str(output),
+        "space": res.space,
+        "parameters": {k: p[k] for k in ("mu_D_mm", "mu_rho", "infiltration_length_mm", "origin_mm")},
+        "ci95": {k: u[k]["ci95"] for k in ("mu_D_mm", "mu_rho", "infiltration_length_mm")},
+        "fit": res.fit,
+        "timings_s": {k: round(v, 3) for k, v in res.timings.items()},
+        "files": sorted(str(f.name) for f in files.values()),
+    }
+    typer.echo(json.dumps(summary))
