@@ -45,7 +45,8 @@ __all__ = ["Observation", "LABEL_MODES", "MASK_FRACTION", "observe", "masks_from
 
 LABEL_MODES = ("auto", "brats2021", "brats2023", "masks")
 MASK_FRACTION = 0.5
-"""A target voxel belongs to a mask when at least this fraction of it is covered."""
+"""A target voxel belongs to a mask when at least this fraction of it is covered (to rounding, 1e-6)."""
+_EPS = 1e-6
 
 
 @dataclass(eq=False)
@@ -161,7 +162,8 @@ def is_atlas_space(affine: np.ndarray, shape: tuple[int, ...], atlas: Atlas) -> 
 
 def to_grid_masks(fraction: np.ndarray, src_affine: np.ndarray, grid: Atlas) -> np.ndarray:
     """A mask (or a coverage fraction in [0, 1]) on ``grid``: area fraction, then >= :data:`MASK_FRACTION`."""
-    return resample_area(np.asarray(fraction, dtype=np.float64), src_affine, grid.affine, grid.shape) >= MASK_FRACTION
+    frac = resample_area(np.asarray(fraction, dtype=np.float64), src_affine, grid.affine, grid.shape)
+    return frac >= MASK_FRACTION - _EPS
 
 
 def observe(
@@ -205,8 +207,8 @@ def observe(
         timings["load"] = time.perf_counter() - t0
         t1r = time.perf_counter()
         registration = register_to_atlas(t1_data, t1_affine, atlas, exclude=wt, source=str(t1))
-        wt_atlas = registration.to_atlas(wt, affine, atlas) >= MASK_FRACTION
-        core_atlas = registration.to_atlas(co, affine, atlas) >= MASK_FRACTION
+        wt_atlas = registration.to_atlas(wt, affine, atlas) >= MASK_FRACTION - _EPS
+        core_atlas = registration.to_atlas(co, affine, atlas) >= MASK_FRACTION - _EPS
         space = "patient"
         timings["registration"] = time.perf_counter() - t1r
     else:
