@@ -76,6 +76,7 @@ def match_weights(scores: np.ndarray, tau: float | None = None) -> np.ndarray:
 def weighted_quantile(x: np.ndarray, w: np.ndarray, q) -> np.ndarray:
     """Weighted quantiles of samples ``x`` (n,) with weights ``w`` (n,) at ``q`` in [0, 1] (midpoint rule)."""
     x, w = np.asarray(x, dtype=np.float64), np.asarray(w, dtype=np.float64)
+    x, w = x[w > 0], w[w > 0]                       # samples without weight do not move the quantiles
     order = np.argsort(x, kind="stable")
     xs, ws = x[order], w[order]
     c = (np.cumsum(ws) - 0.5 * ws) / ws.sum()
