@@ -126,7 +126,7 @@ def infer(db, seg, *, labels: str = "auto", core=None, t1=None, in_atlas_space: 
         raise InputError(f"{db.path}: the database returned no candidates (is it empty?)")
     params = entry_parameters(db, m.ids, m.thresholds)
     w = match_weights(m.mean_dice)
-    uncertainty = summarise(params, w)
+    uncertainty = summarise(params, w, origin_spacing_mm=float(db.manifest.resolution_mm))
     query_s = time.perf_counter() - tq
     best = parameters_of(params, 0)
     fit = _fit(m.dice[0], m.weights)

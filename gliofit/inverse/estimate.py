@@ -7,7 +7,12 @@ is reported.
 
 Summary: match ``i`` with score ``s_i`` (weighted mean Dice) gets weight
 
-    w_i ∝ exp((s_i − s_max) / τ),    τ = max(TAU_MIN, (1 − s_max) / 2)
+    w_i ∝ exp((s_i − s_max) / τ),    τ = max(TAU_MIN, (1 − s_max) / 2),
+
+and no weight when ``s_i < s_max / 2`` (SUPPORT_FRACTION): a match that
+explains less than half of what the best one does is no plausible
+explanation, and the many such entries among the candidates would otherwise
+add up to a flat, prior-like tail (origins anywhere in the brain).
 
 Why this temperature: the best match's shortfall ``1 − s_max`` measures how
 far database and model are from the observation (grid discretisation, the
@@ -18,12 +23,15 @@ sharp for a small or coarse database (one match carries all the weight and
 the interval collapses to a point although its neighbours fit almost as well)
 or too flat for a dense one. Measured on 80 queries grown from parameters not
 in the database (1,500 simulations at 6 mm, best mean Dice 0.6–0.7), the 95%
-intervals covered the truth of mu_D in 90–95%, of mu_rho in 95–100% and of
-the origin in 100% of cases; a fixed τ = 0.02 covered only 35–60%
+intervals covered the truth of mu_D in 90%, of mu_rho in 98% and of the
+origin in 95% of cases; a fixed τ = 0.02 covered only 35–60%
 (docs/architecture.md). The floor TAU_MIN = 0.01 keeps near-perfect fits
 from collapsing onto one entry. From the weights: weighted mean, weighted
 standard deviation and the 95% interval as weighted 2.5% and 97.5% quantiles
-(midpoint interpolation), per parameter and per origin axis.
+(midpoint interpolation), per parameter and per origin axis. Seed points of
+a database sit at voxel centres of its grid, so a stored origin stands for
+any point of its voxel: the origin's interval is widened by half a voxel on
+each side and its variance gains the quantisation term spacing²/12.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ import numpy as np
 
 from gliofit.common.units import derived_parameters
 
-__all__ = ["PARAMETER_KEYS", "SCALAR_KEYS", "TAU_MIN", "TAU_SHORTFALL_FRACTION", "entry_parameters", "temperature", "match_weights",
+__all__ = ["PARAMETER_KEYS", "SCALAR_KEYS", "TAU_MIN", "TAU_SHORTFALL_FRACTION", "SUPPORT_FRACTION", "entry_parameters", "temperature", "match_weights",
            "weighted_quantile", "summarise", "parameters_of"]
 
 SCALAR_KEYS = ("D_mm2_per_day", "rho_per_day", "T_days", "mu_D_mm", "mu_rho", "infiltration_length_mm",
@@ -41,6 +49,7 @@ PARAMETER_KEYS = SCALAR_KEYS + ("origin_mm", "threshold_edema", "threshold_core"
 """Keys of ``parameters`` in result.json, in order (INTERFACES.md)."""
 TAU_MIN = 0.01
 TAU_SHORTFALL_FRACTION = 0.5
+SUPPORT_FRACTION = 0.5
 
 
 def entry_parameters(db, ids: np.ndarray, thresholds: np.ndarray) -> dict[str, np.ndarray]:
@@ -70,10 +79,14 @@ def temperature(scores: np.ndarray) -> float:
 
 
 def match_weights(scores: np.ndarray, tau: float | None = None) -> np.ndarray:
-    """(n,) normalised weights exp((s_i − s_max)/τ); τ from :func:`temperature` when None."""
+    """(n,) normalised weights exp((s_i − s_max)/τ), zero where s_i < SUPPORT_FRACTION · s_max.
+
+    τ from :func:`temperature` when None.
+    """
     s = np.asarray(scores, dtype=np.float64)
     t = temperature(s) if tau is None else float(tau)
     w = np.exp((s - s.max()) / t)
+    w[s < SUPPORT_FRACTION * s.max()] = 0.0
     return w / w.sum()
 
 
@@ -94,18 +107,21 @@ def _stats(x: np.ndarray, w: np.ndarray) -> tuple[float, float, list[float]]:
     return mean, std, [float(lo), float(hi)]
 
 
-def summarise(params: dict[str, np.ndarray], weights: np.ndarray) -> dict:
+def summarise(params: dict[str, np.ndarray], weights: np.ndarray, *, origin_spacing_mm: float = 0.0) -> dict:
     """``uncertainty`` of result.json: ``{key: {"mean", "std", "ci95": [low, high]}}``.
 
-    For ``origin_mm`` mean and std are [x, y, z] and ci95 is ``[[x, y, z] low, [x, y, z] high]``.
+    For ``origin_mm`` mean and std are [x, y, z] and ci95 is ``[[x, y, z] low, [x, y, z] high]``,
+    widened by ``origin_spacing_mm / 2`` (the database grid's voxel: seed points are voxel centres).
     """
     out = {}
+    half = 0.5 * float(origin_spacing_mm)
     for k in PARAMETER_KEYS:
         v = params[k]
         if v.ndim == 2:
             cols = [_stats(v[:, a], weights) for a in range(v.shape[1])]
-            out[k] = {"mean": [c[0] for c in cols], "std": [c[1] for c in cols],
-                      "ci95": [[c[2][0] for c in cols], [c[2][1] for c in cols]]}
+            out[k] = {"mean": [c[0] for c in cols],
+                      "std": [float(np.sqrt(c[1] ** 2 + origin_spacing_mm ** 2 / 12.0)) for c in cols],
+                      "ci95": [[c[2][0] - half for c in cols], [c[2][1] + half for c in cols]]}
         else:
             m, s, ci = _stats(v, weights)
             out[k] = {"mean": m, "std": s, "ci95": ci}

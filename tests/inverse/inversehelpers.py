@@ -19,7 +19,7 @@ from gliofit.common.nifti import save_volume
 from gliofit.simulations_db.atlas import load_atlas
 from gliofit.simulations_db.build import build_database
 from gliofit.simulations_db.database import open_database
-from gliofit.simulations_db.design import Design, SnapshotRule
+from gliofit.simulations_db.design import SnapshotRule
 from gliofit.simulations_db.solver import simulate_one
 
 N_SIMULATIONS = 100
@@ -28,18 +28,27 @@ RULE = SnapshotRule(count=4)
 GLIOFIT = str(Path(sys.executable).with_name("gliofit"))
 
 
+_ONCE: dict = {}
+"""Built once per process: each test module imports these fixtures, which pytest would otherwise
+treat as separate session fixtures (one build per module)."""
+
+
 @pytest.fixture(scope="session")
 def atlas1():
     """The 1 mm ICBM152 atlas (loaded once)."""
-    return load_atlas("icbm152")
+    if "atlas" not in _ONCE:
+        _ONCE["atlas"] = load_atlas("icbm152")
+    return _ONCE["atlas"]
 
 
 @pytest.fixture(scope="session")
 def small_db_path(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("inverse") / "DB"
-    build_database(path, N_SIMULATIONS, resolution_mm=RESOLUTION_MM, seed=0, workers=1, snapshots=RULE,
-                   progress=False)
-    return path
+    if "db" not in _ONCE:
+        path = tmp_path_factory.mktemp("inverse") / "DB"
+        build_database(path, N_SIMULATIONS, resolution_mm=RESOLUTION_MM, seed=0, workers=1, snapshots=RULE,
+                       progress=False)
+        _ONCE["db"] = path
+    return _ONCE["db"]
 
 
 @pytest.fixture(scope="session")
@@ -76,23 +85,37 @@ class Case:
 
 
 def grow_cases(db, n: int, *, seed: int = 1, min_voxels: int = 60) -> list[Case]:
-    """``n`` queries from design indices past the database's end, at times between snapshots."""
+    """``n`` queries near the database's samples but not in it.
+
+    Each starts from a stored simulation (one with a tumour of at least ``min_voxels`` voxels at its
+    second-to-last snapshot) and changes every parameter: D and rho by factors in [0.8, 1.25], the
+    seed point anywhere inside its voxel (uniform, up to half a voxel along each axis), and T to a
+    time between two snapshots.
+    A dense database is this close to any patient; a sparse one is not, see docs/architecture.md.
+    """
     rng = np.random.default_rng(seed)
-    design = Design.from_dict(db.manifest.design)
     rule = SnapshotRule.from_dict(db.manifest.snapshots)
-    cases, i = [], N_SIMULATIONS + 500
-    while len(cases) < n:
-        p = design.parameters(db.grid, np.array([i]))
-        i += 1
-        D, rho, o = float(p["D_mm2_per_day"][0]), float(p["rho_per_day"][0]), p["origin_mm"][0]
+    e = db.entries
+    sims = np.unique(e["simulation_id"])
+    cases = []
+    for sim in rng.permutation(sims):
+        if len(cases) == n:
+            break
+        row = np.flatnonzero(e["simulation_id"] == sim)[0]
+        D = float(e["D_mm2_per_day"][row] * np.exp(rng.uniform(np.log(0.8), np.log(1.25))))
+        rho = float(e["rho_per_day"][row] * np.exp(rng.uniform(np.log(0.8), np.log(1.25))))
+        o = np.array([e["origin_x_mm"][row], e["origin_y_mm"][row], e["origin_z_mm"][row]])
+        o = o + db.grid.spacing_mm[0] * rng.uniform(-0.49, 0.49, 3)
         ts = rule.times(D, rho)
-        if len(ts) < 3:
+        if len(ts) < 3 or db.grid.tissue_at(o) < 0.5:
             continue
-        T = float(np.sqrt(ts[-3] * ts[-2]) * np.exp(rng.uniform(-0.1, 0.1)))
+        T = float(np.sqrt(ts[-3] * ts[-2]))
         u = simulate_one(db.grid, D, rho, o, T)
         if (u >= 0.25).sum() < min_voxels or (u >= 0.675).sum() < 5:
             continue
         cases.append(Case(D, rho, T, o, u))
+    if len(cases) < n:
+        raise RuntimeError(f"only {len(cases)} cases of {n} could be grown")
     return cases
 
 

@@ -50,3 +50,16 @@ def test_summary_mean_and_std_match_numpy_for_equal_weights():
     assert u["rho_per_day"]["std"] == pytest.approx(p["rho_per_day"].std())
     lo, hi = u["origin_mm"]["ci95"]
     assert np.all(np.asarray(lo) < p["origin_mm"].mean(0)) and np.all(p["origin_mm"].mean(0) < np.asarray(hi))
+
+
+def test_matches_below_half_the_best_score_get_no_weight():
+    w = match_weights(np.array([0.6, 0.5, 0.31, 0.29, 0.0]))
+    assert w[3] == 0 and w[4] == 0 and w[2] > 0 and w.sum() == pytest.approx(1.0)
+
+
+def test_origin_interval_is_widened_by_half_a_database_voxel():
+    p = _params(3)
+    u = summarise(p, np.array([0, 1.0, 0]), origin_spacing_mm=4.0)
+    lo, hi = np.asarray(u["origin_mm"]["ci95"])
+    assert np.allclose(lo, p["origin_mm"][1] - 2.0) and np.allclose(hi, p["origin_mm"][1] + 2.0)
+    assert np.allclose(u["origin_mm"]["std"], 4.0 / np.sqrt(12))

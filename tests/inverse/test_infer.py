@@ -1,0 +1,164 @@
+"""``gliofit.infer`` and ``gliofit infer``: recovery, result.json schema, conventions, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import nibabel as nib
+import numpy as np
+import pytest
+from inversehelpers import GLIOFIT, atlas1, grow_cases, small_db, small_db_path, write_labels  # noqa: F401
+from typer.testing import CliRunner
+
+import gliofit
+from gliofit.cli import app
+from gliofit.common.nifti import save_volume
+from gliofit.inverse.estimate import PARAMETER_KEYS
+from gliofit.simulations_db.atlas import to_atlas_grid
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def cases(small_db):
+    return grow_cases(small_db, 6)
+
+
+@pytest.fixture(scope="module")
+def case_seg(tmp_path_factory, small_db, cases):
+    """The first case as a BraTS 2023 label map on the database grid (atlas space)."""
+    return write_labels(tmp_path_factory.mktemp("seg") / "seg.nii.gz", cases[0].labels(), small_db.grid.affine)
+
+
+def test_recovery_truth_lies_in_the_95_interval_for_most_cases(tmp_path, small_db, atlas1, cases):
+    """mu_D, mu_rho and the origin of queries grown from parameters not in the database; the intervals
+    must also say something (narrower than the database's own spread)."""
+    inside, n, narrow = 0, 0, 0
+    e = small_db.entries
+    db_span = np.percentile(e["mu_D_mm"], 97.5) - np.percentile(e["mu_D_mm"], 2.5)
+    for k, c in enumerate(cases):
+        seg = write_labels(tmp_path / f"seg{k}.nii.gz", c.labels(), small_db.grid.affine)
+        res = gliofit.infer(small_db, seg, atlas=atlas1)
+        u = res.uncertainty
+        checks = [u["mu_D_mm"]["ci95"][0] <= c.mu_D_mm <= u["mu_D_mm"]["ci95"][1],
+                  u["mu_rho"]["ci95"][0] <= c.mu_rho <= u["mu_rho"]["ci95"][1],
+                  bool(np.all((np.asarray(u["origin_mm"]["ci95"][0]) <= c.origin_mm)
+                              & (c.origin_mm <= np.asarray(u["origin_mm"]["ci95"][1]))))]
+        inside += sum(checks)
+        n += len(checks)
+        origin_width = np.asarray(u["origin_mm"]["ci95"][1]) - np.asarray(u["origin_mm"]["ci95"][0])
+        narrow += bool(u["mu_D_mm"]["ci95"][1] - u["mu_D_mm"]["ci95"][0] < 0.75 * db_span
+                       and np.all(origin_width <= 30.0))
+        assert res.fit["dice_whole_tumor"] > 0.2                  # the best match overlaps the query
+        assert res.matches[0]["dice_whole_tumor"] == res.fit["dice_whole_tumor"]
+    assert inside >= 0.75 * n, f"truth inside the 95% interval in {inside} of {n} checks"
+    assert narrow >= len(cases) // 2, f"informative intervals in {narrow} of {len(cases)} cases"
+
+
+def test_result_json_has_exactly_the_interface_keys(tmp_path, small_db, case_seg):
+    res = gliofit.infer(small_db.path, case_seg)
+    files = res.save(tmp_path / "OUT")
+    assert {p.name for p in files.values()} == {"result.json", "tumor_density_atlas.nii.gz", "tumor_density.nii.gz",
+                                                "report.png"}
+    d = json.loads((tmp_path / "OUT" / "result.json").read_text())
+    assert set(d) == {"gliofit_version", "space", "database", "parameters", "uncertainty", "fit", "matches",
+                      "timings_s"}
+    assert d["gliofit_version"] == gliofit.__version__ and d["space"] == "atlas"
+    assert set(d["database"]) == {"path", "entries", "atlas", "resolution_mm"}
+    assert d["database"]["entries"] == len(small_db.entries["id"]) and d["database"]["resolution_mm"] == 6.0
+    assert list(d["parameters"]) == list(PARAMETER_KEYS)
+    assert len(d["parameters"]["origin_mm"]) == 3
+    assert set(d["uncertainty"]) == set(PARAMETER_KEYS)
+    for k, v in d["uncertainty"].items():
+        assert set(v) == {"mean", "std", "ci95"} and len(v["ci95"]) == 2
+        if k != "origin_mm":
+            assert v["ci95"][0] <= v["mean"] <= v["ci95"][1] or np.isclose(v["ci95"][0], v["ci95"][1])
+    assert set(d["fit"]) == {"dice_whole_tumor", "dice_core", "dice_mean"}
+    assert d["fit"]["dice_mean"] == pytest.approx(0.5 * (d["fit"]["dice_whole_tumor"] + d["fit"]["dice_core"]))
+    assert 1 <= len(d["matches"]) <= 10 and [m["rank"] for m in d["matches"]] == list(range(1, len(d["matches"]) + 1))
+    for m in d["matches"]:
+        assert set(m) == {"rank", "entry_id", "simulation_id", "dice_whole_tumor", "dice_core", "parameters"}
+        assert list(m["parameters"]) == list(PARAMETER_KEYS)
+    assert d["matches"][0]["parameters"] == d["parameters"]
+    assert set(d["timings_s"]) == {"load", "segmentation", "registration", "query", "total"}
+    atlas_img = nib.load(tmp_path / "OUT" / "tumor_density_atlas.nii.gz")
+    assert atlas_img.shape == (197, 233, 189)
+    dens = np.asarray(atlas_img.dataobj)
+    assert dens.dtype == np.float32 and 0 <= dens.min() and dens.max() <= 1
+    inp = nib.load(tmp_path / "OUT" / "tumor_density.nii.gz")
+    assert inp.shape == small_db.grid.shape and np.allclose(inp.affine, small_db.grid.affine)
+
+
+def test_density_is_the_best_entry_upsampled(small_db, case_seg, atlas1):
+    res = gliofit.infer(small_db, case_seg, atlas=atlas1)
+    want = np.clip(to_atlas_grid(small_db.density(res.matches[0]["entry_id"]), small_db.grid, atlas1), 0, 1)
+    assert isinstance(res.density, nib.Nifti1Image)
+    assert np.allclose(np.asarray(res.density.dataobj), want, atol=1e-6)
+    assert np.allclose(res.density.affine, atlas1.affine)
+
+
+def test_conventions_give_the_same_result(tmp_path, small_db, atlas1, cases):
+    c, g = cases[1], small_db.grid
+    lab23 = c.labels("brats2023")
+    p23 = write_labels(tmp_path / "s23.nii.gz", lab23, g.affine)
+    p21 = write_labels(tmp_path / "s21.nii.gz", c.labels("brats2021"), g.affine)
+    pwt = write_labels(tmp_path / "wt.nii.gz", (lab23 > 0).astype(np.uint8), g.affine)
+    pco = write_labels(tmp_path / "co.nii.gz", (lab23 == 3).astype(np.uint8), g.affine)
+    results = [gliofit.infer(small_db, p23, atlas=atlas1), gliofit.infer(small_db, p21, atlas=atlas1),
+               gliofit.infer(small_db, pwt, labels="masks", core=pco, atlas=atlas1)]
+    first = results[0].to_dict()
+    for r in results[1:]:
+        d = r.to_dict()
+        assert d["parameters"] == first["parameters"] and d["matches"] == first["matches"]
+        assert d["uncertainty"] == first["uncertainty"]
+
+
+def test_exhaustive_method_runs_and_reports_its_best_score(small_db, case_seg, atlas1):
+    res = gliofit.infer(small_db, case_seg, method="exhaustive", top_k=20, atlas=atlas1)
+    assert res.extra["method"] == "exhaustive" and res.extra["candidates"] == len(small_db.entries["id"])
+    assert len(res.matches) == 10
+
+
+def test_cli_infer_writes_outputs_and_prints_json(tmp_path, small_db_path, case_seg):
+    out = tmp_path / "OUT"
+    r = runner.invoke(app, ["infer", "--db", str(small_db_path), "--seg", str(case_seg), "-o", str(out),
+                            "--top-k", "50"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout)
+    assert summary["space"] == "atlas" and (out / "result.json").is_file() and (out / "report.png").is_file()
+    assert json.loads((out / "result.json").read_text())["parameters"]["mu_D_mm"] == summary["parameters"]["mu_D_mm"]
+
+
+def _bad_seg(tmp_path, kind, g):
+    lab = np.zeros(g.shape, np.uint8)
+    lab[10:14, 12:16, 12:16] = 2
+    lab[11:13, 13:15, 13:15] = 3
+    if kind == "not-3d":
+        return save_volume(np.stack([lab, lab], -1), g.affine, tmp_path / "seg.nii.gz", dtype=np.uint8), []
+    if kind == "unknown-labels":
+        lab[lab == 3] = 9
+    if kind == "empty":
+        lab[:] = 0
+    affine = g.affine @ np.diag([-1.0, -1, 1, 1]) if kind == "patient-space" else g.affine
+    extra = ["--labels", "brats2021"] if kind == "wrong-convention" else []
+    return save_volume(lab, affine, tmp_path / "seg.nii.gz", dtype=np.uint8), extra
+
+
+@pytest.mark.parametrize("kind", ["not-3d", "unknown-labels", "empty", "patient-space", "wrong-convention"])
+def test_cli_bad_input_exit_2_one_line_nothing_written(tmp_path, small_db_path, small_db, kind):
+    seg, extra = _bad_seg(tmp_path, kind, small_db.grid)
+    out = tmp_path / "OUT"
+    r = runner.invoke(app, ["infer", "--db", str(small_db_path), "--seg", str(seg), "-o", str(out), *extra])
+    assert r.exit_code == 2, r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gliofit: error:") and "seg.nii.gz" in lines[0]
+    assert not out.exists()
+
+
+def test_console_script_patient_space_without_t1(tmp_path, small_db_path, small_db):
+    seg, _ = _bad_seg(tmp_path, "patient-space", small_db.grid)
+    p = subprocess.run([GLIOFIT, "infer", "--db", str(small_db_path), "--seg", str(seg), "-o", str(tmp_path / "O")],
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and "not in atlas space" in p.stderr and "--t1" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "O").exists()
