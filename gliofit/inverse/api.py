@@ -51,12 +51,13 @@ def _open(db):
     return db
 
 
-def _run_refine(db, obs, best: dict, thresholds: tuple[float, float]) -> dict | None:
+def _run_refine(db, obs, best: dict, weights: tuple[float, float], budget: int) -> dict | None:
     try:
         from gliofit.inverse.refine import refine
     except ImportError:
         return None
-    return refine(db.grid, obs.wt, obs.core, best, thresholds=thresholds)
+    return refine(db.grid, obs.wt, obs.core, best, thresholds=(best["threshold_edema"], best["threshold_core"]),
+                  budget=budget, weights=weights)
 
 
 def _refined(db, atlas: Atlas, params: dict, out: dict):
@@ -86,7 +87,7 @@ def _fit(dice: np.ndarray, weights: tuple[float, float]) -> dict:
 def infer(db, seg, *, labels: str = "auto", core=None, t1=None, in_atlas_space: bool = False,
           top_k: int = DEFAULT_TOP_K, refine: bool = False, method: str = "index", weights=(0.5, 0.5),
           thresholds_search: bool = True, density: str = "upsample", atlas: Atlas | None = None,
-          progress: bool = False) -> Result:
+          refine_budget: int = 40, progress: bool = False) -> Result:
     """Personalise the growth model for one segmentation.
 
     Parameters
@@ -98,7 +99,9 @@ def infer(db, seg, *, labels: str = "auto", core=None, t1=None, in_atlas_space: 
     t1 : the patient's T1 (patient-space input: registered to the atlas).
     in_atlas_space : the segmentation's affine is atlas world mm.
     top_k : candidates from the index (``method="index"``) or matches kept (``"exhaustive"``).
-    refine : run a short local search with the forward solver from the best match.
+    refine : run a short local search with the forward solver from the best match
+        (:func:`gliofit.inverse.refine.refine`, ``refine_budget`` forward runs); its result replaces
+        the best match when its mean Dice is higher (density then simulated on the database grid).
     method : ``"index"`` (FAISS + exact Dice, default) or ``"exhaustive"`` (the published baseline).
     weights : (whole tumour, core) weights of the mean Dice.
     thresholds_search : search the imaging thresholds per candidate (index method).
@@ -135,10 +138,12 @@ def infer(db, seg, *, labels: str = "auto", core=None, t1=None, in_atlas_space: 
     extra = {"method": method, "candidates": m.n_candidates, "scored": len(m.ids),
              "temperature": temperature(m.mean_dice), "effective_matches": float(1.0 / np.sum(w ** 2))}
     if refine:
-        out = _run_refine(db, obs, best, (best["threshold_edema"], best["threshold_core"]))
+        tr = time.perf_counter()
+        out = _run_refine(db, obs, best, m.weights, refine_budget)
         if out is not None:
-            extra["refine"] = out
+            extra["refine"] = {**out, "seconds": time.perf_counter() - tr, "adopted": False}
             if out["dice_whole_tumor"] * m.weights[0] + out["dice_core"] * m.weights[1] > fit["dice_mean"]:
+                extra["refine"]["adopted"] = True
                 best, density_fn = _refined(db, atlas, best, out)
                 fit = _fit(np.array([out["dice_whole_tumor"], out["dice_core"]]), m.weights)
         else:

@@ -162,3 +162,16 @@ def test_console_script_patient_space_without_t1(tmp_path, small_db_path, small_
                        capture_output=True, text=True)
     assert p.returncode == 2 and "not in atlas space" in p.stderr and "--t1" in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "O").exists()
+
+
+def test_refine_never_makes_the_fit_worse(small_db, atlas1, cases, tmp_path):
+    seg = write_labels(tmp_path / "seg.nii.gz", cases[2].labels(), small_db.grid.affine)
+    plain = gliofit.infer(small_db, seg, atlas=atlas1)
+    res = gliofit.infer(small_db, seg, atlas=atlas1, refine=True, refine_budget=10)
+    rep = res.extra["refine"]
+    assert rep["n_forward_runs"] <= 10 and res.fit["dice_mean"] >= plain.fit["dice_mean"]
+    if rep["adopted"]:
+        assert res.parameters["D_mm2_per_day"] == pytest.approx(rep["D_mm2_per_day"])
+        assert res.density_array.shape == atlas1.shape and res.density_array.max() > 0.5
+    else:
+        assert res.parameters == plain.parameters
