@@ -126,7 +126,9 @@ class Result:
         from gliofit.common.figures import density_figure
 
         obs = self.observation
-        centre = tuple(int(round(c)) for c in np.argwhere(obs.wt_atlas).mean(axis=0))
+        shown = obs.wt_atlas if obs.wt_atlas.any() else self.density_array >= 0.25
+        centre = (tuple(int(round(c)) for c in np.argwhere(shown).mean(axis=0)) if shown.any()
+                  else tuple(s // 2 for s in self.atlas.shape))
         th = (self.parameters["threshold_edema"], self.parameters["threshold_core"])
         p = self.parameters
         title = (f"best match: mu_D {p['mu_D_mm']:.1f} mm, mu_rho {p['mu_rho']:.2f}, "
