@@ -22,7 +22,9 @@ from gliofit.simulations_db.atlas import load_atlas, resample_atlas
 from gliofit.simulations_db.solver import SolverConfig, simulate_one
 from gliofit.simulations_db.stencil import DiffusionField, seed_density
 
-D, RHO, T, ORIGIN = 0.5, 0.05, 100.0, (-30.0, -10.0, 20.0)
+D, RHO, ORIGIN = 0.5, 0.05, (-30.0, -10.0, 20.0)
+TIMES = (100.0, 300.0)
+"""The issue's T = 100 days (a small, barely visible tumour: no core yet) and 300 days (core visible)."""
 
 
 # ---------------------------------------------------------------- the baseline
@@ -65,7 +67,9 @@ def numpy_explicit_euler(grid, D_w: float, rho: float, T_days: float, origin, ra
 
 # ---------------------------------------------------------------- helpers
 def dice(a: np.ndarray, b: np.ndarray) -> float:
-    return round(2.0 * float((a & b).sum()) / max(float(a.sum() + b.sum()), 1.0), 4)
+    """Dice of two masks; 1.0 when both are empty (they agree)."""
+    total = float(a.sum() + b.sum())
+    return 1.0 if total == 0 else round(2.0 * float((a & b).sum()) / total, 4)
 
 
 def dices(u: np.ndarray, v: np.ndarray) -> list[float]:
@@ -111,47 +115,71 @@ def full_grid_step_ms(grid, fused: bool, repeats: int = 5) -> float:
     return best * 1e3
 
 
-def case(atlas, spacing: float, with_reference: bool) -> dict:
-    grid = resample_atlas(atlas, spacing)
+def timed_ours(grid, T: float, fused: bool) -> tuple[np.ndarray, int, float]:
+    """Our solver (default RKL2 settings), eager or with fused compiled kernels: (density, steps, seconds)."""
+    steps: list[int] = []
+    cfg = SolverConfig(compile=fused)
+    t = time.perf_counter()
+    u = simulate_one(grid, D, RHO, ORIGIN, T, config=cfg, on_step=lambda *_: steps.append(1))
+    return u, len(steps), time.perf_counter() - t
+
+
+def case(grid, T: float, with_reference: bool, matched: bool) -> dict:
+    """Baseline and ours on one grid to time ``T`` days (and a fine-step reference)."""
     voxels = int(np.prod(grid.shape))
     base, steps, base_s = numpy_explicit_euler(grid, D, RHO, T, ORIGIN)
-    simulate_one(grid, D, RHO, ORIGIN, 5.0)  # warm-up (and compilation when the grid is large)
-    ours_steps = []
-    t = time.perf_counter()
-    ours = simulate_one(grid, D, RHO, ORIGIN, T, on_step=lambda *_: ours_steps.append(1))
-    ours_s = time.perf_counter() - t
+    ours, ours_steps, eager_s = timed_ours(grid, T, fused=False)
+    fused, _, fused_s = timed_ours(grid, T, fused=True)
     out = {
-        "spacing_mm": spacing, "grid": list(grid.shape), "voxels": voxels,
+        "spacing_mm": float(grid.spacing_mm[0]), "T_days": T, "grid": list(grid.shape), "voxels": voxels,
+        "visible_voxels": [int((ours >= th).sum()) for th in (0.25, 0.675)],
         "baseline_steps": steps, "baseline_s": round(base_s, 3),
         "baseline_ms_per_step": round(1e3 * base_s / steps, 2),
         "baseline_voxel_updates_per_s": round(voxels * steps / base_s),
-        "ours_steps": len(ours_steps), "ours_s": round(ours_s, 3),
-        "speed_ratio": round(base_s / ours_s, 1),
+        "ours_steps": ours_steps, "ours_eager_s": round(eager_s, 3), "ours_fused_s": round(fused_s, 3),
+        "speed_ratio_eager": round(base_s / eager_s, 1), "speed_ratio_fused": round(base_s / fused_s, 1),
         "dice_ours_vs_baseline": dices(ours, base),
+        "max_abs_fused_vs_eager": float(np.abs(fused - ours).max()),
     }
     if with_reference:
-        ref = simulate_one(grid, D, RHO, ORIGIN, T, config=SolverConfig(method="euler", dt_days=0.02))
+        ref = simulate_one(grid, D, RHO, ORIGIN, T, config=SolverConfig(method="euler", dt_days=0.05, compile=True))
         out["dice_ours_vs_fine_reference"] = dices(ours, ref)
         out["dice_baseline_vs_fine_reference"] = dices(base, ref)
+        if matched:  # the baseline at a step small enough to be as accurate as ours
+            fine_base, fine_steps, fine_s = numpy_explicit_euler(grid, D, RHO, T, ORIGIN, dt_fraction=0.9 / 8)
+            out["baseline_cfl_over_8"] = {"steps": fine_steps, "s": round(fine_s, 3),
+                                          "dice_vs_fine_reference": dices(fine_base, ref),
+                                          "speed_ratio_fused": round(fine_s / fused_s, 1)}
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 mm only (well under a minute)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads for ours (default 1: the NumPy baseline runs on one core too)")
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    torch.set_num_threads(args.threads)
     atlas = load_atlas()
-    results: dict = {"parameters": {"D_mm2_per_day": D, "rho_per_day": RHO, "T_days": T, "origin_mm": ORIGIN},
+    results: dict = {"parameters": {"D_mm2_per_day": D, "rho_per_day": RHO, "T_days": list(TIMES), "origin_mm": ORIGIN},
                      "threads": torch.get_num_threads(), "cases": []}
     for spacing in ([2.0] if args.quick else [2.0, 1.0]):
-        r = case(atlas, spacing, with_reference=True)
-        results["cases"].append(r)
-        print(f"{spacing} mm grid {r['grid']}: baseline {r['baseline_steps']} steps, {r['baseline_ms_per_step']} ms/step, "
-              f"{r['baseline_voxel_updates_per_s'] / 1e6:.0f} M voxel-updates/s, {r['baseline_s']} s | ours "
-              f"{r['ours_steps']} steps, {r['ours_s']} s | speed ratio {r['speed_ratio']}x | Dice ours vs baseline "
-              f"{r['dice_ours_vs_baseline']} | vs fine reference: ours {r.get('dice_ours_vs_fine_reference')}, "
-              f"baseline {r.get('dice_baseline_vs_fine_reference')}")
+        grid = resample_atlas(atlas, spacing)
+        t = time.perf_counter()
+        # compile (cached on disk), for a box inside the grid and one spanning it (two kernel variants)
+        simulate_one(grid, D, RHO, ORIGIN, max(TIMES), config=SolverConfig(compile=True))
+        results.setdefault("compile_s", {})[f"{spacing:g}mm"] = round(time.perf_counter() - t, 1)
+        for T in TIMES:
+            r = case(grid, T, with_reference=not (args.quick and T > 100), matched=not args.quick and spacing == 2.0)
+            results["cases"].append(r)
+            print(f"{spacing} mm, T {T:g} d, grid {r['grid']}: baseline {r['baseline_steps']} steps, {r['baseline_ms_per_step']} ms/step, "
+                  f"{r['baseline_voxel_updates_per_s'] / 1e6:.0f} M voxel-updates/s, {r['baseline_s']} s | ours "
+                  f"{r['ours_steps']} steps, eager {r['ours_eager_s']} s ({r['speed_ratio_eager']}x), fused "
+                  f"{r['ours_fused_s']} s ({r['speed_ratio_fused']}x) | Dice (0.25, 0.675) "
+                  f"ours vs baseline {r['dice_ours_vs_baseline']} | vs fine reference: ours "
+                  f"{r.get('dice_ours_vs_fine_reference')}, baseline {r.get('dice_baseline_vs_fine_reference')}"
+                  + (f" | baseline at CFL/8: {r['baseline_cfl_over_8']}" if "baseline_cfl_over_8" in r else ""),
+                  flush=True)
     bw = bandwidth_gb_s()
     grid = resample_atlas(atlas, 2.0 if args.quick else 1.0)
     bound_ms = 20.0 * np.prod(grid.shape) / (bw * 1e9) * 1e3  # read u + 3 face arrays, write u: 20 B/voxel

@@ -58,7 +58,15 @@ def can_compile(device: torch.device) -> bool:
 
 
 def compiled(fn: Callable) -> Callable:
-    """``torch.compile(fn, dynamic=True)``, built once per process."""
+    """``torch.compile(fn, dynamic=True)``, built once per process.
+
+    Duck sizing is switched off: otherwise box sides that happen to be equal on
+    the first call (a young, cubic tumour box) become a guard, and the growing
+    box recompiles every kernel a few times during a run.
+    """
     if fn not in _CACHE:
+        import torch.fx.experimental._config as fx_config
+
+        fx_config.use_duck_shape = False
         _CACHE[fn] = torch.compile(fn, dynamic=True)
     return _CACHE[fn]

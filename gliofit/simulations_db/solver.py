@@ -66,8 +66,8 @@ class SolverConfig:
     method: str = "rkl2"
     cfl_safety: float = 0.9
     dt_days: float | None = None
-    max_dt_days: float = 4.0
-    rho_dt_max: float = 0.1
+    max_dt_days: float = 8.0
+    rho_dt_max: float = 0.2
     active_box: bool = True
     box_eps: float = 1e-6
     seed_sigma_mm: float = 1.5

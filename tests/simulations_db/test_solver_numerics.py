@@ -60,11 +60,12 @@ def test_batch_equals_runs_one_by_one(grid):
     for b in range(3):
         single = simulate(grid, [D[b]], [rho[b]], [origins[b]], [times[b]], config=cfg)[0]
         np.testing.assert_allclose(batch[b], single, atol=1e-5)
-    # default integrator: the batch shares its step and stage count, a difference far below the thresholds' scale
+    # default integrator: the batch shares its step (set by its largest rho) and stage count, so the
+    # two differ by the step's discretisation error, bounded against a fine step in test_fast_solver_matches_reference_at_fine_step
     fast = simulate(grid, D, rho, origins, times)
     for b in range(3):
         single = simulate(grid, [D[b]], [rho[b]], [origins[b]], [times[b]])[0]
-        assert np.abs(fast[b] - single).max() < 1e-2
+        assert np.abs(fast[b] - single).max() < 2e-2
         assert dice(fast[b, -1] >= 0.25, single[-1] >= 0.25) >= 0.98
 
 
