@@ -87,10 +87,26 @@ def test_console_script_four_d_atlas_exits_2(tmp_path):
     assert not (tmp_path / "d.nii.gz").exists()
 
 
+DEMO_TINY = ["--simulations", "12", "--resolution", "6", "--patient-resolution", "4", "--no-progress"]
+"""Hidden demo options: a tiny database and a coarse patient keep the test in seconds."""
+
+
 def test_console_script_demo_runs_offline(tmp_path):
-    res = _run(["demo", "-o", str(tmp_path / "demo")])
+    cache = tmp_path / "cache"
+    res = _run(["demo", "-o", str(tmp_path / "demo"), "--cache", str(cache), *DEMO_TINY])
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
     assert summary["whole_tumor_cm3"] > 1.0
     for path in summary["outputs"]:
         assert Path(path).stat().st_size > 0
+    result = json.loads((tmp_path / "demo" / "result.json").read_text())
+    truth = json.loads((tmp_path / "demo" / "truth.json").read_text())
+    assert truth["D_mm2_per_day"] == summary["truth"]["D_mm2_per_day"]
+    assert result["parameters"] == summary["recovered"] and 0 < result["fit"]["dice_mean"] <= 1
+    assert "true" in res.stderr and "mu_D_mm" in res.stderr
+    assert summary["database"]["entries"] > 0 and (cache / "demo-db-6mm" / "gliofit-db.json").is_file()
+    # a second run reuses the cached database and patient
+    again = runner.invoke(app, ["demo", "-o", str(tmp_path / "demo2"), "--cache", str(cache), *DEMO_TINY])
+    assert again.exit_code == 0, again.output
+    second = json.loads(again.stdout)
+    assert second["seconds"]["patient"] == 0.0 and second["recovered"] == summary["recovered"]
