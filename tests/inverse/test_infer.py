@@ -175,3 +175,11 @@ def test_refine_never_makes_the_fit_worse(small_db, atlas1, cases, tmp_path):
         assert res.density_array.shape == atlas1.shape and res.density_array.max() > 0.5
     else:
         assert res.parameters == plain.parameters
+
+
+def test_top_level_api_names():
+    from gliofit.inverse.result import Result
+    from gliofit.simulations_db.database import open_database
+
+    assert gliofit.Result is Result and gliofit.open_database is open_database and callable(gliofit.infer)
+    assert {"open_database", "infer", "Result"} <= set(gliofit.__all__)
