@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from gliofit.common.errors import InputError
-from gliofit.inverse.density import DENSITY_METHODS, best_density
+from gliofit.inverse.density import DENSITY_METHODS, best_density, resimulated_density
 from gliofit.inverse.estimate import entry_parameters, match_weights, parameters_of, summarise, temperature
 from gliofit.inverse.observation import observe
 from gliofit.inverse.query import DEFAULT_TOP_K, Matches, query
@@ -60,8 +60,9 @@ def _run_refine(db, obs, best: dict, weights: tuple[float, float], budget: int) 
                   budget=budget, weights=weights)
 
 
-def _refined(db, atlas: Atlas, params: dict, out: dict):
-    """Parameters, fit and density function of a refine outcome (density simulated on the database grid)."""
+def _refined(db, atlas: Atlas, params: dict, out: dict, density: str):
+    """Parameters and density function of a refine outcome (density simulated on the database grid and
+    upsampled, or at 1 mm for ``density="resimulate"``)."""
     from gliofit.common.units import derived_parameters
     from gliofit.simulations_db.solver import simulate_one
 
@@ -71,12 +72,14 @@ def _refined(db, atlas: Atlas, params: dict, out: dict):
     new.update(derived_parameters(new["D_mm2_per_day"], new["rho_per_day"], new["T_days"]))
     ratio = float(db.manifest.design.get("diffusivity_ratio", 10.0))
 
-    def density() -> np.ndarray:
+    def density_fn() -> np.ndarray:
+        if density == "resimulate":
+            return resimulated_density(new, atlas, diffusivity_ratio=ratio)
         u = simulate_one(db.grid, new["D_mm2_per_day"], new["rho_per_day"], new["origin_mm"], new["T_days"],
                          diffusivity_ratio=ratio)
         return np.clip(to_atlas_grid(u, db.grid, atlas), 0.0, 1.0).astype(np.float32)
 
-    return new, density
+    return new, density_fn
 
 
 def _fit(dice: np.ndarray, weights: tuple[float, float]) -> dict:
@@ -144,7 +147,7 @@ def infer(db, seg, *, labels: str = "auto", core=None, t1=None, in_atlas_space: 
             extra["refine"] = {**out, "seconds": time.perf_counter() - tr, "adopted": False}
             if out["dice_whole_tumor"] * m.weights[0] + out["dice_core"] * m.weights[1] > fit["dice_mean"]:
                 extra["refine"]["adopted"] = True
-                best, density_fn = _refined(db, atlas, best, out)
+                best, density_fn = _refined(db, atlas, best, out, density)
                 fit = _fit(np.array([out["dice_whole_tumor"], out["dice_core"]]), m.weights)
         else:
             extra["refine"] = "unavailable (gliofit.inverse.refine not installed)"
