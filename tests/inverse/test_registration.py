@@ -50,3 +50,25 @@ def test_registration_puts_the_tumour_where_it_is_in_the_atlas(patient, small_db
     assert dice(obs.wt_atlas, truth_wt_atlas) > 0.9
     back = obs.to_input_grid(obs.wt_atlas.astype(np.float32), atlas1) >= 0.5
     assert back.shape == lab.shape and dice(back, lab > 0) > 0.9
+
+
+@pytest.mark.slow
+def test_cli_patient_space_writes_the_density_on_the_patient_grid(patient, small_db_path, tmp_path):
+    import json
+
+    import nibabel as nib
+    from typer.testing import CliRunner
+
+    from gliofit.cli import app
+
+    seg, t1, _, lab = patient
+    out = tmp_path / "OUT"
+    r = CliRunner().invoke(app, ["infer", "--db", str(small_db_path), "--seg", str(seg), "--t1", str(t1),
+                                 "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    d = json.loads((out / "result.json").read_text())
+    assert d["space"] == "patient" and d["timings_s"]["registration"] > 0
+    img, seg_img = nib.load(out / "tumor_density.nii.gz"), nib.load(seg)
+    assert img.shape == lab.shape and np.allclose(img.affine, seg_img.affine)
+    dens = np.asarray(img.dataobj)
+    assert dens.max() > 0.5 and dens[lab > 0].mean() > dens[lab == 0].mean()
