@@ -20,20 +20,25 @@ from gliofit.common.nifti import atomic_path, save_volume
 from gliofit.inverse.observation import Observation
 from gliofit.simulations_db.atlas import Atlas
 
-__all__ = ["Result", "TIMING_KEYS", "write_json"]
+__all__ = ["Result", "TIMING_KEYS", "write_json", "write_text"]
 
 TIMING_KEYS = ("load", "segmentation", "registration", "query", "total")
 
 
 def write_json(obj: dict, path: str | Path) -> Path:
     """Write ``obj`` as indented JSON to ``path`` atomically (parents created)."""
+    return write_text(json.dumps(obj, indent=2) + "\n", path)
+
+
+def write_text(text: str, path: str | Path) -> Path:
+    """Write ``text`` to ``path`` atomically (parents created), as an ordinary 0666 & ~umask file."""
     p = Path(path)
     if p.is_dir():
         raise InputError(f"{p}: output path is a directory")
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = atomic_path(p)
     try:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+        tmp.write_text(text)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)              # mkstemp makes 0600; a result is an ordinary file
@@ -143,8 +148,38 @@ class Result:
                     ax.contour(m, levels=[0.5], colors=colour, linewidths=0.8, linestyles="dashed")
         return fig
 
+    def to_html(self, png_name: str | None = "report.png") -> str:
+        """A self-contained one-page report: parameters with 95% intervals, fit, matches, timings."""
+        from html import escape
+
+        def fmt(v) -> str:
+            return "[" + ", ".join(f"{x:.4g}" for x in v) + "]" if isinstance(v, list) else f"{v:.4g}"
+
+        rows = "".join(
+            f"<tr><td>{escape(k)}</td><td>{fmt(v)}</td><td>{fmt(self.uncertainty[k]['mean'])}</td>"
+            f"<td>{' to '.join(fmt(c) for c in self.uncertainty[k]['ci95'])}</td></tr>"
+            for k, v in self.parameters.items())
+        matches = "".join(
+            f"<tr><td>{m['rank']}</td><td>{m['entry_id']}</td><td>{m['dice_whole_tumor']:.3f}</td>"
+            f"<td>{m['dice_core']:.3f}</td><td>{m['parameters']['mu_D_mm']:.3g}</td>"
+            f"<td>{m['parameters']['mu_rho']:.3g}</td></tr>" for m in self.matches)
+        fit = ", ".join(f"{k} {v:.3f}" for k, v in self.fit.items())
+        times = ", ".join(f"{k} {v:.2f} s" for k, v in self.timings.items())
+        img = f'<img src="{escape(png_name)}" style="max-width:100%">' if png_name else ""
+        return (f"<!doctype html><html><head><meta charset='utf-8'><title>gliofit result</title>"
+                f"<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 10px;text-align:left}}</style>"
+                f"</head><body><h1>gliofit: personalised growth model</h1>"
+                f"<p>segmentation {escape(str(self.observation.source))} ({escape(self.space)} space); database "
+                f"{escape(str(self.database['path']))} ({self.database['entries']} entries, "
+                f"{self.database['resolution_mm']:g} mm)</p>{img}<h2>Parameters</h2><table>"
+                f"<tr><th>parameter</th><th>best match</th><th>weighted mean</th><th>95% interval</th></tr>{rows}"
+                f"</table><p>Fit (Dice on the database grid): {escape(fit)}</p><h2>Top matches</h2><table>"
+                f"<tr><th>rank</th><th>entry</th><th>Dice WT</th><th>Dice core</th><th>mu_D mm</th><th>mu_rho</th></tr>"
+                f"{matches}</table><p>Timings: {escape(times)}</p></body></html>\n")
+
     def save(self, out_dir: str | Path, *, figure: bool = True) -> dict[str, Path]:
-        """Write result.json, tumor_density_atlas.nii.gz, tumor_density.nii.gz (input grid) and report.png."""
+        """Write result.json, tumor_density_atlas.nii.gz, tumor_density.nii.gz (input grid), report.png
+        and report.html."""
         from gliofit.common.figures import save_figure
 
         out = Path(out_dir)
@@ -158,5 +193,6 @@ class Result:
         }
         if figure:
             files["report"] = save_figure(self.plot(), out / "report.png")
+        files["report_html"] = write_text(self.to_html("report.png" if figure else None), out / "report.html")
         files["result"] = self.to_json(out / "result.json")
         return files

@@ -60,7 +60,9 @@ def test_result_json_has_exactly_the_interface_keys(tmp_path, small_db, case_seg
     res = gliofit.infer(small_db.path, case_seg)
     files = res.save(tmp_path / "OUT")
     assert {p.name for p in files.values()} == {"result.json", "tumor_density_atlas.nii.gz", "tumor_density.nii.gz",
-                                                "report.png"}
+                                                "report.png", "report.html"}
+    html = (tmp_path / "OUT" / "report.html").read_text()
+    assert "report.png" in html and "mu_D_mm" in html and html.rstrip().endswith("</html>")
     d = json.loads((tmp_path / "OUT" / "result.json").read_text())
     assert set(d) == {"gliofit_version", "space", "database", "parameters", "uncertainty", "fit", "matches",
                       "timings_s"}
