@@ -25,6 +25,7 @@ def infer(
     refine: bool = typer.Option(False, "--refine", help="Short local search with the forward solver from the best match."),
     method: str = typer.Option("index", "--method", help="index (FAISS + exact Dice) or exhaustive (published baseline)."),
     density: str = typer.Option("upsample", "--density", help="Best-match density at 1 mm: upsample or resimulate."),
+    weights: tuple[float, float] = typer.Option((0.5, 0.5), "--weights", help="Whole-tumour and core weights of the mean Dice."),
     no_threshold_search: bool = typer.Option(False, "--no-threshold-search", help="Use the database's thresholds only."),
 ) -> None:
     """Find the growth-model parameters whose simulated tumour best matches the segmentation."""
@@ -36,7 +37,7 @@ def infer(
     if t1 is not None and in_atlas_space:
         raise InputError("give either --t1 or --in-atlas-space, not both")
     res = run_infer(db, seg, labels=labels, core=core, t1=t1, in_atlas_space=in_atlas_space, top_k=top_k,
-                    refine=refine, method=method, density=density, thresholds_search=not no_threshold_search,
+                    refine=refine, method=method, density=density, weights=weights, thresholds_search=not no_threshold_search,
                     progress=method == "exhaustive")
     files = res.save(output)
     p, u = res.parameters, res.uncertainty
