@@ -60,6 +60,9 @@ def atomic_path(path: str | Path) -> Path:
     suffix = "".join(p.suffixes[-2:]) if p.name.endswith(".nii.gz") else p.suffix
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=f".part{suffix}", dir=p.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the final file gets the usual permissions
     return Path(tmp)
 
 
