@@ -306,14 +306,14 @@ class SyntheticPatient:
         return out
 
 
-def read_patient(case_dir: str | Path) -> SyntheticPatient:
-    """Read a folder written by :meth:`SyntheticPatient.write` (density zeros when it was not written)."""
+def read_patient(case_dir: str | Path, *, density: bool = True) -> SyntheticPatient:
+    """Read a folder written by :meth:`SyntheticPatient.write` (density zeros when not written or not wanted)."""
     d = Path(case_dir)
     if not (d / "truth.json").is_file():
         raise InputError(f"{d}: not a synthetic patient (no truth.json)")
     truth = json.loads((d / "truth.json").read_text())
     labels, affine = load_volume(d / "seg.nii.gz", "synthetic segmentation")
-    dens = (load_volume(d / "density.nii.gz", "synthetic density")[0] if (d / "density.nii.gz").is_file()
+    dens = (load_volume(d / "density.nii.gz", "synthetic density")[0] if density and (d / "density.nii.gz").is_file()
             else np.zeros(labels.shape))
     return SyntheticPatient(truth, np.asarray(dens, dtype=np.float32), np.asarray(labels, dtype=np.uint8), affine)
 

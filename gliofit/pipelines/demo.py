@@ -57,7 +57,7 @@ def _patient(cache: Path, atlas, resolution_mm: float, progress: bool):
 
     case = cache / f"demo-patient-{resolution_mm:g}mm-seed{DEMO_SEED}"
     if (case / "truth.json").is_file():
-        return case, read_patient(case), 0.0
+        return case, read_patient(case, density=False), 0.0
     t0 = time.perf_counter()
     with progress_bar(disable=not progress) as bar:
         patient = grow_patient(atlas, DEMO_PARAMETERS, rng=np.random.default_rng(DEMO_SEED),
