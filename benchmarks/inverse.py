@@ -36,6 +36,10 @@ from scipy import ndimage
 CACHE = Path(os.environ.get("GLIOFIT_CACHE", Path.home() / ".cache" / "gliofit"))
 SHELL_MM = 20.0
 """Width of the shell outside the observed whole tumour where the density correlation is measured."""
+LARGE_CM3 = 20.0
+"""Patients whose observed whole tumour has at least this volume form a subgroup (small tumours are few voxels
+on a coarse database grid)."""
+SUBGROUP_KEYS = ("dice_mean", "rel_error_mu_D", "rel_error_mu_rho", "origin_error_mm", "density_corr_outside")
 TARGETS = {"speedup": 50.0, "dice_mean": 0.85, "origin_error_mm": 5.0, "rel_error_mu": 0.20,
            "entries_for_mu_target": 20_000}
 
@@ -191,6 +195,9 @@ def run(a: argparse.Namespace) -> dict:
               f"baseline {rec['baseline']['dice_mean']:.3f} in {rec['baseline']['query_s']:.2f}s", file=sys.stderr)
     refine = run_refine(db, cases[: a.refine], kw, a.refine_budget) if a.refine else None
     ours, base = summarise(rows["ours"]), summarise(rows["baseline"])
+    large = [i for i, r in enumerate(per_patient) if r["true_whole_tumor_cm3"] >= LARGE_CM3]
+    subgroup = {name: {k: v for k, v in summarise([rows[name][i] for i in large]).items() if k in SUBGROUP_KEYS}
+                for name in rows} if large else {}
     q_ours = np.array([r["query_s"] for r in rows["ours"]])
     q_base = np.array([r["query_s"] for r in rows["baseline"]])
     speed = float(np.median(q_base / q_ours))
@@ -201,6 +208,7 @@ def run(a: argparse.Namespace) -> dict:
             "grow_patients_s": round(grow_s, 1), "ours": ours, "baseline": base,
             "speed_ratio_median": round(speed, 2), "speed_ratio_of_medians":
             round(float(np.median(q_base) / np.median(q_ours)), 2),
+            f"whole_tumor_ge_{LARGE_CM3:g}cm3": {"patients": len(large), **subgroup},
             "refine": refine, "targets": check_targets(ours, base, speed, entries), "per_patient": per_patient}
 
 
@@ -250,6 +258,11 @@ def print_table(r: dict) -> None:
         print(f"{k + ' (95% CI)':32s} {r['ours'][k]:>28.2f} {r['baseline'][k]:>28.2f}")
     print(f"speed ratio (baseline / ours query time): median {r['speed_ratio_median']:.1f}x, "
           f"of medians {r['speed_ratio_of_medians']:.1f}x")
+    sub = r[f"whole_tumor_ge_{LARGE_CM3:g}cm3"]
+    if sub["patients"]:
+        print(f"whole tumour >= {LARGE_CM3:g} cm3 ({sub['patients']} patients): " + "; ".join(
+            f"{k} ours {sub['ours'][k]['median']:.3f} baseline {sub['baseline'][k]['median']:.3f}"
+            for k in SUBGROUP_KEYS))
     if r["refine"]:
         print(f"refine: {json.dumps(r['refine'])}")
     print("targets: " + ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in r["targets"].items()))
