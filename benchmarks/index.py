@@ -184,9 +184,12 @@ def make_query(store, domain, tissue, rng, fresh: bool):
     return (qw, qc) if qw.any() else make_query(store, domain, tissue, rng, True)
 
 
-def scores(store, qw, qc, ids) -> np.ndarray:
-    """(len(ids),) mean of whole-tumour and core Dice."""
-    return dice_scores(qw, qc, [store.read(int(i)) for i in ids]).mean(axis=1)
+def scores(store, qw, qc, ids, chunk: int = 4096) -> np.ndarray:
+    """(len(ids),) mean of whole-tumour and core Dice, unpacking at most ``chunk`` crops at a time."""
+    ids = np.asarray(ids)
+    parts = [dice_scores(qw, qc, [store.read(int(i)) for i in ids[s:s + chunk]]).mean(axis=1)
+             for s in range(0, len(ids), chunk)]
+    return np.concatenate(parts) if parts else np.zeros(0)
 
 
 def exact_top(store, qw, qc, n, d_floor: float, top: int = 10) -> np.ndarray:
