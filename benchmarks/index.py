@@ -208,40 +208,80 @@ def exact_top(store, qw, qc, n, d_floor: float, top: int = 10) -> np.ndarray:
     return np.sort(s)[::-1][:top]
 
 
-def run_size(n_total, store, spec, domain, tissue, index, args, rng) -> dict:
-    lat, best_hit, top_hit, kinds, scan_t, checks = [], [], [], [], [], []
-    for q in range(args.queries):
-        fresh = q % 2 == 1
-        qw, qc = make_query(store, domain, tissue, rng, fresh)
+def _nprobe_settings(index, fractions: list[float]) -> list[int | None]:
+    """None (the index as built) then, for an ``ivf`` index, nprobe = ceil(f * nlist) per fraction."""
+    if index.kind != "ivf" or not fractions:
+        return [None]
+    nlist = int(index._core().nlist)
+    return [None, *sorted({min(nlist, int(np.ceil(f * nlist))) for f in fractions})]
+
+
+def _search_ranked(store, spec, index, qw, qc, nprobe: int | None) -> tuple[np.ndarray, float]:
+    """(top-10 mean-Dice values of the re-ranked top-200, seconds of the whole timed path)."""
+    core = index._core()
+    default = getattr(core, "nprobe", None)
+    if nprobe is not None:
+        core.nprobe = nprobe
+    try:
         t0 = time.perf_counter()
         ids = index.search(query_features(spec, qw, qc), TOP_K)[0]
         ids = ids[ids >= 0]
         s = scores(store, qw, qc, ids)
         order = np.argsort(-s, kind="stable")
-        lat.append(time.perf_counter() - t0)
-        got = s[order][:10]
+        seconds = time.perf_counter() - t0
+    finally:
+        if nprobe is not None:
+            core.nprobe = default
+    return s[order][:10], seconds
+
+
+def _recall(got: np.ndarray, truth: np.ndarray) -> tuple[bool, bool]:
+    """(exact best found, exact top-10 found) for re-ranked values ``got`` against ``truth``."""
+    return (bool(got[0] >= truth[0] - 1e-6),
+            bool(len(got) == len(truth) and np.all(got >= truth - 1e-6)))
+
+
+def _summary(lat_s: list[float], hits: list[tuple[bool, bool]], kinds: np.ndarray) -> dict:
+    lat_ms = np.array(lat_s) * 1e3
+    best, top = np.array([h[0] for h in hits]), np.array([h[1] for h in hits])
+    out = {"p50_ms": float(np.percentile(lat_ms, 50)), "p95_ms": float(np.percentile(lat_ms, 95)),
+           "recall_best": float(best.mean()), "recall_top10": float(top.mean())}
+    for kind in ("perturbed", "fresh"):
+        out[f"recall_best_{kind}"] = float(best[kinds == kind].mean())
+        out[f"recall_top10_{kind}"] = float(top[kinds == kind].mean())
+    return out
+
+
+def run_size(n_total, store, spec, domain, tissue, index, args, rng) -> dict:
+    settings = _nprobe_settings(index, args.nprobe_fractions)
+    lat = {p: [] for p in settings}
+    hits = {p: [] for p in settings}
+    kinds, scan_t, checks = [], [], []
+    for q in range(args.queries):
+        fresh = q % 2 == 1
+        qw, qc = make_query(store, domain, tissue, rng, fresh)
+        results = {p: _search_ranked(store, spec, index, qw, qc, p) for p in settings}
+        got = results[None][0]
         truth = exact_top(store, qw, qc, n_total, float(got[-1]) if len(got) == 10 else 0.0)
-        best_hit.append(bool(got[0] >= truth[0] - 1e-6))
-        top_hit.append(bool(len(got) == len(truth) and np.all(got >= truth - 1e-6)))
+        for p, (values, seconds) in results.items():
+            lat[p].append(seconds)
+            hits[p].append(_recall(values, truth))
         kinds.append("fresh" if fresh else "perturbed")
         if q < args.scan_queries:
             t0 = time.perf_counter()
             full = scores(store, qw, qc, np.arange(n_total))  # pre-filter OFF
             scan_t.append(time.perf_counter() - t0)
             checks.append(bool(np.allclose(np.sort(full)[::-1][:10], truth, atol=1e-6)))
-    lat_ms = np.array(lat) * 1e3
     k = np.array(kinds)
-    rec = lambda hits, sel=slice(None): float(np.mean(np.array(hits)[sel]))  # noqa: E731
-    return {"entries": n_total, "queries": args.queries, "index_kind": index.kind,
-            "p50_ms": float(np.percentile(lat_ms, 50)), "p95_ms": float(np.percentile(lat_ms, 95)),
-            "scan_ms_median": float(np.median(scan_t) * 1e3), "scan_queries": len(scan_t),
-            "speedup_vs_scan": float(np.median(scan_t) * 1e3 / np.percentile(lat_ms, 50)),
-            "recall_best": rec(best_hit), "recall_top10": rec(top_hit),
-            "recall_best_perturbed": rec(best_hit, k == "perturbed"),
-            "recall_best_fresh": rec(best_hit, k == "fresh"),
-            "recall_top10_perturbed": rec(top_hit, k == "perturbed"),
-            "recall_top10_fresh": rec(top_hit, k == "fresh"),
-            "truth_matches_full_scan": all(checks)}
+    main = _summary(lat[None], hits[None], k)
+    out = {"entries": n_total, "queries": args.queries, "index_kind": index.kind, **main,
+           "scan_ms_median": float(np.median(scan_t) * 1e3), "scan_queries": len(scan_t),
+           "speedup_vs_scan": float(np.median(scan_t) * 1e3 / main["p50_ms"]),
+           "truth_matches_full_scan": all(checks)}
+    if index.kind == "ivf":
+        out["nlist"], out["nprobe"] = int(index._core().nlist), int(index._core().nprobe)
+        out["nprobe_sweep"] = [{"nprobe": p, **_summary(lat[p], hits[p], k)} for p in settings if p is not None]
+    return out
 
 
 def main() -> None:
@@ -254,6 +294,8 @@ def main() -> None:
     ap.add_argument("--kind", default="auto")
     ap.add_argument("--cell-mm", type=float, default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--nprobe-fractions", type=float, nargs="*", default=[],
+                    help="also time and score an ivf index at nprobe = f * nlist for each f (same queries and truth)")
     args = ap.parse_args()
     sizes = args.sizes or ([10_000, 50_000] if args.quick else [100_000, 1_000_000])
     args.queries = args.queries or (20 if args.quick else 100)
