@@ -2,8 +2,11 @@
 
 The features of every entry are computed when the entry is written (by the
 index engineer's :func:`~gliofit.simulations_db.features.entry_features`) and
-kept in ``entries.features``, so rebuilding never re-reads arrays. The index
-file is ``DB/index/index-v<version>.faiss`` (written atomically by
+kept in ``entries.features``, so rebuilding never re-reads arrays. Rebuilding
+streams them: a seeded sample of at most ``TRAIN_SAMPLE`` trains the index,
+then the entries are added ``batch`` rows at a time, so memory stays bounded
+(10^6 entries of 2,642 float32 are 10.5 GB; they are never held at once). The
+index file is ``DB/index/index-v<version>.faiss`` (written atomically by
 :meth:`FaissIndex.save`); its row in ``index_versions`` is committed only if
 the entries did not change meanwhile (else it is rebuilt), and older index
 files are removed afterwards.
@@ -22,9 +25,13 @@ from gliofit.common.errors import InputError
 from gliofit.simulations_db.manifest import read_manifest
 from gliofit.simulations_db.schema import entries_t, index_versions_t, make_engine
 
-__all__ = ["rebuild_index", "latest_index", "index_is_current", "load_features", "file_sha256"]
+__all__ = ["rebuild_index", "latest_index", "index_is_current", "load_features", "iter_features",
+           "file_sha256"]
 
 INDEX_DIR = "index"
+FEATURE_BATCH = 20_000
+"""Rows of features read (and added to the index) at a time by :func:`rebuild_index`."""
+_IN_CHUNK = 5_000
 
 
 def file_sha256(path: str | Path) -> str:
@@ -41,15 +48,53 @@ def _engine(db_dir, database_url):
     return make_engine(database_url_for(db_dir, read_manifest(db_dir), database_url))
 
 
-def load_features(engine) -> tuple[np.ndarray, np.ndarray]:
-    """(ids (n,) int64 ascending, features (n, d) float32) of every entry."""
+def _entry_ids(engine) -> np.ndarray:
+    """(n,) int64 ids of every entry, ascending."""
     with engine.connect() as conn:
-        rows = conn.execute(select(entries_t.c.id, entries_t.c.features).order_by(entries_t.c.id)).all()
+        return np.array(conn.execute(select(entries_t.c.id).order_by(entries_t.c.id)).scalars().all(),
+                        dtype=np.int64)
+
+
+def _decode(rows) -> tuple[np.ndarray, np.ndarray]:
     ids = np.array([r[0] for r in rows], dtype=np.int64)
-    if not rows:
+    return ids, np.stack([np.frombuffer(r[1], dtype="<f4") for r in rows]).astype(np.float32)
+
+
+def _features_of(engine, ids: np.ndarray) -> np.ndarray:
+    """(len(ids), d) float32 features of the given entry ids, in the order given."""
+    got: dict[int, np.ndarray] = {}
+    with engine.connect() as conn:
+        for s in range(0, len(ids), _IN_CHUNK):
+            chunk = [int(i) for i in ids[s:s + _IN_CHUNK]]
+            rows = conn.execute(select(entries_t.c.id, entries_t.c.features).where(entries_t.c.id.in_(chunk))).all()
+            got.update(zip(*_decode(rows)))
+    return np.stack([got[int(i)] for i in ids])
+
+
+def iter_features(engine, ids: np.ndarray, batch: int = FEATURE_BATCH):
+    """Yield (ids, (m, d) float32 features) for the sorted entry ``ids``, ``batch`` rows at a time.
+
+    Each batch is one range scan ``id BETWEEN first AND last`` filtered to ``ids``, so entries
+    committed meanwhile by another builder are not included.
+    """
+    with engine.connect() as conn:
+        for s in range(0, len(ids), batch):
+            chunk = ids[s:s + batch]
+            rows = conn.execute(select(entries_t.c.id, entries_t.c.features)
+                                .where(entries_t.c.id.between(int(chunk[0]), int(chunk[-1])))
+                                .order_by(entries_t.c.id)).all()
+            got, feats = _decode(rows)
+            keep = np.isin(got, chunk)
+            yield got[keep], feats[keep]
+
+
+def load_features(engine) -> tuple[np.ndarray, np.ndarray]:
+    """(ids (n,) int64 ascending, features (n, d) float32) of every entry (all in memory)."""
+    ids = _entry_ids(engine)
+    if len(ids) == 0:
         return ids, np.zeros((0, 0), dtype=np.float32)
-    feats = np.stack([np.frombuffer(r[1], dtype="<f4") for r in rows]).astype(np.float32)
-    return ids, feats
+    parts = list(iter_features(engine, ids))
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def latest_index(engine) -> dict | None:
@@ -69,9 +114,13 @@ def index_is_current(db_dir: str | Path, database_url: str | None = None) -> boo
 
 
 def rebuild_index(db_dir: str | Path, kind: str = "auto", *, database_url: str | None = None, seed: int = 0,
-                  attempts: int = 3) -> dict:
-    """Build the index over all entries, save it, record it; returns ``{"kind", "entries", "version", "path"}``."""
-    from gliofit.simulations_db.index import KINDS, build_index
+                  attempts: int = 3, batch: int = FEATURE_BATCH) -> dict:
+    """Build the index over all entries, save it, record it; returns ``{"kind", "entries", "version", "path"}``.
+
+    Features are streamed (module docstring): a seeded sample trains the index, then ``batch`` rows at
+    a time are added.
+    """
+    from gliofit.simulations_db.index import KINDS, TRAIN_SAMPLE, train_index
 
     if kind not in KINDS:
         raise InputError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
@@ -79,13 +128,17 @@ def rebuild_index(db_dir: str | Path, kind: str = "auto", *, database_url: str |
     engine = _engine(db_dir, database_url)
     (db_dir / INDEX_DIR).mkdir(exist_ok=True)
     for _ in range(attempts):
-        ids, feats = load_features(engine)
+        ids = _entry_ids(engine)
         if len(ids) == 0:
             return {"kind": None, "entries": 0, "version": None, "path": None}
-        index = build_index(feats, ids, kind=kind, seed=seed)
+        sample = ids[np.random.default_rng(seed).permutation(len(ids))[:TRAIN_SAMPLE]]
+        index = train_index(_features_of(engine, sample), kind, len(ids), seed)
+        for got, feats in iter_features(engine, ids, batch):
+            if len(got):
+                index.add(feats, got)
         with engine.begin() as conn:
             n_now = conn.execute(select(func.count()).select_from(entries_t)).scalar()
-            if n_now != len(ids):
+            if n_now != len(ids) or index.ntotal != len(ids):
                 continue                            # entries changed while building: build again
             version = (conn.execute(select(func.max(index_versions_t.c.version))).scalar() or 0) + 1
             rel = f"{INDEX_DIR}/index-v{version}.faiss"

@@ -85,6 +85,23 @@ def test_extend_to_30_adds_exactly_10(db20, tmp_path):
     assert runner.invoke(app, ["db", "verify", str(db)]).exit_code == 0
 
 
+def test_streamed_rebuild_indexes_every_entry_once(db20, tmp_path):
+    """Features read in batches of 7 rows give the index an exact flat index over all of them gives."""
+    from gliofit.simulations_db.index import FaissIndex, build_index
+    from gliofit.simulations_db.reindex import _engine, load_features, rebuild_index
+
+    db = tmp_path / "DB"
+    shutil.copytree(db20[0], db)
+    report = rebuild_index(db, "flat", batch=7)
+    ids, feats = load_features(_engine(db, None))
+    assert len(ids) > 3 * 7 and report["entries"] == len(ids)
+    index = FaissIndex.load(db / report["path"], verify=True)
+    assert np.array_equal(np.sort(index.ids()), ids)
+    reference = build_index(feats, ids, "flat")
+    assert np.array_equal(index.search(feats[:5], 10), reference.search(feats[:5], 10))
+    assert verify_database(db) == []
+
+
 def test_corrupted_array_fails_verify_naming_it(db20, tmp_path):
     src, _ = db20
     db = tmp_path / "DB"
