@@ -12,15 +12,12 @@ batches (:mod:`.claims`) and hands them to an executor; each task
 from __future__ import annotations
 
 import math
-import os
-import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
-from concurrent.futures import wait as cf_wait
 from pathlib import Path
 
 import numpy as np
 
 from gliofit.common.errors import InputError, check_positive
+from gliofit.common.executors import Executor, make_executor
 from gliofit.common.progress import progress_bar
 from gliofit.simulations_db import claims
 from gliofit.simulations_db.design import Design, SnapshotRule
@@ -31,6 +28,8 @@ from gliofit.simulations_db.worker import GRID_NAME, load_grid, run_task, save_g
 __all__ = ["build_database", "create_database", "database_url_for"]
 
 DEFAULT_RESOLUTION_MM = 2.0
+_PRELOAD = ("gliofit.simulations_db.worker", "gliofit.simulations_db.solver")
+"""Modules the local pool's forkserver imports once."""
 _CREATION_LEFTOVERS = {GRID_NAME, "arrays", "index", "gliofit.sqlite", "gliofit.sqlite-wal", "gliofit.sqlite-shm"}
 
 
@@ -110,71 +109,24 @@ def _rows_for(m: Manifest, grid):
     return rows
 
 
-class _InlineExecutor:
-    """Runs each task in this process when it is submitted (one worker, no pool)."""
-
-    def submit(self, fn, *args) -> Future:
-        fut: Future = Future()
-        try:
-            fut.set_result(fn(*args))
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller through the future
-            fut.set_exception(exc)
-        return fut
-
-    def shutdown(self, **_) -> None:
-        pass
-
-
-def _executor(workers: int | None, scheduler: str | None):
-    """(submit-able executor, parallel slots, description, threads per task, is_dask)."""
-    if scheduler:
-        try:
-            from distributed import Client
-
-            client = Client(scheduler, timeout="10s")
-        except (OSError, TimeoutError, ValueError) as exc:
-            raise InputError(f"Dask scheduler {scheduler} does not answer: {exc}") from None
-        slots = max(1, sum(client.nthreads().values()))
-        return client, slots, f"dask {scheduler}", 1, True
-    k = int(workers) if workers else (os.cpu_count() or 1)
-    if k < 1:
-        raise InputError(f"workers must be >= 1, got {workers}")
-    if k == 1:
-        return _InlineExecutor(), 1, "inline", None, False
-    import multiprocessing as mp
-
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["gliofit.simulations_db.worker", "gliofit.simulations_db.solver"])
-    return ProcessPoolExecutor(max_workers=k, mp_context=ctx), k, f"local processes x{k}", 1, False
-
-
-def _wait_first(futures: list, is_dask: bool) -> list:
-    if is_dask:
-        from distributed import wait as dask_wait
-
-        return list(dask_wait(futures, return_when="FIRST_COMPLETED").done)
-    return list(cf_wait(futures, return_when=FIRST_COMPLETED).done)
-
-
-def _drive(engine, executor, slots: int, task_base: dict, run_id: int, n: int, batch_size: int,
-           is_dask: bool, bar, bar_task) -> dict:
+def _drive(engine, executor: Executor, task_base: dict, run_id: int, n: int, batch_size: int,
+           bar, bar_task) -> dict:
     """Claim, submit and collect until no work is left for this run; returns the counts."""
     counts = {"done": 0, "failed": 0, "entries": 0, "lost": 0, "tasks": 0}
     in_flight: dict = {}
     while True:
-        while len(in_flight) < 2 * slots:
+        while len(in_flight) < 2 * executor.slots:
             claim = claims.claim_batch(engine, run_id, n, batch_size)
             if claim is None:
                 break
             token, rows = claim
             task = dict(task_base, token=token, simulations=rows)
-            fut = executor.submit(run_task, task, pure=False) if is_dask else executor.submit(run_task, task)
-            in_flight[fut] = len(rows)
+            in_flight[executor.submit(run_task, task)] = len(rows)
         if not in_flight:
             if claims.release_dead_claims(engine):
                 continue
             return counts
-        for fut in _wait_first(list(in_flight), is_dask):
+        for fut in executor.wait_first(list(in_flight)):
             in_flight.pop(fut)
             res = fut.result()
             counts["tasks"] += 1
@@ -234,8 +186,9 @@ def build_database(db_dir: str | Path, n_simulations: int, resolution_mm: float 
     engine = make_engine(url)
     migrate(engine)
     grid = load_grid(db_dir)
-    executor, slots, desc, threads, is_dask = _executor(workers, scheduler)
-    run_id = claims.register_run(engine, n, desc)
+    executor = make_executor(workers, scheduler, preload=_PRELOAD)
+    slots = executor.slots
+    run_id = claims.register_run(engine, n, executor.description)
     status = "failed"
     try:
         with claims.Heartbeat(engine, run_id):
@@ -245,14 +198,15 @@ def build_database(db_dir: str | Path, n_simulations: int, resolution_mm: float 
             before = claims.status_counts(engine, n)
             pending = before.get("pending", 0)
             bsize = int(batch_size) if batch_size else max(1, min(8, math.ceil(pending / (2 * slots))))
-            task_base = {"db_dir": str(db_dir.resolve()), "database_url": url, "device": "cpu", "threads": threads}
+            task_base = {"db_dir": str(db_dir.resolve()), "database_url": url, "device": "cpu",
+                         "threads": executor.threads}
             with progress_bar(disable=not progress) as bar:
                 t = bar.add_task("simulations", total=n,
                                  completed=before.get("done", 0) + before.get("failed", 0))
-                counts = _drive(engine, executor, slots, task_base, run_id, n, bsize, is_dask, bar, t)
+                counts = _drive(engine, executor, task_base, run_id, n, bsize, bar, t)
         status = "finished"
     finally:
-        executor.close() if is_dask else executor.shutdown(cancel_futures=True)
+        executor.close()
         claims.finish_run(engine, run_id, status, locals().get("counts", {}).get("done", 0))
     after = claims.status_counts(engine, n)
     index = None

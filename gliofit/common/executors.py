@@ -1,0 +1,115 @@
+"""Where parallel work runs: this process, a local process pool, or an existing Dask cluster.
+
+One place for the choice both the database build and the cohort runner make
+(``--workers K`` or ``--scheduler tcp://HOST:PORT``):
+
+>>> ex = make_executor(workers=2)                       # doctest: +SKIP
+>>> fut = ex.submit(fn, task)                            # doctest: +SKIP
+>>> done = ex.wait_first([fut])                          # doctest: +SKIP
+>>> ex.close()                                           # doctest: +SKIP
+
+A submitted function must be importable by name (a module-level function) and
+its arguments picklable; with Dask, the workers need gliofit installed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
+from concurrent.futures import wait as cf_wait
+from dataclasses import dataclass
+from typing import Any
+
+from gliofit.common.errors import InputError
+
+__all__ = ["Executor", "InlineExecutor", "make_executor"]
+
+
+class InlineExecutor:
+    """Runs each task in this process when it is submitted (one worker, no pool)."""
+
+    def submit(self, fn: Callable, *args: Any) -> Future:
+        fut: Future = Future()
+        try:
+            fut.set_result(fn(*args))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller through the future
+            fut.set_exception(exc)
+        return fut
+
+    def shutdown(self, **_: Any) -> None:
+        pass
+
+
+@dataclass
+class Executor:
+    """A pool with its size.
+
+    Attributes
+    ----------
+    pool : an :class:`InlineExecutor`, a :class:`~concurrent.futures.ProcessPoolExecutor` or a Dask ``Client``.
+    slots : how many tasks run at once.
+    description : for progress lines (``inline``, ``local processes x2``, ``dask tcp://...``).
+    threads : torch/BLAS threads each task should use (None: leave the process's default).
+    is_dask : the pool is a Dask client.
+    """
+
+    pool: Any
+    slots: int
+    description: str
+    threads: int | None
+    is_dask: bool
+
+    def submit(self, fn: Callable, *args: Any):
+        """A future of ``fn(*args)`` (Dask: never cached as pure, each call runs)."""
+        return self.pool.submit(fn, *args, pure=False) if self.is_dask else self.pool.submit(fn, *args)
+
+    def wait_first(self, futures: Sequence) -> list:
+        """The futures of ``futures`` that are done, waiting until at least one is."""
+        if self.is_dask:
+            from distributed import wait as dask_wait
+
+            return list(dask_wait(list(futures), return_when="FIRST_COMPLETED").done)
+        return list(cf_wait(list(futures), return_when=FIRST_COMPLETED).done)
+
+    def close(self) -> None:
+        """Stop the pool (a Dask client disconnects; the cluster keeps running)."""
+        if self.is_dask:
+            self.pool.close()
+        else:
+            self.pool.shutdown(cancel_futures=True)
+
+
+def make_executor(workers: int | None = None, scheduler: str | None = None, *,
+                  preload: Sequence[str] = (), threads_per_task: int | None = 1) -> Executor:
+    """Choose the pool: Dask at ``scheduler``, else ``workers`` local processes (default: all cores).
+
+    Parameters
+    ----------
+    workers : local processes; 1 runs every task inline in this process.
+    scheduler : a Dask scheduler address; InputError when it does not answer within 10 s.
+    preload : modules the local pool's forkserver imports once (faster worker start).
+    threads_per_task : threads a pooled task should use (reported in :attr:`Executor.threads`);
+        None: all cores shared evenly between the local workers.
+    """
+    if scheduler:
+        try:
+            from distributed import Client
+
+            client = Client(scheduler, timeout="10s")
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise InputError(f"Dask scheduler {scheduler} does not answer: {exc}") from None
+        slots = max(1, sum(client.nthreads().values()))
+        return Executor(client, slots, f"dask {scheduler}", threads_per_task or 1, True)
+    k = int(workers) if workers else (os.cpu_count() or 1)
+    if k < 1:
+        raise InputError(f"workers must be >= 1, got {workers}")
+    if k == 1:
+        return Executor(InlineExecutor(), 1, "inline", None, False)
+    import multiprocessing as mp
+
+    ctx = mp.get_context("forkserver")
+    if preload:
+        ctx.set_forkserver_preload(list(preload))
+    threads = threads_per_task if threads_per_task else max(1, (os.cpu_count() or 1) // k)
+    return Executor(ProcessPoolExecutor(max_workers=k, mp_context=ctx), k, f"local processes x{k}", threads, False)
