@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from gliofit.cli import database, demo, inverse, seg_training, segmentation, simulations
+from gliofit.cli import database, demo, inverse, pipelines, planning, seg_training, segmentation, simulations
 from gliofit.cli.errors import set_debug
 
 __all__ = ["app", "main"]
@@ -39,6 +39,9 @@ app.add_typer(seg_training.seg_app, name="seg")
 app.command("phantom")(seg_training.phantom)
 app.command("segment")(segmentation.segment)
 app.command("infer")(inverse.infer)
+app.command("run")(pipelines.run)
+app.command("cohort")(pipelines.cohort)
+app.command("plan")(planning.plan)
 
 
 def main() -> None:

@@ -90,7 +90,7 @@ def _fit(dice: np.ndarray, weights: tuple[float, float]) -> dict:
 def infer(db, seg, *, labels: str = "auto", core=None, t1=None, in_atlas_space: bool = False,
           top_k: int = DEFAULT_TOP_K, refine: bool = False, method: str = "index", weights=(0.5, 0.5),
           thresholds_search: bool = True, density: str = "upsample", atlas: Atlas | None = None,
-          refine_budget: int = 40, progress: bool = False) -> Result:
+          refine_budget: int = 40, registration=None, progress: bool = False) -> Result:
     """Personalise the growth model for one segmentation.
 
     Parameters
@@ -110,6 +110,8 @@ def infer(db, seg, *, labels: str = "auto", core=None, t1=None, in_atlas_space: 
     thresholds_search : search the imaging thresholds per candidate (index method).
     density : ``"upsample"`` (default) or ``"resimulate"`` the best match at 1 mm.
     atlas : the database's atlas at 1 mm if already loaded (default: loaded from the manifest).
+    registration : a registration of the patient to the atlas found beforehand (see
+        :func:`~gliofit.inverse.observation.observe`); the density goes back through it.
     progress : progress bar for the exhaustive loop.
     """
     t0 = time.perf_counter()
@@ -119,7 +121,8 @@ def infer(db, seg, *, labels: str = "auto", core=None, t1=None, in_atlas_space: 
         raise InputError(f"density must be one of {', '.join(DENSITY_METHODS)}, got {density!r}")
     db = _open(db)
     atlas = atlas if atlas is not None else atlas_of(db)
-    obs = observe(seg, grid=db.grid, atlas=atlas, labels=labels, core=core, t1=t1, in_atlas_space=in_atlas_space)
+    obs = observe(seg, grid=db.grid, atlas=atlas, labels=labels, core=core, t1=t1, in_atlas_space=in_atlas_space,
+                  registration=registration)
     load_s = time.perf_counter() - t0 - obs.timings_s["registration"]
     tq = time.perf_counter()
     if method == "index":

@@ -175,6 +175,7 @@ def observe(
     core: str | Path | None = None,
     t1: str | Path | None = None,
     in_atlas_space: bool = False,
+    registration: Any = None,
 ) -> Observation:
     """Read a segmentation and put its whole-tumour and core masks on the database grid.
 
@@ -186,6 +187,9 @@ def observe(
     labels, core : label convention, core mask file (:func:`masks_from_file`).
     t1 : the patient's T1 on the segmentation's grid: register it to the atlas (patient-space input).
     in_atlas_space : trust the segmentation's affine as atlas world mm.
+    registration : a registration already found for this patient (an object with ``to_atlas(data, affine,
+        atlas)`` and ``to_patient(data, atlas, shape, affine)``, e.g.
+        :class:`gliofit.pipelines.registration.AntsRegistration`); the masks follow it (patient space).
 
     Raises
     ------
@@ -197,8 +201,16 @@ def observe(
     wt, co, affine, convention = masks_from_file(seg, labels=labels, core=core)
     seg = Path(seg)
     timings = {"load": 0.0, "registration": 0.0}
-    registration = None
-    if t1 is not None:
+    if registration is not None and (t1 is not None or in_atlas_space):
+        raise InputError(f"{seg}: give a registration, a T1 or in_atlas_space, not several")
+    if registration is not None:
+        t1r = time.perf_counter()
+        timings["load"] = t1r - t0
+        wt_atlas = np.asarray(registration.to_atlas(wt, affine, atlas)) >= MASK_FRACTION - _EPS
+        core_atlas = np.asarray(registration.to_atlas(co, affine, atlas)) >= MASK_FRACTION - _EPS
+        space = "patient"
+        timings["registration"] = time.perf_counter() - t1r
+    elif t1 is not None:
         from gliofit.inverse.registration import register_to_atlas
 
         t1_data, t1_affine = load_volume(t1, "T1")
@@ -224,7 +236,7 @@ def observe(
     if not wt_grid.any():
         raise InputError(f"{seg}: the tumour covers no database voxel ({grid.spacing_mm[0]:g} mm) after "
                          "resampling; is it inside the atlas's brain, and larger than half a voxel?")
-    if registration is None:
+    if space == "atlas":
         timings["load"] = time.perf_counter() - t0
     return Observation(wt_grid, core_grid, wt_atlas, core_atlas & wt_atlas, seg, convention, space,
                        tuple(int(s) for s in wt.shape), affine, registration, timings)

@@ -1,12 +1,15 @@
-"""The embedded default run, end to end and offline: database, synthetic patient, inference, report.
+"""The embedded default run, end to end and offline: database, phantom patient, the whole pipeline.
 
 1. A small simulation database on the default atlas is built once under the cache folder
    (``~/.cache/gliofit`` or ``--cache``); :func:`~gliofit.simulations_db.build.build_database` resumes an
    interrupted build and does nothing when it is complete.
 2. A patient is grown from known parameters (:data:`DEMO_PARAMETERS`) at 1 mm — another resolution than the
-   database's — and segmented with noise (:mod:`gliofit.inverse.synthetic`); cached beside the database.
-3. :func:`gliofit.infer` recovers the parameters; true against recovered values and the Dice are returned
-   and ``OUT/`` receives result.json, report.png, the densities, the observed segmentation and truth.json.
+   database's — and segmented with noise (:mod:`gliofit.inverse.synthetic`); its four MRI modalities are
+   rendered from those labels (:func:`gliofit.segmentation.phantoms.render_phantom`) and written with the
+   segmentation as a BraTS 2023 patient folder; cached beside the database.
+3. :func:`gliofit.pipelines.run.run_patient` (``gliofit run``) registers, infers, plans and reports; true
+   against recovered values and the Dice are returned and ``OUT/`` receives everything ``run`` writes
+   plus truth.json.
 
 The database is 2 mm (:data:`DEMO_RESOLUTION_MM`), 300 simulations (~1,900 entries): about 0.8 s of CPU per
 simulation with the solver's default steps (measured on two shared cores), so the first run takes a few
@@ -24,8 +27,8 @@ import numpy as np
 
 from gliofit.common.errors import InputError
 
-__all__ = ["DEMO_PARAMETERS", "DEMO_RESOLUTION_MM", "DEMO_SIMULATIONS", "default_cache", "run_demo",
-           "comparison_rows"]
+__all__ = ["DEMO_CASE", "DEMO_PARAMETERS", "DEMO_RESOLUTION_MM", "DEMO_SIMULATIONS", "default_cache", "run_demo",
+           "comparison_rows", "demo_database", "demo_patient_folder", "demo_simulations"]
 
 DEMO_PARAMETERS = {"D_mm2_per_day": 0.3, "rho_per_day": 0.04, "T_days": 250.0, "origin_mm": (-28.0, -12.0, 22.0)}
 """A left-frontal white-matter tumour of about 130 cm³ (whole tumour at 1 mm)."""
@@ -40,6 +43,38 @@ DEMO_SEED = 7
 def default_cache() -> Path:
     """``$GLIOFIT_CACHE`` or ``~/.cache/gliofit``."""
     return Path(os.environ.get("GLIOFIT_CACHE", Path.home() / ".cache" / "gliofit"))
+
+
+def demo_simulations() -> int:
+    """``$GLIOFIT_DEMO_SIMULATIONS`` or :data:`DEMO_SIMULATIONS` (a smaller demo database for tests and
+    slow machines; a larger one for a better fit)."""
+    value = os.environ.get("GLIOFIT_DEMO_SIMULATIONS", "")
+    try:
+        n = int(value) if value else DEMO_SIMULATIONS
+    except ValueError:
+        raise InputError(f"GLIOFIT_DEMO_SIMULATIONS must be a positive integer, got {value!r}") from None
+    if n < 1:
+        raise InputError(f"GLIOFIT_DEMO_SIMULATIONS must be a positive integer, got {value!r}")
+    return n
+
+
+def demo_database(cache: str | Path | None = None, *, progress: bool = True) -> Path:
+    """The demo database directory, built on first use (resumed if interrupted) under ``cache``."""
+    from gliofit.simulations_db.build import build_database
+
+    db = Path(cache or default_cache()) / f"demo-db-{DEMO_RESOLUTION_MM:g}mm"
+    build_database(db, demo_simulations(), resolution_mm=DEMO_RESOLUTION_MM, progress=progress)
+    return db
+
+
+def demo_patient_folder(cache: str | Path | None = None, *, progress: bool = True) -> Path:
+    """The demo patient's BraTS 2023 folder (MRI, segmentation, truth.json), made on first use."""
+    from gliofit.simulations_db.atlas import load_atlas
+
+    cache = Path(cache or default_cache())
+    atlas = load_atlas()
+    _, patient, _ = _patient(cache, atlas, 1.0, progress)
+    return _patient_folder(cache, atlas, patient, 1.0)
 
 
 def _database(cache: Path, simulations: int, resolution_mm: float, progress: bool) -> tuple[Path, float]:
@@ -66,36 +101,63 @@ def _patient(cache: Path, atlas, resolution_mm: float, progress: bool):
     return case, patient, time.perf_counter() - t0
 
 
-def comparison_rows(truth: dict, result) -> list[tuple[str, float, float, tuple[float, float]]]:
-    """(name, true, recovered, 95% interval) for the identifiable and interpretable parameters."""
+DEMO_CASE = "DemoPatient"
+"""Name of the demo's BraTS 2023 patient folder."""
+
+
+def _patient_folder(cache: Path, atlas, patient, resolution_mm: float) -> Path:
+    """The demo patient as a BraTS 2023 folder (four rendered modalities + its segmentation), made once."""
+
+    from gliofit.segmentation.phantoms import THRESHOLD_NECROSIS, PhantomTruth, render_phantom, write_case
+
+    root = cache / f"demo-patient-{resolution_mm:g}mm-seed{DEMO_SEED}-brats"
+    folder = root / DEMO_CASE
+    if (folder / "truth.json").is_file():
+        return folder
+    t = patient.truth
+    truth = PhantomTruth(case=DEMO_CASE, seed=DEMO_SEED, D_mm2_per_day=t["D_mm2_per_day"],
+                         rho_per_day=t["rho_per_day"], T_days=t["T_days"], origin_mm=tuple(t["origin_mm"]),
+                         threshold_edema=t["threshold_edema"], threshold_core=t["threshold_core"],
+                         threshold_necrosis=THRESHOLD_NECROSIS, noise_sigma=0.03, bias_strength=0.1,
+                         scales=(1.0, 1.0, 1.0, 1.0))
+    images = render_phantom(atlas, patient.labels, truth, np.random.default_rng(DEMO_SEED))
+    return write_case(root, truth, images, patient.labels, atlas.affine, "brats2023",
+                      extra={k: v for k, v in t.items() if k not in ("origin_mm",)})
+
+
+def comparison_rows(truth: dict, result: dict) -> list[tuple[str, float, float, tuple[float, float]]]:
+    """(name, true, recovered, 95% interval) for the identifiable and interpretable parameters
+    (``result``: result.json as a dict)."""
     rows = []
     for key in ("mu_D_mm", "mu_rho", "infiltration_length_mm", "velocity_mm_per_day", "D_mm2_per_day",
                 "rho_per_day", "T_days"):
-        ci = result.uncertainty.get(key, {}).get("ci95", [float("nan")] * 2)
-        rows.append((key, float(truth[key]), float(result.parameters[key]), (float(ci[0]), float(ci[1]))))
+        ci = result["uncertainty"].get(key, {}).get("ci95", [float("nan")] * 2)
+        rows.append((key, float(truth[key]), float(result["parameters"][key]), (float(ci[0]), float(ci[1]))))
     return rows
 
 
-def _print_table(truth: dict, result, err) -> None:
+def _print_table(truth: dict, result: dict, err) -> None:
     err("parameter                     true   recovered   95% interval")
     for name, t, r, (lo, hi) in comparison_rows(truth, result):
         err(f"{name:24s} {t:9.4g} {r:11.4g}   [{lo:.4g}, {hi:.4g}]")
-    o = np.asarray(result.parameters["origin_mm"]) - np.asarray(truth["origin_mm"])
-    err(f"origin error {np.linalg.norm(o):.1f} mm; Dice whole tumour {result.fit['dice_whole_tumor']:.3f}, "
-        f"core {result.fit['dice_core']:.3f}, mean {result.fit['dice_mean']:.3f}")
+    o = np.asarray(result["parameters"]["origin_mm"]) - np.asarray(truth["origin_mm"])
+    fit = result["fit"]
+    err(f"origin error {np.linalg.norm(o):.1f} mm; Dice whole tumour {fit['dice_whole_tumor']:.3f}, "
+        f"core {fit['dice_core']:.3f}, mean {fit['dice_mean']:.3f}")
 
 
 def run_demo(out_dir: str | Path, *, cache: str | Path | None = None, simulations: int = DEMO_SIMULATIONS,
              resolution_mm: float = DEMO_RESOLUTION_MM, patient_resolution_mm: float = 1.0,
-             progress: bool = True, echo=None) -> dict:
-    """Build (once) the demo database, grow the demo patient, infer its parameters, write ``out_dir``.
+             registration: str = "syn", progress: bool = True, echo=None) -> dict:
+    """Build (once) the demo database and patient folder, run the whole pipeline on it, write ``out_dir``.
 
     Parameters
     ----------
-    out_dir : output folder (created): result.json, report.png, tumor_density*.nii.gz, seg.nii.gz, truth.json.
+    out_dir : output folder (replaced when complete): everything ``gliofit run`` writes, and truth.json.
     cache : where the database and the patient are kept (default :func:`default_cache`).
     simulations, resolution_mm : size and grid spacing (mm) of the demo database.
     patient_resolution_mm : solver grid of the patient, mm (1 mm by default).
+    registration : ``syn``, ``affine`` or ``none`` (:func:`gliofit.pipelines.run.run_patient`).
     progress : progress bars on stderr.
     echo : called with each line of the true-against-recovered table (default: print to stderr).
 
@@ -105,42 +167,36 @@ def run_demo(out_dir: str | Path, *, cache: str | Path | None = None, simulation
     """
     import sys
 
-    import gliofit
+    from gliofit.pipelines.run import output_folder_ready, run_patient
     from gliofit.simulations_db.atlas import load_atlas
 
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: output path is a file, not a folder")
+    out = output_folder_ready(out_dir)
     cache = Path(cache) if cache is not None else default_cache()
     t0 = time.perf_counter()
     db_path, build_s = _database(cache, int(simulations), float(resolution_mm), progress)
     atlas = load_atlas()
-    case, patient, grow_s = _patient(cache, atlas, float(patient_resolution_mm), progress)
-    db = gliofit.open_database(db_path)
-    try:
-        ti = time.perf_counter()
-        result = gliofit.infer(db, case / "seg.nii.gz", in_atlas_space=True, atlas=atlas)
-        infer_s = time.perf_counter() - ti
-        files = result.save(out)
-        entries = int(len(db.entries["id"]))
-    finally:
-        db.close()
-    for name in ("seg.nii.gz", "truth.json"):
-        shutil.copyfile(case / name, out / name)
+    _, patient, grow_s = _patient(cache, atlas, float(patient_resolution_mm), progress)
+    folder = _patient_folder(cache, atlas, patient, float(patient_resolution_mm))
+    tr = time.perf_counter()
+    result = run_patient(folder, db_path, out, registration=registration, atlas=atlas)
+    run_s = time.perf_counter() - tr
+    shutil.copyfile(folder / "truth.json", out / "truth.json")
     _print_table(patient.truth, result, echo or (lambda line: print(line, file=sys.stderr)))
     voxel_cm3 = atlas.voxel_volume_mm3 / 1000.0
     return {
         "truth": {k: patient.truth[k] for k in ("D_mm2_per_day", "rho_per_day", "T_days", "origin_mm", "mu_D_mm",
                                                 "mu_rho", "infiltration_length_mm", "velocity_mm_per_day")},
-        "recovered": result.parameters,
-        "fit": result.fit,
-        "origin_error_mm": round(float(np.linalg.norm(np.subtract(result.parameters["origin_mm"],
+        "recovered": result["parameters"],
+        "fit": result["fit"],
+        "origin_error_mm": round(float(np.linalg.norm(np.subtract(result["parameters"]["origin_mm"],
                                                                   patient.truth["origin_mm"]))), 3),
-        "database": {"path": str(db_path), "entries": entries, "resolution_mm": float(resolution_mm)},
+        "database": result["database"],
+        "patient_folder": str(folder),
         "whole_tumor_cm3": round(float(patient.whole_tumor.sum()) * voxel_cm3, 2),
         "core_cm3": round(float(patient.core.sum()) * voxel_cm3, 2),
-        "outputs": [str(p) for p in files.values()] + [str(out / "seg.nii.gz"), str(out / "truth.json")],
-        "seconds": {"database": round(build_s, 2), "patient": round(grow_s, 2), "infer": round(infer_s, 2),
+        "plan": result.get("plan"),
+        "outputs": sorted(str(p) for p in out.rglob("*") if p.is_file()),
+        "timings_s": result["timings_s"],
+        "seconds": {"database": round(build_s, 2), "patient": round(grow_s, 2), "run": round(run_s, 2),
                     "total": round(time.perf_counter() - t0, 2)},
     }
-

@@ -1,0 +1,91 @@
+"""``gliofit run`` (one patient folder end to end) and ``gliofit cohort`` (every folder, resumable)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from gliofit.cli.errors import cli_errors
+
+__all__ = ["run", "cohort"]
+
+_MODEL_HELP = "STU-Net checkpoint (gliofit seg train): used when a folder holds no segmentation."
+_REG_HELP = "syn (affine then SyN, default), affine, or none (the MRI is already in atlas space)."
+
+
+def _check_model(model: Path | None) -> None:
+    from gliofit.common.errors import check_file
+
+    if model is not None:
+        check_file(model, "model checkpoint")
+
+
+@cli_errors
+def run(
+    patient_dir: Path = typer.Argument(..., help="Patient folder (BraTS 2021 or 2023 layout)."),
+    db: Path = typer.Option(..., "--db", help="Simulation database directory."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output folder (replaced when complete)."),
+    model: Path = typer.Option(None, "--model", help=_MODEL_HELP),
+    device: str = typer.Option("cpu", "--device", help="Segmentation device: cpu or cuda."),
+    registration: str = typer.Option("syn", "--registration", help=_REG_HELP),
+    margin_mm: float = typer.Option(15.0, "--margin-mm", help="Standard plan: margin around the tumour core, mm."),
+    top_k: int = typer.Option(200, "--top-k", help="Candidates taken from the index."),
+    refine: bool = typer.Option(False, "--refine", help="Short local search with the forward solver."),
+) -> None:
+    """Segment (unless a segmentation is given), register, infer, plan and report one patient.
+
+    Writes OUT/: result.json (timings of every stage), segmentation.nii.gz, tumor_density.nii.gz (patient
+    grid), tumor_density_atlas.nii.gz, target_standard/target_model.nii.gz, plan.json, brain_mask.nii.gz,
+    transforms/, report.png and report.html. Prints a one-line JSON summary.
+    """
+    from gliofit.common.errors import check_positive
+    from gliofit.pipelines.run import output_folder_ready, run_patient
+
+    output_folder_ready(output)
+    _check_model(model)
+    check_positive(margin_mm, "--margin-mm")
+    res = run_patient(patient_dir, db, output, model=model, device=device, registration=registration,
+                      top_k=top_k, refine=refine, margin_mm=margin_mm)
+    p = res["parameters"]
+    typer.echo(json.dumps({"output": str(output), "space": res["space"],
+                           "parameters": {k: p[k] for k in ("mu_D_mm", "mu_rho", "infiltration_length_mm",
+                                                            "origin_mm")},
+                           "fit": res["fit"], "timings_s": res["timings_s"]}))
+
+
+@cli_errors
+def cohort(
+    cohort_dir: Path = typer.Argument(..., help="A directory of patient folders."),
+    db: Path = typer.Option(..., "--db", help="Simulation database directory."),
+    output: Path = typer.Option(..., "-o", "--output", help="Cohort output folder."),
+    model: Path = typer.Option(None, "--model", help=_MODEL_HELP),
+    workers: int = typer.Option(None, "--workers", help="Local processes (default: all cores)."),
+    scheduler: str = typer.Option(None, "--scheduler", help="Dask scheduler address (tcp://HOST:PORT)."),
+    device: str = typer.Option("cpu", "--device", help="Segmentation device: cpu or cuda."),
+    registration: str = typer.Option("syn", "--registration", help=_REG_HELP),
+    margin_mm: float = typer.Option(15.0, "--margin-mm", help="Standard plan: margin around the tumour core, mm."),
+    top_k: int = typer.Option(200, "--top-k", help="Candidates taken from the index."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+) -> None:
+    """Run every patient folder (resumable: finished patients are skipped, failures recorded and retried).
+
+    Writes OUT/<patient>/ per patient, OUT/results.csv (one row per patient: parameters, intervals, fit,
+    timings, status, error), OUT/cohort.png and OUT/index.html. Exit 0 even when some patients failed
+    (see results.csv); prints a one-line JSON summary.
+    """
+    from gliofit.common.errors import InputError, check_positive
+    from gliofit.pipelines.run import REGISTRATIONS
+    from gliofit.pipelines.cohort import run_cohort
+
+    _check_model(model)
+    check_positive(margin_mm, "--margin-mm")
+    if registration not in REGISTRATIONS:
+        raise InputError(f"--registration must be one of {', '.join(REGISTRATIONS)}, got {registration!r}")
+    if workers is not None and workers < 1:
+        raise InputError(f"--workers must be >= 1, got {workers}")
+    summary = run_cohort(cohort_dir, db, output, workers=workers, scheduler=scheduler, progress=not no_progress,
+                         model=str(model) if model else None, device=device, registration=registration,
+                         margin_mm=margin_mm, top_k=top_k)
+    typer.echo(json.dumps(summary))

@@ -1,0 +1,45 @@
+"""Patient folders for ``run`` and ``cohort``: a BraTS case folder plus a name that is safe under OUT.
+
+The layouts (INTERFACES.md) are read by :func:`gliofit.segmentation.brats_convert.read_case_folder`,
+the one reader of BraTS folders: files are named after the folder (``<case>-t1n.nii.gz`` ... for
+BraTS 2023+, ``<case>_t1.nii.gz`` ... for BraTS 2021, ``.nii`` too, an optional ``<case>-seg`` /
+``<case>_seg``); mixed naming or a missing modality is refused with one line naming the file.
+Here the folder's name, which becomes ``OUT/<patient>/`` in a cohort, is checked as well: an empty,
+hidden (``.x``) name, ``..`` or a path separator is refused.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gliofit.common.errors import InputError
+from gliofit.segmentation.brats_convert import BratsCase, read_case_folder
+
+__all__ = ["find_patient", "find_patients", "check_patient_name"]
+
+
+def check_patient_name(name: str, where: str | Path) -> str:
+    """``name`` if it can be a folder name under OUT; InputError otherwise."""
+    if not name or ".." in name or "/" in name or "\\" in name or name.startswith("."):
+        raise InputError(f"{where}: patient name {name!r} is not allowed (empty, hidden, '..' or a path separator)")
+    return name
+
+
+def find_patient(folder: str | Path) -> BratsCase:
+    """The files of one patient folder (:class:`~gliofit.segmentation.brats_convert.BratsCase`)."""
+    path = Path(folder)
+    if not path.is_dir():
+        raise InputError(f"{path}: patient folder not found" if not path.exists() else f"{path}: not a folder")
+    check_patient_name(path.name, path)
+    return read_case_folder(path)
+
+
+def find_patients(cohort: str | Path) -> list[Path]:
+    """The patient folders of a cohort directory: its sub-folders, sorted by name, hidden ones skipped."""
+    path = Path(cohort)
+    if not path.is_dir():
+        raise InputError(f"{path}: cohort folder not found" if not path.exists() else f"{path}: not a folder")
+    folders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise InputError(f"{path}: no patient folders in the cohort")
+    return folders
