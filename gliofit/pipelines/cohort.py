@@ -8,7 +8,8 @@ Layout of ``OUT``::
     OUT/cohort.png, OUT/index.html  parameter distributions, Dice histogram; links to every report
 
 Resuming: a patient with ``OUT/<patient>/result.json`` is finished and skipped; every other one
-(never run, in flight when the last run died, or failed) runs again, so a crash loses at most the
+(never run, in flight when the last run died, or failed) runs again (the temporary folders of the
+patients in flight are removed first; one cohort run per OUT at a time), so a crash loses at most the
 patients in flight and a fixed input is picked up by the next run. ``results.csv`` is rebuilt from
 the folders after every patient (atomically), so it always agrees with them. A failure never stops
 the cohort: :func:`run_one` turns it into a failure record with a one-line reason.
@@ -140,6 +141,16 @@ def write_results_csv(rows: list[dict], path: str | Path) -> Path:
     return write_text(buf.getvalue(), path)
 
 
+def _remove_leftovers(out: Path) -> None:
+    """Remove the temporary folders of patients that were in flight when an earlier run died
+    (``OUT/.<patient>.part-<pid>``, see :mod:`gliofit.pipelines.run`)."""
+    import shutil
+
+    for p in out.glob(".*.part-*"):
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+
+
 def _finished(out: Path, name: str) -> bool:
     return (out / name / "result.json").is_file()
 
@@ -218,6 +229,7 @@ def run_cohort(cohort_dir: str | Path, db: str | Path, out_dir: str | Path, *, w
         raise InputError(f"{db_path}: not a gliofit database (no gliofit-db.json)")
     out = output_folder_ready(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(out)
     names = [p.name for p in folders]
     todo = [p for p in folders if not _finished(out, p.name)]
     t0 = time.perf_counter()

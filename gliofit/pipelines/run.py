@@ -185,6 +185,7 @@ def run_patient(patient_dir: str | Path, db, out_dir: str | Path, *, model: Any 
 
         res = gliofit.infer(db, seg_path, registration=reg, in_atlas_space=reg is None, top_k=top_k,
                             refine=refine, density=density, method=method, atlas=atlas)
+        timings["load"] += res.timings["load"]              # reading the masks onto the database grid
         timings["registration"] += res.timings["registration"]
         timings["query"] = res.timings["query"]
 

@@ -87,7 +87,8 @@ def test_console_script_four_d_atlas_exits_2(tmp_path):
     assert not (tmp_path / "d.nii.gz").exists()
 
 
-DEMO_TINY = ["--simulations", "12", "--resolution", "6", "--patient-resolution", "4", "--no-progress"]
+DEMO_TINY = ["--simulations", "12", "--resolution", "6", "--patient-resolution", "4", "--registration", "affine",
+             "--no-progress"]
 """Hidden demo options: a tiny database and a coarse patient keep the test in seconds."""
 
 

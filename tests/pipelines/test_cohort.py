@@ -103,3 +103,32 @@ def test_bad_cohort_input_exits_2(tmp_path, pipeline_db) -> None:
         proc = subprocess.run([GLIOFIT, "cohort", *args, "--db", str(pipeline_db), "-o", str(tmp_path / "O")],
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2 and needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_sigkill_mid_cohort_then_resume_finishes_exactly(tmp_path, cohort_dir, pipeline_db) -> None:
+    """Kill the cohort (and its workers) once the first patient is done; the rerun finishes the rest, leaving
+    no temporary folder and no duplicate row."""
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "OUT"
+    cmd = [GLIOFIT, "cohort", str(cohort_dir), "--db", str(pipeline_db), "-o", str(out), "--workers", "1",
+           "--registration", "none", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not list(out.glob("*/result.json")) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    done_before = {p.parent.name for p in out.glob("*/result.json")}
+    assert done_before, "no patient finished before the kill"
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr
+    summary = json.loads(again.stdout)
+    assert summary["ok"] == 3 and summary["failed"] == 1 and summary["skipped"] >= len(done_before)
+    assert not list(out.glob(".*.part-*"))
+    names = [r["patient"] for r in _rows(out)]
+    assert sorted(names) == sorted(set(names)) and len(names) == 4
