@@ -88,7 +88,7 @@ def _regions_everywhere_model(path: Path) -> Path:
         head = net.seg_outputs[-1]
         head.weight.zero_()
         head.bias.copy_(torch.tensor([8.0, -8.0, -8.0]))
-    return save_checkpoint(net, path, patch_size=(32, 32, 32))
+    return save_checkpoint(net, path, patch_size=(64, 64, 64))
 
 
 def test_run_segments_with_the_model_when_no_segmentation_is_given(tmp_path, pipeline_db, phantom_cohort,
