@@ -21,25 +21,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from _shared import benchmark_database
+
 from gliofit.pipelines.cohort import run_cohort
 from gliofit.segmentation.phantoms import make_phantoms
 from gliofit.simulations_db.atlas import load_atlas
-from gliofit.simulations_db.build import build_database
-from gliofit.simulations_db.design import SnapshotRule
-
-
-def _database(args, tmp: Path) -> Path:
-    if args.db:
-        return Path(args.db)
-    if args.quick:
-        db = tmp / "DB"
-        build_database(db, 60, resolution_mm=4.0, seed=0, snapshots=SnapshotRule(count=6), progress=False)
-        return db
-    from gliofit.pipelines.demo import DEMO_RESOLUTION_MM, DEMO_SIMULATIONS, default_cache
-
-    db = default_cache() / f"demo-db-{DEMO_RESOLUTION_MM:g}mm"
-    build_database(db, DEMO_SIMULATIONS, resolution_mm=DEMO_RESOLUTION_MM, progress=True)
-    return db
 
 
 def _rows(out: Path) -> dict[str, dict]:
@@ -69,7 +55,7 @@ def main() -> None:
     atlas = load_atlas()
     with tempfile.TemporaryDirectory(prefix="gliofit-bench-cohort-") as td:
         tmp = Path(td)
-        db = _database(args, tmp)
+        db = benchmark_database(args.db, args.quick, tmp)
         make_phantoms(tmp / "COHORT", n, seed=21, resolution_mm=mm, atlas=atlas, sim_resolution_mm=mm)
         print(f"{n} phantom patients at {mm:g} mm, database {db}, registration {args.registration}")
         runs = {"local_1": _timed("1 local worker (baseline)", tmp / "COHORT", db, tmp / "L1", args.registration,

@@ -28,31 +28,17 @@ from pathlib import Path
 
 import torch
 
+from _shared import benchmark_database
+
 from gliofit.pipelines.run import run_patient
 from gliofit.segmentation.checkpoints import save_checkpoint
 from gliofit.segmentation.phantoms import make_phantoms
 from gliofit.segmentation.predict import segment
 from gliofit.segmentation.stunet import STUNet
 from gliofit.simulations_db.atlas import load_atlas
-from gliofit.simulations_db.build import build_database
-from gliofit.simulations_db.design import SnapshotRule
 
 TARGET_S = {"small": 180.0, "base": 300.0}
 """End-to-end targets, seconds."""
-
-
-def _database(args, tmp: Path) -> Path:
-    if args.db:
-        return Path(args.db)
-    if args.quick:
-        db = tmp / "DB"
-        build_database(db, 60, resolution_mm=4.0, seed=0, snapshots=SnapshotRule(count=6), progress=False)
-        return db
-    from gliofit.pipelines.demo import DEMO_RESOLUTION_MM, DEMO_SIMULATIONS, default_cache
-
-    db = default_cache() / f"demo-db-{DEMO_RESOLUTION_MM:g}mm"
-    build_database(db, DEMO_SIMULATIONS, resolution_mm=DEMO_RESOLUTION_MM, progress=True)
-    return db
 
 
 def _segmentation_seconds(variant: str, images: tuple[Path, ...], tmp: Path) -> float:
@@ -75,7 +61,7 @@ def main() -> None:
     atlas = load_atlas()
     with tempfile.TemporaryDirectory(prefix="gliofit-bench-pipeline-") as td:
         tmp = Path(td)
-        db = _database(args, tmp)
+        db = benchmark_database(args.db, args.quick, tmp)
         t0 = time.perf_counter()
         [folder] = make_phantoms(tmp / "COHORT", 1, seed=5, resolution_mm=2.0 if args.quick else None, atlas=atlas,
                                  sim_resolution_mm=2.0 if args.quick else 1.0)
