@@ -9,7 +9,7 @@ agree on every patient's parameters.
     python benchmarks/cohort.py [--quick] [--db DB]
 
 ``--db`` defaults to the demo database (built once under ~/.cache/gliofit). ``--quick``: four patients
-at 3 mm on a 60-simulation 4 mm database. Ends with ``BENCH {json}``.
+at 3 mm on a 60-simulation 4 mm database, affine registration. Ends with ``BENCH {json}``.
 """
 
 from __future__ import annotations
@@ -48,8 +48,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="4 patients at 3 mm, small database")
     parser.add_argument("--db", help="database directory (default: the demo database)")
     parser.add_argument("--patients", type=int, default=None, help="cohort size (default 8; 4 with --quick)")
-    parser.add_argument("--registration", default="syn", help="syn, affine or none")
+    parser.add_argument("--registration", default=None, help="syn, affine or none (default syn; affine with --quick)")
     args = parser.parse_args()
+    args.registration = args.registration or ("affine" if args.quick else "syn")
     n = args.patients or (4 if args.quick else 8)
     mm = 3.0 if args.quick else 2.0
     atlas = load_atlas()
