@@ -11,8 +11,15 @@ from gliofit.cli.errors import cli_errors
 
 __all__ = ["run", "cohort"]
 
-_MODEL_HELP = "STU-Net checkpoint (gliofit seg train): used when a folder holds no segmentation."
-_REG_HELP = "syn (affine then SyN, default), affine, or none (the MRI is already in atlas space)."
+# Options both commands take (Typer accepts one OptionInfo as the default of several commands).
+_DB = typer.Option(..., "--db", help="Simulation database directory.")
+_MODEL = typer.Option(None, "--model", help="STU-Net checkpoint (gliofit seg train): used when a folder holds "
+                      "no segmentation.")
+_DEVICE = typer.Option("cpu", "--device", help="Segmentation device: cpu or cuda.")
+_REGISTRATION = typer.Option("syn", "--registration", help="syn (affine then SyN, default), affine, or none "
+                             "(the MRI is already in atlas space).")
+_MARGIN = typer.Option(15.0, "--margin-mm", help="Standard plan: margin around the tumour core, mm.")
+_TOP_K = typer.Option(200, "--top-k", help="Candidates taken from the index.")
 
 
 def _check_model(model: Path | None) -> None:
@@ -25,13 +32,13 @@ def _check_model(model: Path | None) -> None:
 @cli_errors
 def run(
     patient_dir: Path = typer.Argument(..., help="Patient folder (BraTS 2021 or 2023 layout)."),
-    db: Path = typer.Option(..., "--db", help="Simulation database directory."),
+    db: Path = _DB,
     output: Path = typer.Option(..., "-o", "--output", help="Output folder (replaced when complete)."),
-    model: Path = typer.Option(None, "--model", help=_MODEL_HELP),
-    device: str = typer.Option("cpu", "--device", help="Segmentation device: cpu or cuda."),
-    registration: str = typer.Option("syn", "--registration", help=_REG_HELP),
-    margin_mm: float = typer.Option(15.0, "--margin-mm", help="Standard plan: margin around the tumour core, mm."),
-    top_k: int = typer.Option(200, "--top-k", help="Candidates taken from the index."),
+    model: Path = _MODEL,
+    device: str = _DEVICE,
+    registration: str = _REGISTRATION,
+    margin_mm: float = _MARGIN,
+    top_k: int = _TOP_K,
     refine: bool = typer.Option(False, "--refine", help="Short local search with the forward solver."),
 ) -> None:
     """Segment (unless a segmentation is given), register, infer, plan and report one patient.
@@ -58,15 +65,15 @@ def run(
 @cli_errors
 def cohort(
     cohort_dir: Path = typer.Argument(..., help="A directory of patient folders."),
-    db: Path = typer.Option(..., "--db", help="Simulation database directory."),
+    db: Path = _DB,
     output: Path = typer.Option(..., "-o", "--output", help="Cohort output folder."),
-    model: Path = typer.Option(None, "--model", help=_MODEL_HELP),
+    model: Path = _MODEL,
     workers: int = typer.Option(None, "--workers", help="Local processes (default: all cores)."),
     scheduler: str = typer.Option(None, "--scheduler", help="Dask scheduler address (tcp://HOST:PORT)."),
-    device: str = typer.Option("cpu", "--device", help="Segmentation device: cpu or cuda."),
-    registration: str = typer.Option("syn", "--registration", help=_REG_HELP),
-    margin_mm: float = typer.Option(15.0, "--margin-mm", help="Standard plan: margin around the tumour core, mm."),
-    top_k: int = typer.Option(200, "--top-k", help="Candidates taken from the index."),
+    device: str = _DEVICE,
+    registration: str = _REGISTRATION,
+    margin_mm: float = _MARGIN,
+    top_k: int = _TOP_K,
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
 ) -> None:
     """Run every patient folder (resumable: finished patients are skipped, failures recorded and retried).
