@@ -203,24 +203,19 @@ def observe(
     timings = {"load": 0.0, "registration": 0.0}
     if registration is not None and (t1 is not None or in_atlas_space):
         raise InputError(f"{seg}: give a registration, a T1 or in_atlas_space, not several")
-    if registration is not None:
-        t1r = time.perf_counter()
-        timings["load"] = t1r - t0
-        wt_atlas = np.asarray(registration.to_atlas(wt, affine, atlas)) >= MASK_FRACTION - _EPS
-        core_atlas = np.asarray(registration.to_atlas(co, affine, atlas)) >= MASK_FRACTION - _EPS
-        space = "patient"
-        timings["registration"] = time.perf_counter() - t1r
-    elif t1 is not None:
-        from gliofit.inverse.registration import register_to_atlas
+    if registration is not None or t1 is not None:
+        if registration is None:
+            from gliofit.inverse.registration import register_to_atlas
 
-        t1_data, t1_affine = load_volume(t1, "T1")
-        if t1_data.shape != wt.shape or not np.allclose(t1_affine, affine, atol=1e-3):
-            raise InputError(f"{t1}: T1 grid {t1_data.shape} differs from the segmentation's {wt.shape}")
+            t1_data, t1_affine = load_volume(t1, "T1")
+            if t1_data.shape != wt.shape or not np.allclose(t1_affine, affine, atol=1e-3):
+                raise InputError(f"{t1}: T1 grid {t1_data.shape} differs from the segmentation's {wt.shape}")
         timings["load"] = time.perf_counter() - t0
         t1r = time.perf_counter()
-        registration = register_to_atlas(t1_data, t1_affine, atlas, exclude=wt, source=str(t1))
-        wt_atlas = registration.to_atlas(wt, affine, atlas) >= MASK_FRACTION - _EPS
-        core_atlas = registration.to_atlas(co, affine, atlas) >= MASK_FRACTION - _EPS
+        if registration is None:
+            registration = register_to_atlas(t1_data, t1_affine, atlas, exclude=wt, source=str(t1))
+        wt_atlas = np.asarray(registration.to_atlas(wt, affine, atlas)) >= MASK_FRACTION - _EPS
+        core_atlas = np.asarray(registration.to_atlas(co, affine, atlas)) >= MASK_FRACTION - _EPS
         space = "patient"
         timings["registration"] = time.perf_counter() - t1r
     else:

@@ -35,7 +35,7 @@ from gliofit.common.executors import make_executor
 from gliofit.common.progress import progress_bar
 from gliofit.inverse.result import write_json, write_text
 from gliofit.pipelines.patient import check_patient_name, find_patients
-from gliofit.pipelines.run import STAGES, output_folder_ready
+from gliofit.pipelines.run import REGISTRATIONS, STAGES, output_folder_ready
 
 __all__ = ["PARAMETER_KEYS", "FIT_KEYS", "csv_columns", "result_row", "failure_row", "run_one", "run_cohort",
            "collect_rows", "write_results_csv"]
@@ -221,12 +221,18 @@ def run_cohort(cohort_dir: str | Path, db: str | Path, out_dir: str | Path, *, w
     -------
     ``{"patients", "ok", "failed", "skipped", "ran", "seconds", "results_csv", "index_html"}``.
     """
+    from gliofit.simulations_db.manifest import read_manifest
+
     if workers is not None and scheduler is not None:
         raise InputError("give either --workers or --scheduler, not both")
+    if workers is not None and int(workers) < 1:
+        raise InputError(f"--workers must be >= 1, got {workers}")
+    if options.get("registration", "syn") not in REGISTRATIONS:
+        raise InputError(f"--registration must be one of {', '.join(REGISTRATIONS)}, "
+                         f"got {options['registration']!r}")
     folders = find_patients(cohort_dir)
     db_path = Path(db)
-    if not (db_path / "gliofit-db.json").is_file():
-        raise InputError(f"{db_path}: not a gliofit database (no gliofit-db.json)")
+    read_manifest(db_path)                                  # not a database: one line before any patient runs
     out = output_folder_ready(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(out)

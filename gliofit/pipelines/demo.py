@@ -60,11 +60,7 @@ def demo_simulations() -> int:
 
 def demo_database(cache: str | Path | None = None, *, progress: bool = True) -> Path:
     """The demo database directory, built on first use (resumed if interrupted) under ``cache``."""
-    from gliofit.simulations_db.build import build_database
-
-    db = Path(cache or default_cache()) / f"demo-db-{DEMO_RESOLUTION_MM:g}mm"
-    build_database(db, demo_simulations(), resolution_mm=DEMO_RESOLUTION_MM, progress=progress)
-    return db
+    return _database(Path(cache or default_cache()), demo_simulations(), DEMO_RESOLUTION_MM, progress)[0]
 
 
 def demo_patient_folder(cache: str | Path | None = None, *, progress: bool = True) -> Path:
@@ -107,7 +103,6 @@ DEMO_CASE = "DemoPatient"
 
 def _patient_folder(cache: Path, atlas, patient, resolution_mm: float) -> Path:
     """The demo patient as a BraTS 2023 folder (four rendered modalities + its segmentation), made once."""
-
     from gliofit.segmentation.phantoms import THRESHOLD_NECROSIS, PhantomTruth, render_phantom, write_case
 
     root = cache / f"demo-patient-{resolution_mm:g}mm-seed{DEMO_SEED}-brats"

@@ -60,9 +60,6 @@ def _segmentation(patient: BratsCase, model: Any, device: str, tmp: Path) -> tup
     dst = tmp / "segmentation.nii.gz"
     if patient.seg is not None:
         labels, affine = load_volume(patient.seg, "segmentation")
-        t1_shape = load_volume(patient.images[0], "T1")[0].shape
-        if labels.shape != t1_shape:
-            raise InputError(f"{patient.seg}: segmentation grid {labels.shape} differs from the MRI's {t1_shape}")
         save_volume(np.rint(labels), affine, dst, dtype=np.uint8)
         return dst, np.rint(labels).astype(np.uint8), affine
     if model is None:
@@ -89,14 +86,18 @@ def brain_on_patient_grid(atlas, registration, shape: tuple[int, int, int], affi
     return on_patient | tumour
 
 
-def _register(patient: BratsCase, atlas, kind: str, tumour: np.ndarray, seg_affine: np.ndarray, tmp: Path):
+def _check_same_grid(seg: Path, shape: tuple[int, ...], affine: np.ndarray, t1_shape: tuple[int, ...],
+                     t1_affine: np.ndarray) -> None:
+    if shape != t1_shape or not np.allclose(affine, t1_affine, atol=1e-3):
+        raise InputError(f"{seg}: segmentation grid {shape} differs from the MRI's {t1_shape}")
+
+
+def _register(patient: BratsCase, t1: np.ndarray, affine: np.ndarray, atlas, kind: str, tumour: np.ndarray,
+              tmp: Path):
     if kind == "none":
         return None
     from gliofit.pipelines.registration import register_to_atlas_ants
 
-    t1, affine = load_volume(patient.images[0], "T1")
-    if t1.shape != tumour.shape or not np.allclose(affine, seg_affine, atol=1e-3):
-        raise InputError(f"{patient.images[0]}: T1 grid {t1.shape} differs from the segmentation's {tumour.shape}")
     reg = register_to_atlas_ants(t1, affine, atlas, exclude=tumour, kind="SyN" if kind == "syn" else "Affine",
                                  source=str(patient.images[0]))
     reg.save(tmp / "transforms")
@@ -171,16 +172,18 @@ def run_patient(patient_dir: str | Path, db, out_dir: str | Path, *, model: Any 
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
+        t1, t1_affine = load_volume(patient.images[0], "T1")
         timings["load"] = time.perf_counter() - t0
         ts = time.perf_counter()
         seg_path, labels, affine = _segmentation(patient, model, device, tmp)
+        _check_same_grid(seg_path if patient.seg is None else patient.seg, labels.shape, affine, t1.shape, t1_affine)
         masks = tumour_masks(labels.astype(np.int64), detect_convention(labels, str(seg_path)), str(patient.images[0].parent))
         if not masks["whole_tumor"].any():
             raise InputError(f"{patient.images[0].parent}: the segmentation holds no tumour voxels")
         timings["segmentation" if patient.seg is None else "load"] += time.perf_counter() - ts
 
         tr = time.perf_counter()
-        reg = _register(patient, atlas, registration, masks["whole_tumor"], affine, tmp)
+        reg = _register(patient, t1, t1_affine, atlas, registration, masks["whole_tumor"], tmp)
         timings["registration"] = time.perf_counter() - tr
 
         res = gliofit.infer(db, seg_path, registration=reg, in_atlas_space=reg is None, top_k=top_k,
