@@ -37,7 +37,7 @@ def _timed_build(db: Path, n: int, resolution_mm: float, **kwargs) -> float:
 
 def _warm(client) -> None:
     def imports() -> None:
-        import gliofit.simulations_db.solver  # noqa: F401
+        import gliofit.growth.solver  # noqa: F401
         import gliofit.simulations_db.worker  # noqa: F401
 
     client.run(imports)

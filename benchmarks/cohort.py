@@ -25,7 +25,7 @@ from _shared import benchmark_database
 
 from gliofit.pipelines.cohort import run_cohort
 from gliofit.segmentation.phantoms import make_phantoms
-from gliofit.simulations_db.atlas import load_atlas
+from gliofit.growth.atlas import load_atlas
 
 
 def _rows(out: Path) -> dict[str, dict]:

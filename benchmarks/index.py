@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gliofit.simulations_db.atlas import load_atlas, resample_atlas
+from gliofit.growth.atlas import load_atlas, resample_atlas
 from gliofit.simulations_db.dice import dice_scores, volume_window
 from gliofit.simulations_db.features import FeatureSpec, entry_features, query_features
 from gliofit.simulations_db.index import TRAIN_SAMPLE, train_index

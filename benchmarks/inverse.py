@@ -87,7 +87,7 @@ def ensure_patients(root: Path, n: int, seed: int, atlas, resolution_mm: float, 
     """Patient folders ``root/case-XXX`` (generated when missing); returns (folders, seconds spent growing)."""
     from gliofit.common.progress import progress_bar
     from gliofit.inverse.synthetic import grow_patient, sample_parameters
-    from gliofit.simulations_db.atlas import resample_atlas
+    from gliofit.growth.atlas import resample_atlas
 
     cases = [root / f"case-{i:03d}" for i in range(n)]
     missing = [c for c in cases if not (c / "truth.json").is_file()]
@@ -181,7 +181,7 @@ def summarise(rows: list[dict]) -> dict:
 def run(a: argparse.Namespace) -> dict:
     import gliofit
     from gliofit.inverse.synthetic import read_patient
-    from gliofit.simulations_db.atlas import load_atlas
+    from gliofit.growth.atlas import load_atlas
 
     build_s, _ = ensure_database(a.db, a.simulations, a.resolution, 150 if a.quick else 1000)
     db = gliofit.open_database(a.db)

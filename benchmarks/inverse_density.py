@@ -26,12 +26,12 @@ import numpy as np
 from gliofit.common.nifti import save_volume
 from gliofit.inverse.api import atlas_of, infer
 from gliofit.inverse.density import resimulated_density, upsampled_density
-from gliofit.simulations_db.atlas import resample_atlas, to_atlas_grid
+from gliofit.growth.atlas import resample_atlas, to_atlas_grid
 from gliofit.simulations_db.build import build_database
 from gliofit.simulations_db.database import open_database
 from gliofit.simulations_db.design import Design, SnapshotRule
 from gliofit.simulations_db.dice import dice
-from gliofit.simulations_db.solver import simulate_one
+from gliofit.growth.solver import simulate_one
 
 
 def _truth(db, atlas, grid_truth, index: int):

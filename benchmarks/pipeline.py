@@ -35,7 +35,7 @@ from gliofit.segmentation.checkpoints import save_checkpoint
 from gliofit.segmentation.phantoms import make_phantoms
 from gliofit.segmentation.predict import segment
 from gliofit.segmentation.stunet import STUNet
-from gliofit.simulations_db.atlas import load_atlas
+from gliofit.growth.atlas import load_atlas
 
 TARGET_S = {"small": 180.0, "base": 300.0}
 """End-to-end targets, seconds."""

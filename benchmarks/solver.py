@@ -18,9 +18,9 @@ import time
 import numpy as np
 import torch
 
-from gliofit.simulations_db.atlas import load_atlas, resample_atlas
-from gliofit.simulations_db.solver import SolverConfig, simulate_one
-from gliofit.simulations_db.stencil import DiffusionField, seed_density
+from gliofit.growth.atlas import load_atlas, resample_atlas
+from gliofit.growth.solver import SolverConfig, simulate_one
+from gliofit.growth.stencil import DiffusionField, seed_density
 
 D, RHO, ORIGIN = 0.5, 0.05, (-30.0, -10.0, 20.0)
 TIMES = (100.0, 300.0)
@@ -91,7 +91,7 @@ def bandwidth_gb_s() -> float:
 
 def full_grid_step_ms(grid, fused: bool, repeats: int = 5) -> float:
     """ms of one explicit step on the whole grid (no active box), eager or fused."""
-    from gliofit.simulations_db import kernels
+    from gliofit.growth import kernels
 
     field = DiffusionField.from_grid(grid, 10.0)
     u = torch.rand((1,) + grid.shape) * field.domain

@@ -28,7 +28,7 @@ def phantom(
     from gliofit.common.progress import progress_bar
     from gliofit.segmentation.brats_convert import LAYOUTS
     from gliofit.segmentation.phantoms import make_phantoms
-    from gliofit.simulations_db.atlas import load_atlas
+    from gliofit.growth.atlas import load_atlas
 
     if layout not in LAYOUTS:
         raise ValueError(f"--layout must be one of {sorted(LAYOUTS)}, got {layout!r}")

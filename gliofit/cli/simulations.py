@@ -23,7 +23,7 @@ def atlas_info(
     resolution: float = typer.Option(None, "--resolution", help="Also describe the simulation grid at this spacing (mm)."),
 ) -> None:
     """Print the atlas's shape, spacing and tissue volumes (cm³) as JSON."""
-    from gliofit.simulations_db.atlas import load_atlas, resample_atlas
+    from gliofit.growth.atlas import load_atlas, resample_atlas
 
     a = load_atlas(atlas)
     info = a.info()
@@ -50,8 +50,8 @@ def simulate(
     from gliofit.common.figures import density_figure, save_figure
     from gliofit.common.nifti import save_volume
     from gliofit.common.progress import progress_bar, time_reporter
-    from gliofit.simulations_db.atlas import load_atlas
-    from gliofit.simulations_db.single_run import grow_tumour
+    from gliofit.growth.atlas import load_atlas
+    from gliofit.growth.single_run import grow_tumour
 
     if output.is_dir():
         raise ValueError(f"{output}: output path is a directory")

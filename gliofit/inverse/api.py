@@ -20,7 +20,7 @@ from gliofit.inverse.estimate import entry_parameters, match_weights, parameters
 from gliofit.inverse.observation import observe
 from gliofit.inverse.query import DEFAULT_TOP_K, Matches, query
 from gliofit.inverse.result import Result
-from gliofit.simulations_db.atlas import Atlas, load_atlas, to_atlas_grid
+from gliofit.growth.atlas import Atlas, load_atlas, to_atlas_grid
 
 __all__ = ["METHODS", "N_MATCHES", "infer", "atlas_of"]
 
@@ -64,7 +64,7 @@ def _refined(db, atlas: Atlas, params: dict, out: dict, density: str):
     """Parameters and density function of a refine outcome (density simulated on the database grid and
     upsampled, or at 1 mm for ``density="resimulate"``)."""
     from gliofit.common.units import derived_parameters
-    from gliofit.simulations_db.solver import simulate_one
+    from gliofit.growth.solver import simulate_one
 
     new = dict(params)
     new.update({"D_mm2_per_day": float(out["D_mm2_per_day"]), "rho_per_day": float(out["rho_per_day"]),

@@ -6,7 +6,7 @@ docs/architecture.md):
 ``"upsample"`` (default) the entry's stored density (uint8, database grid),
     trilinearly interpolated onto the atlas grid: milliseconds.
 ``"resimulate"`` the entry's parameters run again by the forward solver on
-    the atlas at 1 mm (:func:`~gliofit.simulations_db.solver.simulate_one`):
+    the atlas at 1 mm (:func:`~gliofit.growth.solver.simulate_one`):
     tens of seconds on two cores.
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from gliofit.common.errors import InputError
-from gliofit.simulations_db.atlas import Atlas, resample_atlas, to_atlas_grid
+from gliofit.growth.atlas import Atlas, resample_atlas, to_atlas_grid
 
 __all__ = ["DENSITY_METHODS", "upsampled_density", "resimulated_density", "best_density"]
 
@@ -33,7 +33,7 @@ def resimulated_density(parameters: dict, atlas: Atlas, *, resolution_mm: float 
 
     ``parameters`` holds ``D_mm2_per_day``, ``rho_per_day``, ``T_days`` and ``origin_mm`` (INTERFACES.md units).
     """
-    from gliofit.simulations_db.solver import simulate_one
+    from gliofit.growth.solver import simulate_one
 
     grid = resample_atlas(atlas, resolution_mm)
     u = simulate_one(grid, parameters["D_mm2_per_day"], parameters["rho_per_day"], parameters["origin_mm"],

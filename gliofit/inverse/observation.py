@@ -38,7 +38,7 @@ from gliofit.common.errors import InputError, check_file
 from gliofit.common.grids import resample_area, resample_linear, voxel_to_world
 from gliofit.common.labels import CONVENTIONS, detect_convention, tumour_masks
 from gliofit.common.nifti import load_volume
-from gliofit.simulations_db.atlas import Atlas
+from gliofit.growth.atlas import Atlas
 
 __all__ = ["Observation", "LABEL_MODES", "MASK_FRACTION", "observe", "masks_from_file", "is_atlas_space",
            "to_grid_masks"]

@@ -26,9 +26,9 @@ import numpy as np
 
 from gliofit.common.errors import InputError
 from gliofit.common.units import DEFAULT_THRESHOLD_CORE, DEFAULT_THRESHOLD_EDEMA, derived_parameters
-from gliofit.simulations_db.atlas import TISSUE_THRESHOLD, Atlas
+from gliofit.growth.atlas import TISSUE_THRESHOLD, Atlas
 from gliofit.simulations_db.dice import dice
-from gliofit.simulations_db.solver import SolverConfig, simulate
+from gliofit.growth.solver import SolverConfig, simulate
 
 __all__ = ["refine", "CMAES", "LOG_SCALE", "ORIGIN_SCALE_MM"]
 

@@ -23,7 +23,7 @@ from scipy import ndimage
 
 from gliofit.common.errors import InputError
 from gliofit.common.grids import spacing_mm
-from gliofit.simulations_db.atlas import Atlas
+from gliofit.growth.atlas import Atlas
 
 __all__ = ["Registration", "register_to_atlas", "sitk_image", "sitk_array"]
 

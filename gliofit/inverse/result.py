@@ -18,7 +18,7 @@ from gliofit import __version__
 from gliofit.common.errors import InputError
 from gliofit.common.nifti import atomic_path, save_volume
 from gliofit.inverse.observation import Observation
-from gliofit.simulations_db.atlas import Atlas
+from gliofit.growth.atlas import Atlas
 
 __all__ = ["Result", "TIMING_KEYS", "write_json", "write_text"]
 

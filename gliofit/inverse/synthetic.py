@@ -38,9 +38,9 @@ from gliofit.common.errors import InputError
 from gliofit.common.grids import voxel_to_world
 from gliofit.common.nifti import atomic_path, load_volume, save_volume
 from gliofit.common.units import DEFAULT_THRESHOLD_CORE, DEFAULT_THRESHOLD_EDEMA, derived_parameters
-from gliofit.simulations_db.atlas import Atlas, resample_atlas, to_atlas_grid
+from gliofit.growth.atlas import Atlas, resample_atlas, to_atlas_grid
 from gliofit.simulations_db.design import origin_weights
-from gliofit.simulations_db.solver import SolverConfig, simulate, simulate_one
+from gliofit.growth.solver import SolverConfig, simulate, simulate_one
 
 __all__ = ["SyntheticPatient", "sample_parameters", "onset_days", "grow_patient", "segmentation_noise", "masks_to_labels",
            "read_patient", "REFERENCE_RANGES"]

@@ -65,7 +65,7 @@ def demo_database(cache: str | Path | None = None, *, progress: bool = True) -> 
 
 def demo_patient_folder(cache: str | Path | None = None, *, progress: bool = True) -> Path:
     """The demo patient's BraTS 2023 folder (MRI, segmentation, truth.json), made on first use."""
-    from gliofit.simulations_db.atlas import load_atlas
+    from gliofit.growth.atlas import load_atlas
 
     cache = Path(cache or default_cache())
     atlas = load_atlas()
@@ -163,7 +163,7 @@ def run_demo(out_dir: str | Path, *, cache: str | Path | None = None, simulation
     import sys
 
     from gliofit.pipelines.run import output_folder_ready, run_patient
-    from gliofit.simulations_db.atlas import load_atlas
+    from gliofit.growth.atlas import load_atlas
 
     out = output_folder_ready(out_dir)
     cache = Path(cache) if cache is not None else default_cache()

@@ -55,7 +55,7 @@ from gliofit import __version__
 from gliofit.common.errors import InputError
 from gliofit.common.grids import spacing_mm
 from gliofit.common.nifti import atomic_path
-from gliofit.simulations_db.atlas import Atlas
+from gliofit.growth.atlas import Atlas
 
 __all__ = ["AntsRegistration", "register_to_atlas_ants", "ants_image", "ants_array", "KINDS",
            "TUMOUR_MARGIN_MM", "REGISTRATION_SPACING_MM"]

@@ -35,8 +35,8 @@ from gliofit.common.labels import convert_labels
 from gliofit.common.nifti import save_volume
 from gliofit.common.units import DEFAULT_THRESHOLD_CORE, DEFAULT_THRESHOLD_EDEMA, derived_parameters
 from gliofit.segmentation.brats_convert import LAYOUTS, MODALITIES
-from gliofit.simulations_db.atlas import Atlas, resample_atlas
-from gliofit.simulations_db.solver import simulate_one
+from gliofit.growth.atlas import Atlas, resample_atlas
+from gliofit.growth.solver import simulate_one
 
 __all__ = [
     "THRESHOLD_NECROSIS",
@@ -226,7 +226,7 @@ def make_phantoms(out_dir: str | Path, cases: int, *, seed: int = 0, layout: str
     if int(cases) < 1:
         raise InputError(f"--cases must be at least 1, got {cases}")
     if atlas is None:
-        from gliofit.simulations_db.atlas import load_atlas
+        from gliofit.growth.atlas import load_atlas
         atlas = load_atlas()
     grid = atlas if resolution_mm is None else resample_atlas(atlas, check_positive(resolution_mm, "--resolution (mm)"))
     sim_res = max(min(grid.spacing_mm), check_positive(sim_resolution_mm, "simulation resolution (mm)"))

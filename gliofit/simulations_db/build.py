@@ -28,7 +28,7 @@ from gliofit.simulations_db.worker import GRID_NAME, load_grid, run_task, save_g
 __all__ = ["build_database", "create_database", "database_url_for"]
 
 DEFAULT_RESOLUTION_MM = 2.0
-_PRELOAD = ("gliofit.simulations_db.worker", "gliofit.simulations_db.solver")
+_PRELOAD = ("gliofit.simulations_db.worker", "gliofit.growth.solver")
 """Modules the local pool's forkserver imports once."""
 _CREATION_LEFTOVERS = {GRID_NAME, "arrays", "index", "gliofit.sqlite", "gliofit.sqlite-wal", "gliofit.sqlite-shm"}
 
@@ -54,7 +54,7 @@ def create_database(db_dir: str | Path, *, resolution_mm: float = DEFAULT_RESOLU
                     atlas: str = "icbm152", snapshots: SnapshotRule | None = None,
                     database_url: str | None = None) -> Manifest:
     """Make ``db_dir`` a new, empty database; the manifest is written last (it marks a database)."""
-    from gliofit.simulations_db.atlas import load_atlas, resample_atlas
+    from gliofit.growth.atlas import load_atlas, resample_atlas
     from gliofit.simulations_db.features import FeatureSpec
 
     db_dir = Path(db_dir)

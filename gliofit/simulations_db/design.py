@@ -30,7 +30,7 @@ import numpy as np
 
 from gliofit.common.errors import InputError
 from gliofit.common.grids import voxel_to_world
-from gliofit.simulations_db.atlas import Atlas
+from gliofit.growth.atlas import Atlas
 
 __all__ = ["Design", "SnapshotRule", "origin_weights"]
 

@@ -26,7 +26,7 @@ import numpy as np
 from sqlalchemy import insert, update
 
 from gliofit.common.units import derived_parameters
-from gliofit.simulations_db.atlas import Atlas
+from gliofit.growth.atlas import Atlas
 from gliofit.simulations_db.schema import entries_t, make_engine, simulations_t
 from gliofit.simulations_db.store import ShardWriter, encode_density, threshold_level
 
@@ -81,7 +81,7 @@ def _context(task: dict) -> dict:
 def _encode_simulation(ctx: dict, sim: dict, device: str) -> list[dict]:
     """Simulate one claimed row; returns its storable snapshots (entry dicts with ``payload``)."""
     from gliofit.simulations_db.features import entry_features
-    from gliofit.simulations_db.solver import simulate
+    from gliofit.growth.solver import simulate
 
     m, grid = ctx["manifest"], ctx["grid"]
     rule = m.snapshot_rule

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 
 from gliofit.common.nifti import save_volume
-from gliofit.simulations_db.atlas import load_atlas
+from gliofit.growth.atlas import load_atlas
 from gliofit.simulations_db.build import build_database
 from gliofit.simulations_db.database import open_database
 from gliofit.simulations_db.design import SnapshotRule
-from gliofit.simulations_db.solver import simulate_one
+from gliofit.growth.solver import simulate_one
 
 N_SIMULATIONS = 100
 RESOLUTION_MM = 6.0

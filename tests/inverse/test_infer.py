@@ -15,7 +15,7 @@ import gliofit
 from gliofit.cli import app
 from gliofit.common.nifti import save_volume
 from gliofit.inverse.estimate import PARAMETER_KEYS
-from gliofit.simulations_db.atlas import to_atlas_grid
+from gliofit.growth.atlas import to_atlas_grid
 
 runner = CliRunner()
 

@@ -7,8 +7,8 @@ import pytest
 
 from gliofit.common.errors import InputError
 from gliofit.inverse.refine import CMAES, refine
-from gliofit.simulations_db.atlas import load_atlas, resample_atlas
-from gliofit.simulations_db.solver import simulate_one
+from gliofit.growth.atlas import load_atlas, resample_atlas
+from gliofit.growth.solver import simulate_one
 
 TRUTH = {"D_mm2_per_day": 0.25, "rho_per_day": 0.05, "T_days": 220.0, "origin_mm": [-26.0, -14.0, 24.0]}
 

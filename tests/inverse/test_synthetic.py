@@ -11,7 +11,7 @@ from gliofit.common.errors import InputError
 from gliofit.common.labels import detect_convention, tumour_masks
 from gliofit.inverse.synthetic import (REFERENCE_RANGES, grow_patient, masks_to_labels, read_patient,
                                        sample_parameters, segmentation_noise)
-from gliofit.simulations_db.atlas import load_atlas, resample_atlas
+from gliofit.growth.atlas import load_atlas, resample_atlas
 from gliofit.simulations_db.dice import dice
 
 AFFINE = np.diag([1.0, 1.0, 1.0, 1.0])

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gliofit.segmentation.phantoms import make_phantoms
-from gliofit.simulations_db.atlas import load_atlas
+from gliofit.growth.atlas import load_atlas
 from gliofit.simulations_db.build import build_database
 from gliofit.simulations_db.design import SnapshotRule
 

@@ -14,7 +14,7 @@ pytest.importorskip("ants")
 from gliofit.common.errors import InputError  # noqa: E402
 from gliofit.common.grids import resample_linear, voxel_to_world, world_to_voxel  # noqa: E402
 from gliofit.pipelines.registration import AntsRegistration, ants_image, register_to_atlas_ants  # noqa: E402
-from gliofit.simulations_db.atlas import load_atlas, resample_atlas  # noqa: E402
+from gliofit.growth.atlas import load_atlas, resample_atlas  # noqa: E402
 from gliofit.simulations_db.dice import dice  # noqa: E402
 
 TUMOUR_CENTRE_MM = np.array([-28.0, -12.0, 22.0])

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from gliofit.cli import app
 from gliofit.segmentation.brats_convert import LAYOUTS, MODALITIES
 from gliofit.segmentation.phantoms import PhantomTruth, density_to_labels, make_phantoms
-from gliofit.simulations_db.atlas import load_atlas, resample_atlas
-from gliofit.simulations_db.solver import simulate_one
+from gliofit.growth.atlas import load_atlas, resample_atlas
+from gliofit.growth.solver import simulate_one
 
 
 @pytest.fixture(scope="module")

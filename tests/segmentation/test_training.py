@@ -19,7 +19,7 @@ from gliofit.segmentation.nnunet_adapter import adapt_configuration, strides_for
 from gliofit.segmentation.phantoms import make_phantoms
 from gliofit.segmentation.stunet import STUNet
 from gliofit.segmentation.training import train
-from gliofit.simulations_db.atlas import load_atlas, resample_atlas
+from gliofit.growth.atlas import load_atlas, resample_atlas
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 
 from gliofit.common.errors import InputError
 from gliofit.common.nifti import save_volume
-from gliofit.simulations_db.atlas import (
+from gliofit.growth.atlas import (
     atlas_from_tissue_maps,
     load_atlas,
     resample_atlas,

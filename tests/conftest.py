@@ -1,11 +1,11 @@
-"""Small synthetic atlases for solver tests (analytic geometry, no files)."""
+"""Fixtures shared by every test folder: small synthetic atlases (analytic geometry, no files)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from gliofit.simulations_db.atlas import Atlas
+from gliofit.growth.atlas import Atlas
 
 
 def box_atlas(shape: tuple[int, int, int], spacing_mm: float = 1.0, *, pad: int = 0,

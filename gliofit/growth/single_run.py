@@ -8,8 +8,8 @@ import numpy as np
 
 from gliofit.common.errors import check_positive, check_vector
 from gliofit.common.units import DEFAULT_DIFFUSIVITY_RATIO
-from gliofit.simulations_db.atlas import Atlas, resample_atlas, to_atlas_grid
-from gliofit.simulations_db.solver import SolverConfig, simulate_one, validate_origin
+from gliofit.growth.atlas import Atlas, resample_atlas, to_atlas_grid
+from gliofit.growth.solver import SolverConfig, simulate_one, validate_origin
 
 __all__ = ["GrownTumour", "grow_tumour"]
 

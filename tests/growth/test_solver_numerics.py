@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from gliofit.common.errors import InputError
-from gliofit.simulations_db.atlas import load_atlas, resample_atlas
-from gliofit.simulations_db.solver import SolverConfig, simulate, simulate_one
+from gliofit.growth.atlas import load_atlas, resample_atlas
+from gliofit.growth.solver import SolverConfig, simulate, simulate_one
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

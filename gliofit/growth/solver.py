@@ -1,6 +1,6 @@
 """Fisher–Kolmogorov forward solver (torch, float32, CPU or CUDA, batched).
 
-Solves, on a simulation grid (:class:`~gliofit.simulations_db.atlas.Atlas`),
+Solves, on a simulation grid (:class:`~gliofit.growth.atlas.Atlas`),
 
     du/dt = div(D(x) grad u) + rho u (1 - u),    u in [0, 1] (fraction of carrying capacity)
 
@@ -33,9 +33,9 @@ import torch
 
 from gliofit.common.errors import InputError, check_positive
 from gliofit.common.units import DEFAULT_DIFFUSIVITY_RATIO
-from gliofit.simulations_db.atlas import TISSUE_THRESHOLD, Atlas
-from gliofit.simulations_db import kernels
-from gliofit.simulations_db.stencil import ActiveBox, DiffusionField, rkl2_coefficients, seed_density
+from gliofit.growth.atlas import TISSUE_THRESHOLD, Atlas
+from gliofit.growth import kernels
+from gliofit.growth.stencil import ActiveBox, DiffusionField, rkl2_coefficients, seed_density
 
 __all__ = ["SolverConfig", "simulate", "simulate_one", "validate_origin", "COMPILE_MIN_VOXELS"]
 

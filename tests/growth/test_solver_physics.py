@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gliofit.simulations_db.atlas import Atlas
-from gliofit.simulations_db.solver import SolverConfig, simulate
-from gliofit.simulations_db.stencil import seed_density
+from gliofit.growth.atlas import Atlas
+from gliofit.growth.solver import SolverConfig, simulate
+from gliofit.growth.stencil import seed_density
 
 METHODS = {
     "euler": SolverConfig(method="euler"),

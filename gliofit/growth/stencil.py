@@ -16,7 +16,7 @@ import torch
 from scipy.special import ndtr
 
 from gliofit.common.grids import world_to_voxel
-from gliofit.simulations_db.atlas import Atlas
+from gliofit.growth.atlas import Atlas
 
 __all__ = ["DiffusionField", "ActiveBox", "seed_density", "rkl2_coefficients"]
 
