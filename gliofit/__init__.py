@@ -9,7 +9,7 @@ The top level holds the notebook API only; nothing heavy is imported eagerly.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from gliofit._version import __version__
 
 __all__ = ["__version__", "open_database", "infer", "Result"]
 

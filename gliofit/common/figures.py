@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib
@@ -11,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from gliofit.common.nifti import atomic_path  # noqa: E402
+from gliofit.common.io import atomic_write  # noqa: E402
 
 __all__ = ["slice_centre", "density_figure", "save_figure"]
 
@@ -63,13 +62,9 @@ def density_figure(
 def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 110) -> Path:
     """Save a figure to ``path`` atomically (PNG by suffix) and close it."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_path(p)
     try:
-        fig.savefig(tmp, dpi=dpi, format=p.suffix.lstrip(".") or "png")
-        os.replace(tmp, p)
+        with atomic_write(p) as tmp:
+            fig.savefig(tmp, dpi=dpi, format=p.suffix.lstrip(".") or "png")
     finally:
         plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
     return p

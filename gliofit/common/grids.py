@@ -17,13 +17,41 @@ import numpy as np
 from scipy import ndimage
 from scipy.sparse import csr_matrix
 
+from gliofit.common.errors import InputError
+
 __all__ = [
+    "GRID_TOLERANCE_MM",
+    "check_same_grid",
     "spacing_mm",
     "voxel_to_world",
     "world_to_voxel",
     "resample_area",
     "resample_linear",
 ]
+
+
+GRID_TOLERANCE_MM = 1e-3
+"""Largest difference between two affines' entries (mm) for which they describe the same grid."""
+
+
+def check_same_grid(path: object, shape: tuple[int, ...], affine: np.ndarray, ref_shape: tuple[int, ...],
+                    ref_affine: np.ndarray, *, what: str = "image", ref: str = "the reference") -> None:
+    """Raise :class:`InputError` naming ``path`` unless (shape, affine) equals (ref_shape, ref_affine).
+
+    Affines agree when every entry differs by at most :data:`GRID_TOLERANCE_MM`.
+
+    >>> check_same_grid("b.nii.gz", (2, 2, 2), np.eye(4), (2, 2, 2), np.eye(4) + 1e-4)
+    >>> check_same_grid("b.nii.gz", (2, 2, 3), np.eye(4), (2, 2, 2), np.eye(4), what="mask", ref="a.nii.gz")
+    Traceback (most recent call last):
+    gliofit.common.errors.InputError: b.nii.gz: mask grid differs from that of a.nii.gz (shape (2, 2, 3) vs (2, 2, 2); affines differ by up to 0 mm)
+    """
+    a = np.asarray(affine, dtype=np.float64)
+    r = np.asarray(ref_affine, dtype=np.float64)
+    shape, ref_shape = tuple(int(v) for v in shape), tuple(int(v) for v in ref_shape)
+    diff = float(np.abs(a - r).max()) if a.shape == r.shape else float("inf")
+    if shape != ref_shape or not diff <= GRID_TOLERANCE_MM:
+        raise InputError(f"{path}: {what} grid differs from that of {ref} (shape {shape} vs {ref_shape}; "
+                         f"affines differ by up to {diff:.3g} mm)")
 
 
 def spacing_mm(affine: np.ndarray) -> np.ndarray:

@@ -7,16 +7,15 @@ and renamed when complete, so a crash never leaves a half-written image.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
 from gliofit.common.errors import InputError, check_file
+from gliofit.common.io import atomic_write
 
-__all__ = ["load_volume", "save_volume", "atomic_path"]
+__all__ = ["load_volume", "save_volume"]
 
 
 def load_volume(path: str | Path, what: str = "image") -> tuple[np.ndarray, np.ndarray]:
@@ -54,18 +53,6 @@ def load_volume(path: str | Path, what: str = "image") -> tuple[np.ndarray, np.n
     return np.asarray(data), affine
 
 
-def atomic_path(path: str | Path) -> Path:
-    """A temporary sibling of ``path`` with the same suffixes (for write-then-rename)."""
-    p = Path(path)
-    suffix = "".join(p.suffixes[-2:]) if p.name.endswith(".nii.gz") else p.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=f".part{suffix}", dir=p.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the final file gets the usual permissions
-    return Path(tmp)
-
-
 def save_volume(
     data: np.ndarray, affine: np.ndarray, path: str | Path, dtype: type | None = np.float32
 ) -> Path:
@@ -75,17 +62,9 @@ def save_volume(
     ``None`` keeps the array's own.
     """
     p = Path(path)
-    if p.exists() and p.is_dir():
-        raise InputError(f"{p}: output path is a directory")
-    p.parent.mkdir(parents=True, exist_ok=True)
     arr = np.asarray(data if dtype is None else np.asarray(data, dtype=dtype))
     img = nib.Nifti1Image(arr, np.asarray(affine, dtype=np.float64))
     img.header.set_xyzt_units("mm", "sec")
-    tmp = atomic_path(p)
-    try:
+    with atomic_write(p) as tmp:
         nib.save(img, str(tmp))
-        os.replace(tmp, p)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return p

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from gliofit.common.errors import InputError, check_positive
-from gliofit.common.grids import resample_area, resample_linear, spacing_mm, world_to_voxel
+from gliofit.common.grids import check_same_grid, resample_area, resample_linear, spacing_mm, world_to_voxel
 from gliofit.common.nifti import load_volume
 
 __all__ = [
@@ -143,10 +143,7 @@ def _load_icbm152() -> Atlas:
 
 def _same_grid(paths: list[Path], shapes: list[tuple], affines: list[np.ndarray]) -> None:
     for p, s, a in zip(paths[1:], shapes[1:], affines[1:]):
-        if s != shapes[0]:
-            raise InputError(f"{p}: shape {s} differs from {paths[0]} {shapes[0]}")
-        if not np.allclose(a, affines[0], atol=1e-4):
-            raise InputError(f"{p}: affine differs from that of {paths[0]}")
+        check_same_grid(p, s, a, shapes[0], affines[0], what="tissue map", ref=str(paths[0]))
 
 
 def atlas_from_tissue_maps(gm: str | Path, wm: str | Path, csf: str | Path,

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from gliofit.common.errors import InputError, check_file
-from gliofit.common.grids import resample_area, resample_linear, voxel_to_world
+from gliofit.common.grids import check_same_grid, resample_area, resample_linear, voxel_to_world
 from gliofit.common.labels import CONVENTIONS, detect_convention, tumour_masks
 from gliofit.common.nifti import load_volume
 from gliofit.growth.atlas import Atlas
@@ -122,8 +122,7 @@ def masks_from_file(seg: str | Path, *, labels: str = "auto", core: str | Path |
             raise InputError(f"{seg}: --labels masks needs the core mask too (--core CORE.nii.gz)")
         data, affine = load_volume(seg, "whole-tumour mask")
         cdata, caffine = load_volume(core, "core mask")
-        if cdata.shape != data.shape or not np.allclose(caffine, affine, atol=1e-4):
-            raise InputError(f"{core}: core mask grid {cdata.shape} differs from that of {seg} {data.shape}")
+        check_same_grid(core, cdata.shape, caffine, data.shape, affine, what="core mask", ref=str(seg))
         wt = _binary(data, seg, "whole-tumour mask")
         co = _binary(cdata, Path(core), "core mask")
         wt = wt | co
@@ -208,8 +207,7 @@ def observe(
             from gliofit.inverse.registration import register_to_atlas
 
             t1_data, t1_affine = load_volume(t1, "T1")
-            if t1_data.shape != wt.shape or not np.allclose(t1_affine, affine, atol=1e-3):
-                raise InputError(f"{t1}: T1 grid {t1_data.shape} differs from the segmentation's {wt.shape}")
+            check_same_grid(t1, t1_data.shape, t1_affine, wt.shape, affine, what="T1", ref="the segmentation")
         timings["load"] = time.perf_counter() - t0
         t1r = time.perf_counter()
         if registration is None:

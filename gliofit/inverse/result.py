@@ -7,46 +7,21 @@
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from gliofit import __version__
+from gliofit._version import __version__
 from gliofit.common.errors import InputError
-from gliofit.common.nifti import atomic_path, save_volume
+from gliofit.common.io import write_json, write_text
+from gliofit.common.nifti import save_volume
 from gliofit.inverse.observation import Observation
 from gliofit.growth.atlas import Atlas
 
-__all__ = ["Result", "TIMING_KEYS", "write_json", "write_text"]
+__all__ = ["Result", "TIMING_KEYS"]
 
 TIMING_KEYS = ("load", "segmentation", "registration", "query", "total")
-
-
-def write_json(obj: dict, path: str | Path) -> Path:
-    """Write ``obj`` as indented JSON to ``path`` atomically (parents created)."""
-    return write_text(json.dumps(obj, indent=2) + "\n", path)
-
-
-def write_text(text: str, path: str | Path) -> Path:
-    """Write ``text`` to ``path`` atomically (parents created), as an ordinary 0666 & ~umask file."""
-    p = Path(path)
-    if p.is_dir():
-        raise InputError(f"{p}: output path is a directory")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_path(p)
-    try:
-        tmp.write_text(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)              # mkstemp makes 0600; a result is an ordinary file
-        os.replace(tmp, p)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return p
 
 
 class Result:

@@ -26,7 +26,6 @@ drawn is recorded in ``truth.json``.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +35,8 @@ from scipy import ndimage
 
 from gliofit.common.errors import InputError
 from gliofit.common.grids import voxel_to_world
-from gliofit.common.nifti import atomic_path, load_volume, save_volume
+from gliofit.common.io import write_json
+from gliofit.common.nifti import load_volume, save_volume
 from gliofit.common.units import DEFAULT_THRESHOLD_CORE, DEFAULT_THRESHOLD_EDEMA, derived_parameters
 from gliofit.growth.atlas import Atlas, resample_atlas, to_atlas_grid
 from gliofit.simulations_db.design import origin_weights
@@ -300,9 +300,7 @@ class SyntheticPatient:
         save_volume(self.labels, self.affine, out / "seg.nii.gz", dtype=np.uint8)
         if density:
             save_volume(self.density, self.affine, out / "density.nii.gz")
-        tmp = atomic_path(out / "truth.json")
-        tmp.write_text(json.dumps(self.truth, indent=2))
-        os.replace(tmp, out / "truth.json")
+        write_json(self.truth, out / "truth.json")
         return out
 
 

@@ -33,7 +33,7 @@ from typing import Any
 from gliofit.common.errors import InputError
 from gliofit.common.executors import make_executor
 from gliofit.common.progress import progress_bar
-from gliofit.inverse.result import write_json, write_text
+from gliofit.common.io import write_json, write_text
 from gliofit.pipelines.patient import check_patient_name, find_patients
 from gliofit.pipelines.run import REGISTRATIONS, STAGES, output_folder_ready
 

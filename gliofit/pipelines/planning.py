@@ -47,7 +47,7 @@ import numpy as np
 from scipy import ndimage
 
 from gliofit.common.errors import InputError, check_positive
-from gliofit.common.grids import spacing_mm
+from gliofit.common.grids import check_same_grid, spacing_mm
 from gliofit.common.labels import CONVENTIONS, detect_convention, tumour_masks
 from gliofit.common.nifti import load_volume, save_volume
 
@@ -255,10 +255,7 @@ def _as_labels(data: np.ndarray, source: str, what: str) -> np.ndarray:
 
 def _same_grid(path: str | Path, shape: tuple, aff: np.ndarray, ref_shape: tuple, ref_aff: np.ndarray,
                what: str) -> None:
-    if tuple(shape) != tuple(ref_shape):
-        raise InputError(f"{path}: {what} grid {tuple(shape)} differs from the density's {tuple(ref_shape)}")
-    if not np.allclose(aff, ref_aff, atol=1e-3):
-        raise InputError(f"{path}: {what} affine differs from the density's (not on the same grid)")
+    check_same_grid(path, shape, aff, ref_shape, ref_aff, what=what, ref="the density")
 
 
 def _recurrence_masks(path: str | Path, shape: tuple, affine: np.ndarray,
@@ -355,7 +352,7 @@ def plan_files(
             "volume_cm3": round(int(recurrence.sum()) * voxel_cm3, 4),
             "enhancing_cm3": None if enhancing is None else round(int(enhancing.sum()) * voxel_cm3, 4),
         }
-    from gliofit.inverse.result import write_json
+    from gliofit.common.io import write_json
 
     paths = {
         "target_standard": save_volume(plan.standard, affine, out / OUTPUT_FILES["target_standard"], dtype=np.uint8),

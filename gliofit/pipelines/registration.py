@@ -51,10 +51,10 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from gliofit import __version__
+from gliofit._version import __version__
 from gliofit.common.errors import InputError
 from gliofit.common.grids import spacing_mm
-from gliofit.common.nifti import atomic_path
+from gliofit.common.io import atomic_write, write_json
 from gliofit.growth.atlas import Atlas
 
 __all__ = ["AntsRegistration", "register_to_atlas_ants", "ants_image", "ants_array", "KINDS",
@@ -184,10 +184,7 @@ class AntsRegistration:
                 "fwd_transforms": [names[t] for t in self.fwd_transforms],
                 "inv_transforms": [names[t] for t in self.inv_transforms],
                 "gliofit_version": __version__, **{k: v for k, v in self.info.items() if k != "gliofit_version"}}
-        tmp = atomic_path(out / JSON_NAME)
-        tmp.write_text(json.dumps(meta, indent=2))
-        os.replace(tmp, out / JSON_NAME)
-        written[JSON_NAME] = out / JSON_NAME
+        written[JSON_NAME] = write_json(meta, out / JSON_NAME)
         return written
 
     @classmethod
@@ -212,13 +209,8 @@ class AntsRegistration:
 
 
 def _atomic_copy(src: Path, dst: Path) -> Path:
-    tmp = atomic_path(dst)
-    try:
+    with atomic_write(dst) as tmp:
         shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return dst
 
 

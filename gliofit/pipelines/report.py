@@ -21,7 +21,7 @@ from urllib.parse import quote
 import numpy as np
 
 from gliofit.common.figures import save_figure, slice_centre
-from gliofit.inverse.result import write_text
+from gliofit.common.io import write_text
 
 __all__ = ["patient_figure", "patient_html", "write_patient_report", "cohort_figure", "cohort_index_html",
            "write_cohort_report", "COHORT_HISTOGRAMS"]

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from gliofit.common.errors import InputError
+from gliofit.common.grids import check_same_grid
 from gliofit.common.labels import detect_convention, tumour_masks
 from gliofit.common.nifti import load_volume, save_volume
 from gliofit.pipelines.patient import find_patient
@@ -88,8 +89,7 @@ def brain_on_patient_grid(atlas, registration, shape: tuple[int, int, int], affi
 
 def _check_same_grid(seg: Path, shape: tuple[int, ...], affine: np.ndarray, t1_shape: tuple[int, ...],
                      t1_affine: np.ndarray) -> None:
-    if shape != t1_shape or not np.allclose(affine, t1_affine, atol=1e-3):
-        raise InputError(f"{seg}: segmentation grid {shape} differs from the MRI's {t1_shape}")
+    check_same_grid(seg, shape, affine, t1_shape, t1_affine, what="segmentation", ref="the MRI")
 
 
 def _register(patient: BratsCase, t1: np.ndarray, affine: np.ndarray, atlas, kind: str, tumour: np.ndarray,
@@ -154,7 +154,7 @@ def run_patient(patient_dir: str | Path, db, out_dir: str | Path, *, model: Any 
     """
     import gliofit
     from gliofit.inverse.api import atlas_of
-    from gliofit.inverse.result import write_json
+    from gliofit.common.io import write_json
     from gliofit.pipelines.planning import make_plan
 
     if registration not in REGISTRATIONS:

@@ -19,7 +19,6 @@ where a region's sigmoid wins when predictions are turned back into labels).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from gliofit.common.errors import InputError
+from gliofit.common.grids import check_same_grid
+from gliofit.common.io import atomic_directory
 from gliofit.common.labels import detect_convention
 from gliofit.common.nifti import load_volume, save_volume
 
@@ -117,9 +118,7 @@ def _check_case(case: BratsCase) -> tuple[np.ndarray, np.ndarray]:
     seg, affine = load_volume(case.seg, "segmentation")
     for path in case.images:
         data, aff = load_volume(path, "image")
-        if data.shape != seg.shape or not np.allclose(aff, affine, atol=1e-3):
-            raise InputError(f"{path}: shape {data.shape} or affine differs from the segmentation {case.seg.name} "
-                             f"(shape {seg.shape})")
+        check_same_grid(path, data.shape, aff, seg.shape, affine, ref=f"the segmentation {case.seg.name}")
     rounded = np.rint(seg)
     if not np.array_equal(rounded, seg):
         raise InputError(f"{case.seg}: segmentation holds non-integer values")
@@ -143,11 +142,9 @@ def convert_brats(src: str | Path, out_root: str | Path, *, dataset_id: int = 50
         raise InputError(f"dataset id must lie in 1..999, got {dataset_id}")
     cases = find_cases(src)
     final = Path(out_root) / f"Dataset{int(dataset_id):03d}_{name}"
-    tmp = final.with_name(f".{final.name}.part")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "imagesTr").mkdir(parents=True)
-    (tmp / "labelsTr").mkdir()
-    try:
+    with atomic_directory(final) as tmp:
+        (tmp / "imagesTr").mkdir()
+        (tmp / "labelsTr").mkdir()
         for case in cases:
             labels, affine = _check_case(case)
             for ch, path in enumerate(case.images):
@@ -161,12 +158,6 @@ def convert_brats(src: str | Path, out_root: str | Path, *, dataset_id: int = 50
             if on_case is not None:
                 on_case(case.name)
         _write_dataset_json(tmp, len(cases), name)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
     return final
 
 

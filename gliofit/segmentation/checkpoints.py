@@ -16,10 +16,8 @@ are accepted. Anything else - e.g. a pickle whose ``__reduce__`` calls
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ import numpy as np
 import torch
 
 from gliofit.common.errors import InputError, check_file
+from gliofit.common.io import atomic_write
 from gliofit.segmentation.stunet import DEFAULT_PATCH_SIZE, STUNet
 
 __all__ = ["read_checkpoint", "load_checkpoint", "save_checkpoint", "load_model", "FORMAT_VERSION",
@@ -224,15 +223,8 @@ def save_checkpoint(net: STUNet, path: str | Path, *, variant: str | None = None
                "trainer_name": "gliofit-stunet", "inference_allowed_mirroring_axes": [0, 1, 2],
                "gliofit": meta}
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent)
-    os.close(fd)
-    try:
+    with atomic_write(p) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, p)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return p
 
 

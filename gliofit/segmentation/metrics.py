@@ -18,14 +18,15 @@ in millimetres (symmetric, Euclidean).
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import numpy as np
 
 from gliofit.common.errors import InputError
+from gliofit.common.grids import check_same_grid
+from gliofit.common.io import atomic_write
 from gliofit.common.labels import tumour_masks
-from gliofit.common.nifti import atomic_path, load_volume
+from gliofit.common.nifti import load_volume
 
 __all__ = ["REGIONS", "region_stack", "region_metrics", "find_segmentations", "evaluate_folders",
            "write_metrics_csv"]
@@ -138,9 +139,8 @@ def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path, on_case=None) -> 
     for case in common:
         p, p_aff = load_volume(preds[case], "prediction")
         t, t_aff = load_volume(truths[case], "ground truth")
-        if p.shape != t.shape or not np.allclose(p_aff, t_aff, atol=1e-3):
-            raise InputError(f"{preds[case]}: grid (shape {p.shape}) differs from ground truth {truths[case]} "
-                             f"(shape {t.shape}) in shape or affine")
+        check_same_grid(preds[case], p.shape, p_aff, t.shape, t_aff, what="prediction",
+                        ref=f"ground truth {truths[case]}")
         spacing = np.sqrt((t_aff[:3, :3] ** 2).sum(axis=0))
         rows.append({"case": case} | region_metrics(np.rint(p).astype(np.int16), np.rint(t).astype(np.int16), spacing))
         if on_case is not None:
@@ -154,15 +154,9 @@ def write_metrics_csv(rows: list[dict], path: str | Path) -> Path:
     p.parent.mkdir(parents=True, exist_ok=True)
     keys = list(rows[0].keys())
     mean = {"case": "mean"} | {k: float(np.mean([r[k] for r in rows])) for k in keys if k != "case"}
-    tmp = atomic_path(p)
-    try:
-        with open(tmp, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=keys)
-            w.writeheader()
-            for r in rows + [mean]:
-                w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-        os.replace(tmp, p)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_write(p) as tmp, open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        for r in rows + [mean]:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
     return p

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 
 from gliofit.common.errors import InputError
+from gliofit.common.grids import check_same_grid
 from gliofit.common.nifti import load_volume
 
 __all__ = ["MODALITIES", "load_modalities", "normalise_nonzero", "nonzero_bbox"]
 
 MODALITIES = ("t1", "t1c", "t2", "flair")
 ImageLike = str | Path | np.ndarray
-AFFINE_TOL_MM = 1e-3
 
 
 def load_modalities(images: Sequence[ImageLike | None], affine: np.ndarray | None = None,
@@ -49,10 +49,9 @@ def load_modalities(images: Sequence[ImageLike | None], affine: np.ndarray | Non
         else:
             data, aff = load_volume(img, f"{name} image")
             src = str(img)
-        if vols and data.shape != vols[0].shape:
-            raise InputError(f"{src}: shape {data.shape} differs from {ref_src} {vols[0].shape}")
-        if ref_affine is not None and not np.allclose(aff, ref_affine, atol=AFFINE_TOL_MM):
-            raise InputError(f"{src}: affine differs from {ref_src}'s; co-register the modalities first")
+        if vols:
+            check_same_grid(src, data.shape, aff, vols[0].shape, ref_affine, what=f"{name} image (co-register first)",
+                            ref=ref_src)
         if ref_affine is None:
             ref_affine, ref_src = aff, src
         vols.append(np.asarray(data, dtype=np.float32))

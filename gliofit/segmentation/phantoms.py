@@ -20,9 +20,6 @@ generator and every sampled parameter is written to ``truth.json``.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,12 +28,13 @@ from scipy.ndimage import gaussian_filter
 
 from gliofit.common.errors import InputError, check_positive
 from gliofit.common.grids import resample_area, resample_linear, voxel_to_world
+from gliofit.common.io import atomic_directory, write_json
 from gliofit.common.labels import convert_labels
 from gliofit.common.nifti import save_volume
 from gliofit.common.units import DEFAULT_THRESHOLD_CORE, DEFAULT_THRESHOLD_EDEMA, derived_parameters
-from gliofit.segmentation.brats_convert import LAYOUTS, MODALITIES
 from gliofit.growth.atlas import Atlas, resample_atlas
 from gliofit.growth.solver import simulate_one
+from gliofit.segmentation.brats_convert import LAYOUTS, MODALITIES
 
 __all__ = [
     "THRESHOLD_NECROSIS",
@@ -182,19 +180,14 @@ def write_case(out_dir: Path, truth: PhantomTruth, images: dict[str, np.ndarray]
     """
     names = LAYOUTS[layout]
     final = out_dir / truth.case
-    tmp = out_dir / f".{truth.case}.part"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for m in MODALITIES:
-        save_volume(images[m], affine, tmp / f"{truth.case}{names[m]}.nii.gz")
-    seg = labels if layout == "brats2023" else convert_labels(labels, "brats2023", "brats2021")
-    save_volume(seg, affine, tmp / f"{truth.case}{names['seg']}.nii.gz", dtype=np.uint8)
-    record = asdict(truth) | {"layout": layout, "modalities": list(MODALITIES)} | (extra or {})
-    record |= derived_parameters(truth.D_mm2_per_day, truth.rho_per_day, truth.T_days)
-    (tmp / "truth.json").write_text(json.dumps(record, indent=2))
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    with atomic_directory(final) as tmp:
+        for m in MODALITIES:
+            save_volume(images[m], affine, tmp / f"{truth.case}{names[m]}.nii.gz")
+        seg = labels if layout == "brats2023" else convert_labels(labels, "brats2023", "brats2021")
+        save_volume(seg, affine, tmp / f"{truth.case}{names['seg']}.nii.gz", dtype=np.uint8)
+        record = asdict(truth) | {"layout": layout, "modalities": list(MODALITIES)} | (extra or {})
+        record |= derived_parameters(truth.D_mm2_per_day, truth.rho_per_day, truth.T_days)
+        write_json(record, tmp / "truth.json")
     return final
 
 

@@ -22,20 +22,15 @@ from gliofit.common.progress import progress_bar
 from gliofit.simulations_db import claims
 from gliofit.simulations_db.design import Design, SnapshotRule
 from gliofit.simulations_db.manifest import Manifest, manifest_path, read_manifest, write_manifest
-from gliofit.simulations_db.schema import atlas_t, make_engine, migrate, sqlite_url
+from gliofit.simulations_db.schema import atlas_t, database_url_for, make_engine, migrate
 from gliofit.simulations_db.worker import GRID_NAME, load_grid, run_task, save_grid
 
-__all__ = ["build_database", "create_database", "database_url_for"]
+__all__ = ["build_database", "create_database"]
 
 DEFAULT_RESOLUTION_MM = 2.0
 _PRELOAD = ("gliofit.simulations_db.worker", "gliofit.growth.solver")
 """Modules the local pool's forkserver imports once."""
 _CREATION_LEFTOVERS = {GRID_NAME, "arrays", "index", "gliofit.sqlite", "gliofit.sqlite-wal", "gliofit.sqlite-shm"}
-
-
-def database_url_for(db_dir: str | Path, manifest: Manifest | None, database_url: str | None) -> str:
-    """The SQL URL: the one given, else the manifest's, else ``DB/gliofit.sqlite``."""
-    return database_url or (manifest.database_url if manifest else None) or sqlite_url(db_dir)
 
 
 def _check_same(m: Manifest, db_dir: Path, resolution_mm, seed, atlas, rule) -> None:
@@ -62,7 +57,7 @@ def create_database(db_dir: str | Path, *, resolution_mm: float = DEFAULT_RESOLU
         raise InputError(f"{db_dir}: exists and is not a directory")
     if db_dir.is_dir():
         extra = sorted(p.name for p in db_dir.iterdir()
-                       if p.name not in _CREATION_LEFTOVERS and not p.name.startswith(("gliofit-db.json", "grid.tmp")))
+                       if p.name not in _CREATION_LEFTOVERS and not p.name.startswith(("gliofit-db.json", ".gliofit-db.json.", ".grid.npz.")))
         if extra:
             raise InputError(f"{db_dir}: not a gliofit database (no gliofit-db.json) and not empty ({extra[0]} ...)")
     check_positive(resolution_mm, "resolution (mm)")

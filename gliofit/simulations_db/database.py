@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from gliofit.common.errors import InputError
 from gliofit.simulations_db.manifest import Manifest, read_manifest
-from gliofit.simulations_db.schema import entries_t, make_engine, migrate, simulations_t
+from gliofit.simulations_db.schema import database_url_for, entries_t, make_engine, migrate, simulations_t
 from gliofit.simulations_db.store import QUANT_SCALE, VISIBLE_LEVEL, ShardReader, threshold_level
 
 __all__ = ["Database", "open_database"]
@@ -175,8 +175,6 @@ class Database:
 
 def open_database(path: str | Path, database_url: str | None = None) -> Database:
     """Open the database in directory ``path`` (InputError naming it if it is not one)."""
-    from gliofit.simulations_db.build import database_url_for
-
     m = read_manifest(path)
     engine = make_engine(database_url_for(path, m, database_url))
     migrate(engine)

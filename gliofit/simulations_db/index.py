@@ -39,7 +39,7 @@ import faiss
 import numpy as np
 
 from gliofit.common.errors import InputError
-from gliofit.common.nifti import atomic_path
+from gliofit.common.io import atomic_write
 
 __all__ = ["INDEX_FORMAT_VERSION", "KINDS", "AUTO_FLAT_MAX", "PCA_DIM", "TRAIN_SAMPLE",
            "PCA_SAMPLE", "FaissIndex", "train_index", "build_index"]
@@ -191,17 +191,10 @@ class FaissIndex:
     def save(self, path: str | Path) -> Path:
         """Write the index to ``path`` and its metadata to ``path + '.json'``, each atomically."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp, tmp_meta = atomic_path(path), atomic_path(_meta_path(path))
-        try:
+        with atomic_write(_meta_path(path)) as tmp_meta, atomic_write(path) as tmp:  # index renamed first
             faiss.write_index(self.index, str(tmp))
             meta = self.metadata() | {"sha256": _sha256(tmp)}
             tmp_meta.write_text(json.dumps(meta, indent=1))
-            os.replace(tmp, path)
-            os.replace(tmp_meta, _meta_path(path))
-        finally:
-            for t in (tmp, tmp_meta):
-                t.unlink(missing_ok=True)
         return path
 
     @classmethod

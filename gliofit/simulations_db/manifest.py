@@ -9,11 +9,11 @@ refused rather than misread.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from gliofit.common.errors import InputError
+from gliofit.common.io import atomic_write
 from gliofit.common.units import DEFAULT_THRESHOLD_CORE, DEFAULT_THRESHOLD_EDEMA
 from gliofit.simulations_db.design import Design, SnapshotRule
 
@@ -101,10 +101,6 @@ def read_manifest(db_dir: str | Path) -> Manifest:
 def write_manifest(db_dir: str | Path, manifest: Manifest) -> Path:
     """Write the manifest atomically (temp file, fsync, rename)."""
     p = manifest_path(db_dir)
-    tmp = p.with_name(p.name + f".tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(manifest.to_dict(), f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, p)
+    with atomic_write(p) as tmp:
+        tmp.write_text(json.dumps(manifest.to_dict(), indent=2))
     return p

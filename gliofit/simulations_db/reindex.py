@@ -23,7 +23,7 @@ from sqlalchemy import func, insert, select
 
 from gliofit.common.errors import InputError
 from gliofit.simulations_db.manifest import read_manifest
-from gliofit.simulations_db.schema import entries_t, index_versions_t, make_engine
+from gliofit.simulations_db.schema import database_url_for, entries_t, index_versions_t, make_engine
 
 __all__ = ["rebuild_index", "latest_index", "index_is_current", "load_features", "iter_features",
            "file_sha256"]
@@ -43,8 +43,6 @@ def file_sha256(path: str | Path) -> str:
 
 
 def _engine(db_dir, database_url):
-    from gliofit.simulations_db.build import database_url_for
-
     return make_engine(database_url_for(db_dir, read_manifest(db_dir), database_url))
 
 

@@ -18,6 +18,7 @@ index_versions one row per FAISS index written (kind, entries, file, checksum)
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import (
     BigInteger,
@@ -42,8 +43,11 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from gliofit.common.errors import InputError
 
+if TYPE_CHECKING:
+    from gliofit.simulations_db.manifest import Manifest
+
 __all__ = ["metadata", "atlas_t", "simulations_t", "entries_t", "build_runs_t", "index_versions_t",
-           "SCHEMA_VERSION", "MIGRATIONS", "make_engine", "migrate", "sqlite_url"]
+           "SCHEMA_VERSION", "MIGRATIONS", "make_engine", "migrate", "sqlite_url", "database_url_for"]
 
 metadata = MetaData()
 
@@ -135,7 +139,13 @@ SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
 def sqlite_url(db_dir: str | Path) -> str:
+    """The URL of the database's own SQLite file, ``DB/gliofit.sqlite``."""
     return f"sqlite:///{Path(db_dir).resolve() / 'gliofit.sqlite'}"
+
+
+def database_url_for(db_dir: str | Path, manifest: Manifest | None, database_url: str | None) -> str:
+    """The SQL URL: the one given, else the manifest's, else ``DB/gliofit.sqlite``."""
+    return database_url or (manifest.database_url if manifest else None) or sqlite_url(db_dir)
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:

@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gliofit.common.io import fsync_directory
+
 __all__ = ["QUANT_SCALE", "VISIBLE_LEVEL", "EncodedEntry", "encode_density", "decode", "decode_visible",
            "threshold_level", "ShardWriter",
            "ShardReader", "SHARD_SUFFIX", "TMP_SUFFIX"]
@@ -142,14 +144,6 @@ def decode_visible(payload: bytes | memoryview, bbox) -> tuple[tuple[int, ...], 
     return tuple(o[i] + lo[i] for i in range(3)) + tuple(o[i] + hi[i] for i in range(3)), crop
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class ShardWriter:
     """Append records to ``<dir>/<token>.bin.tmp``; :meth:`commit` makes it ``<token>.bin`` durably.
 
@@ -179,7 +173,7 @@ class ShardWriter:
         os.fsync(self._f.fileno())
         self._f.close()
         os.replace(self.tmp, self.dir / self.name)
-        _fsync_dir(self.dir)
+        fsync_directory(self.dir)
         return self.name
 
     def abort(self) -> None:

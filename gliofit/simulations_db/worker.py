@@ -17,7 +17,6 @@ removes.
 
 from __future__ import annotations
 
-import os
 import time
 import traceback
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import insert, update
 
+from gliofit.common.io import atomic_write
 from gliofit.common.units import derived_parameters
 from gliofit.growth.atlas import Atlas
 from gliofit.simulations_db.schema import entries_t, make_engine, simulations_t
@@ -48,12 +48,11 @@ def entry_id(simulation_id: int, snapshot: int, snapshots_per_simulation: int) -
 def save_grid(db_dir: str | Path, grid: Atlas) -> Path:
     """Write the simulation grid to ``DB/grid.npz`` atomically."""
     p = Path(db_dir) / GRID_NAME
-    tmp = p.with_name(f"grid.tmp{os.getpid()}.npz")
     arrays = {"gm": grid.gm, "wm": grid.wm, "csf": grid.csf, "affine": grid.affine, "name": np.array(grid.name)}
     if grid.t1 is not None:
         arrays["t1"] = grid.t1
-    np.savez(tmp, **arrays)
-    os.replace(tmp, p)
+    with atomic_write(p) as tmp:
+        np.savez(tmp, **arrays)
     return p
 
 
