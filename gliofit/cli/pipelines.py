@@ -13,8 +13,8 @@ __all__ = ["run", "cohort"]
 
 # Options both commands take (Typer accepts one OptionInfo as the default of several commands).
 _DB = typer.Option(..., "--db", help="Simulation database directory.")
-_MODEL = typer.Option(None, "--model", help="STU-Net checkpoint (gliofit seg train): used when a folder holds "
-                      "no segmentation.")
+_MODEL = typer.Option(None, "--model", help="STU-Net checkpoint used when a folder holds no segmentation: a file "
+                      "(gliofit seg train), a name from `gliofit models`, or an https:// URL (downloaded once).")
 _DEVICE = typer.Option("cpu", "--device", help="Segmentation device: cpu or cuda.")
 _REGISTRATION = typer.Option("syn", "--registration", help="syn (affine then SyN, default), affine, or none "
                              "(the MRI is already in atlas space).")
@@ -22,11 +22,11 @@ _MARGIN = typer.Option(15.0, "--margin-mm", help="Standard plan: margin around t
 _TOP_K = typer.Option(200, "--top-k", help="Candidates taken from the index.")
 
 
-def _check_model(model: Path | None) -> None:
-    from gliofit.common.errors import check_file
+def _model_file(model: str | None) -> Path | None:
+    """The checkpoint file a ``--model`` value names (downloaded into the user cache when needed)."""
+    from gliofit.segmentation.registry import resolve_model
 
-    if model is not None:
-        check_file(model, "model checkpoint")
+    return None if model is None else resolve_model(model)
 
 
 @cli_errors
@@ -34,7 +34,7 @@ def run(
     patient_dir: Path = typer.Argument(..., help="Patient folder (BraTS 2021 or 2023 layout)."),
     db: Path = _DB,
     output: Path = typer.Option(..., "-o", "--output", help="Output folder (replaced when complete)."),
-    model: Path = _MODEL,
+    model: str = _MODEL,
     device: str = _DEVICE,
     registration: str = _REGISTRATION,
     margin_mm: float = _MARGIN,
@@ -51,9 +51,8 @@ def run(
     from gliofit.pipelines.run import output_folder_ready, run_patient
 
     output_folder_ready(output)
-    _check_model(model)
     check_positive(margin_mm, "--margin-mm")
-    res = run_patient(patient_dir, db, output, model=model, device=device, registration=registration,
+    res = run_patient(patient_dir, db, output, model=_model_file(model), device=device, registration=registration,
                       top_k=top_k, refine=refine, margin_mm=margin_mm)
     p = res["parameters"]
     typer.echo(json.dumps({"output": str(output), "space": res["space"],
@@ -67,7 +66,7 @@ def cohort(
     cohort_dir: Path = typer.Argument(..., help="A directory of patient folders."),
     db: Path = _DB,
     output: Path = typer.Option(..., "-o", "--output", help="Cohort output folder."),
-    model: Path = _MODEL,
+    model: str = _MODEL,
     workers: int = typer.Option(None, "--workers", help="Local processes (default: all cores)."),
     scheduler: str = typer.Option(None, "--scheduler", help="Dask scheduler address (tcp://HOST:PORT)."),
     device: str = _DEVICE,
@@ -85,9 +84,9 @@ def cohort(
     from gliofit.common.errors import check_positive
     from gliofit.pipelines.cohort import run_cohort
 
-    _check_model(model)
     check_positive(margin_mm, "--margin-mm")
+    model_file = _model_file(model)
     summary = run_cohort(cohort_dir, db, output, workers=workers, scheduler=scheduler, progress=not no_progress,
-                         model=str(model) if model else None, device=device, registration=registration,
+                         model=str(model_file) if model_file else None, device=device, registration=registration,
                          margin_mm=margin_mm, top_k=top_k)
     typer.echo(json.dumps(summary))

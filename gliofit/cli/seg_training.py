@@ -98,7 +98,8 @@ def train(
     dataset_dir: Path = typer.Argument(..., help="BraTS case folders (2021/2023 names) or an nnU-Net raw DatasetXXX_Name."),
     variant: str = typer.Option(..., "--variant", help="STU-Net size: small, base, large or huge."),
     output: Path = typer.Option(..., "-o", "--output", help="Output model checkpoint (.pth)."),
-    pretrained: Path = typer.Option(None, "--pretrained", help="Fine-tune from this checkpoint (official or ours)."),
+    pretrained: str = typer.Option(None, "--pretrained", help="Fine-tune from this checkpoint: a file, a name from "
+                                   "`gliofit models` (official STU-Net weights, downloaded once) or an https:// URL."),
     epochs: int = typer.Option(1000, "--epochs", help="nnU-Net epochs."),
     iterations: int = typer.Option(250, "--iterations", help="Training batches per epoch."),
     val_iterations: int = typer.Option(50, "--val-iterations", help="Validation batches per epoch."),
@@ -115,6 +116,10 @@ def train(
     from gliofit.segmentation.training import check_training_inputs
     from gliofit.segmentation.training import train as run_training
 
+    if pretrained is not None:
+        from gliofit.segmentation.registry import resolve_model
+
+        pretrained = resolve_model(pretrained, purpose="pretrained")
     check_training_inputs(dataset_dir, variant, pretrained)
     fold_value = None if fold is None else ("all" if fold == "all" else _int_fold(fold))
     with progress_bar() as bar:

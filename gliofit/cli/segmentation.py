@@ -17,7 +17,8 @@ def segment(
     t1c: Path = typer.Option(..., "--t1c", help="T1 contrast-enhanced (T1Gd) NIfTI."),
     t2: Path = typer.Option(..., "--t2", help="T2 NIfTI."),
     flair: Path = typer.Option(..., "--flair", help="FLAIR NIfTI."),
-    model: Path = typer.Option(..., "--model", help="STU-Net checkpoint (saved by gliofit seg train)."),
+    model: str = typer.Option(..., "--model", help="STU-Net checkpoint: a file (gliofit seg train), a name from "
+                              "`gliofit models`, or an https:// URL (downloaded once)."),
     output: Path = typer.Option(..., "-o", "--output", help="Output label map NIfTI (input grid and affine)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, or auto (CUDA when present)."),
     tta: bool = typer.Option(None, "--tta/--no-tta",
@@ -30,8 +31,10 @@ def segment(
 
     from gliofit.common.nifti import save_volume
     from gliofit.segmentation.predict import segment as run_segment
+    from gliofit.segmentation.registry import resolve_model
 
-    seg, affine = run_segment(t1, t1c, t2, flair, model, device=device, tta=tta, labels=labels,
+    checkpoint = resolve_model(model, progress=not quiet)
+    seg, affine = run_segment(t1, t1c, t2, flair, checkpoint, device=device, tta=tta, labels=labels,
                               progress=not quiet)
     save_volume(seg, affine, output, dtype=np.uint8)
     counts = {int(v): int(n) for v, n in zip(*np.unique(seg, return_counts=True))}

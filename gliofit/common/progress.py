@@ -18,9 +18,20 @@ from rich.progress import (
 __all__ = ["progress_bar", "time_reporter"]
 
 
+class _Progress(Progress):
+    """A Progress that leaves no blank line behind when no task was ever added (work that failed early)."""
+
+    def stop(self) -> None:
+        if self.tasks or self.disable:
+            super().stop()
+            return
+        self.live.transient = True
+        self.live.stop()
+
+
 def progress_bar(*, disable: bool = False) -> Progress:
     """A rich :class:`Progress` showing count, percent, elapsed and ETA; use as a context manager."""
-    return Progress(
+    return _Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),

@@ -76,6 +76,8 @@ def manifest_path(db_dir: str | Path) -> Path:
 def read_manifest(db_dir: str | Path) -> Manifest:
     """Read ``db_dir/gliofit-db.json``; :class:`InputError` naming the path if it is not a database."""
     p = manifest_path(db_dir)
+    if Path(db_dir).exists() and not Path(db_dir).is_dir():
+        raise InputError(f"{db_dir}: not a directory (a gliofit database is a directory)")
     if not Path(db_dir).is_dir():
         raise InputError(f"{db_dir}: not a gliofit database (no such directory)")
     if not p.is_file():

@@ -92,6 +92,7 @@ DEMO_TINY = ["--simulations", "12", "--resolution", "6", "--patient-resolution",
 """Hidden demo options: a tiny database and a coarse patient keep the test in seconds."""
 
 
+@pytest.mark.slow
 def test_console_script_demo_runs_offline(tmp_path):
     cache = tmp_path / "cache"
     res = _run(["demo", "-o", str(tmp_path / "demo"), "--cache", str(cache), *DEMO_TINY])

@@ -22,6 +22,7 @@ def grid():
 ORIGIN = [-30.0, -10.0, 20.0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("D,rho,T", [(0.5, 0.05, 150.0), (0.1, 0.15, 120.0), (1.2, 0.02, 400.0)])
 def test_fast_solver_matches_reference_at_fine_step(grid, D, rho, T):
     ref = simulate_one(grid, D, rho, ORIGIN, T, config=SolverConfig(method="euler", dt_days=0.1))
@@ -50,6 +51,7 @@ def test_snapshots_equal_separate_runs(grid, config, atol):
     assert both[1].sum() > both[0].sum()
 
 
+@pytest.mark.slow
 def test_batch_equals_runs_one_by_one(grid):
     D, rho = [0.2, 0.6, 0.05], [0.03, 0.05, 0.1]
     origins = [ORIGIN, [25.0, 0.0, 30.0], [-20.0, 30.0, 10.0]]
