@@ -12,7 +12,8 @@ import logging
 
 import typer
 
-from gliofit.cli import database, demo, inverse, models, pipelines, planning, seg_training, segmentation, simulations
+from gliofit.cli import (clinical, database, demo, inverse, models, pipelines, planning, seg_training, segmentation,
+                         simulations)
 from gliofit.cli.errors import set_debug
 from gliofit.cli.usage import OneLineErrorsGroup
 
@@ -61,6 +62,7 @@ app.command("infer")(inverse.infer)
 app.command("run")(pipelines.run)
 app.command("cohort")(pipelines.cohort)
 app.command("plan")(planning.plan)
+app.command("import-dicom")(clinical.import_dicom)
 
 
 def main() -> None:
