@@ -20,14 +20,13 @@ SeriesNumber, a SeriesInstanceUID or an exact SeriesDescription and must match e
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 from gliofit import __version__
 from gliofit.common.errors import InputError
+from gliofit.common.io import atomic_directory, write_json
 from gliofit.common.nifti import save_volume
 from gliofit.pipelines.dicom_rules import classify, skip_reason
 from gliofit.pipelines.dicom_series import Series, Skipped, check_geometry, read_volume, scan_study
@@ -153,11 +152,7 @@ def import_dicom(study_dir: str | Path, out_dir: str | Path, *, series_map: str 
     _drop_duplicates(chosen, skipped_series)
     picked = _check_one_each(chosen, skipped_series, root)
     geometry = {m: check_geometry(s, root) for m, (s, _) in picked.items()}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.part-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with atomic_directory(out) as tmp:
         records = {}
         for m in MODALITIES:
             ordered, step = geometry[m]
@@ -168,12 +163,7 @@ def import_dicom(study_dir: str | Path, out_dir: str | Path, *, series_map: str 
                   "layout": "brats2023", "series": records,
                   "skipped_series": [vars(s) for s in skipped_series],
                   "skipped_files": [{"file": s.what, "reason": s.reason} for s in skipped_files]}
-        (tmp / IMPORT_JSON).write_text(json.dumps(record, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        write_json(record, tmp / IMPORT_JSON)
     return record
 
 
