@@ -9,11 +9,13 @@ from typing import TypeVar
 
 import typer
 
-from gliofit.common.errors import InputError
+from gliofit.common.errors import InputError, storage_error
 
 __all__ = ["cli_errors", "set_debug", "fail"]
 
 _STATE = {"debug": False}
+_WRITTEN = ("output", "out_dir", "db")
+"""Command parameters naming the place a command writes, in order of preference."""
 F = TypeVar("F", bound=Callable)
 
 
@@ -28,7 +30,8 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def cli_errors(func: F) -> F:
-    """Decorate a command: InputError/ValueError/TypeError/OSError -> exit 2; others -> exit 1."""
+    """Decorate a command: InputError/ValueError/TypeError/OSError and a full, over-quota or read-only disk
+    -> exit 2; others -> exit 1."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -46,6 +49,9 @@ def cli_errors(func: F) -> F:
         except Exception as exc:  # noqa: BLE001 - the one place that turns crashes into exit 1
             if _STATE["debug"]:
                 raise
+            full = storage_error(exc, next((kwargs[k] for k in _WRITTEN if kwargs.get(k) is not None), None))
+            if full is not None:
+                fail(str(full), 2)
             print(f"gliofit: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
                   file=sys.stderr)
             raise typer.Exit(1) from None

@@ -6,7 +6,9 @@ The command line turns an :class:`InputError` (and any ``ValueError`` or
 
 from __future__ import annotations
 
+import errno
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,11 +18,43 @@ __all__ = [
     "check_in_range",
     "check_file",
     "check_vector",
+    "StorageError",
+    "storage_error",
 ]
 
 
 class InputError(ValueError):
     """Bad input from the user: a message naming the file or argument and the problem."""
+
+
+class StorageError(InputError):
+    """The place a command writes to cannot take the data (full, over quota or read-only)."""
+
+
+_STORAGE_REASONS = {
+    errno.ENOSPC: "no space left on",
+    errno.EDQUOT: "disk quota exceeded on",
+    errno.EROFS: "read-only file system:",
+}
+_SQLITE_FULL = "database or disk is full"
+
+
+def storage_error(exc: BaseException, path: str | Path | None) -> StorageError | None:
+    """A :class:`StorageError` naming the written path when ``exc`` says the disk is full, over quota
+    or read-only (an ``OSError`` or SQLite's "database or disk is full"); None for any other error.
+
+    ``path`` is named when the error carries no file name of its own.
+    """
+    for e in (exc, exc.__cause__, getattr(exc, "orig", None)):
+        if isinstance(e, OSError) and e.errno in _STORAGE_REASONS:
+            return StorageError(f"{_STORAGE_REASONS[e.errno]} {e.filename or path}")
+        text = str(e) if e is not None else ""
+        if _SQLITE_FULL in text:
+            return StorageError(f"no space left on {path}")
+        for code, reason in _STORAGE_REASONS.items():
+            if os.strerror(code) in text:  # native libraries (FAISS, SQLite) report the C library's words
+                return StorageError(f"{reason} {path}")
+    return None
 
 
 def check_positive(value: float, name: str) -> float:

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -160,14 +161,21 @@ class Result:
         out = Path(out_dir)
         if out.exists() and not out.is_dir():
             raise InputError(f"{out}: output path is a file, not a folder")
+        created = not out.exists()
         out.mkdir(parents=True, exist_ok=True)
-        files = {
-            "tumor_density_atlas": save_volume(self.density_array, self.atlas.affine, out / "tumor_density_atlas.nii.gz"),
-            "tumor_density": save_volume(self.density_on_input_grid(), self.observation.input_affine,
-                                         out / "tumor_density.nii.gz"),
-        }
-        if figure:
-            files["report"] = save_figure(self.plot(), out / "report.png")
-        files["report_html"] = write_text(self.to_html("report.png" if figure else None), out / "report.html")
-        files["result"] = self.to_json(out / "result.json")
+        try:
+            files = {
+                "tumor_density_atlas": save_volume(self.density_array, self.atlas.affine,
+                                                   out / "tumor_density_atlas.nii.gz"),
+                "tumor_density": save_volume(self.density_on_input_grid(), self.observation.input_affine,
+                                             out / "tumor_density.nii.gz"),
+            }
+            if figure:
+                files["report"] = save_figure(self.plot(), out / "report.png")
+            files["report_html"] = write_text(self.to_html("report.png" if figure else None), out / "report.html")
+            files["result"] = self.to_json(out / "result.json")
+        except BaseException:
+            if created:  # a folder this call made holds nothing of use when the call fails
+                shutil.rmtree(out, ignore_errors=True)
+            raise
         return files

@@ -30,7 +30,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from gliofit.common.errors import InputError
+from gliofit.common.errors import InputError, storage_error
 from gliofit.common.executors import make_executor
 from gliofit.common.progress import progress_bar
 from gliofit.common.io import write_json, write_text
@@ -109,6 +109,9 @@ def run_one(task: dict) -> dict:
         check_patient_name(name, task["patient_dir"])
         result = run_patient(task["patient_dir"], task["db"], out / name, **task.get("options", {}))
     except Exception as exc:  # noqa: BLE001 - a patient's failure is recorded, never fatal to the cohort
+        full = storage_error(exc, out)
+        if full is not None:  # the cohort's own disk, not the patient: stop, the next run resumes
+            raise full from None
         record = {"patient": name, "error": _one_line(exc), "kind": type(exc).__name__,
                   "seconds": round(time.perf_counter() - t0, 3), "traceback": traceback.format_exc(limit=8)}
         write_json(record, failed)
