@@ -10,11 +10,19 @@ One place for the choice both the database build and the cohort runner make
 
 A submitted function must be importable by name (a module-level function) and
 its arguments picklable; with Dask, the workers need gliofit installed.
+
+Local workers die with the process that made the pool: each watches its owner
+(:func:`die_with`) and exits the moment the owner ends, even by SIGKILL, so a
+killed build or cohort leaves no idle workers behind (the forkserver exits once
+its last worker has).
 """
 
 from __future__ import annotations
 
 import os
+import select
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
 from concurrent.futures import wait as cf_wait
@@ -23,7 +31,32 @@ from typing import Any
 
 from gliofit.common.errors import InputError
 
-__all__ = ["Executor", "InlineExecutor", "make_executor"]
+__all__ = ["Executor", "InlineExecutor", "die_with", "make_executor"]
+
+_OWNER_POLL_S = 1.0
+"""How often a worker checks its owner where the kernel has no process file descriptors (seconds)."""
+
+
+def _watch_owner(pid: int) -> None:
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        os._exit(1)
+    except (AttributeError, OSError):  # no pidfd: poll
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            time.sleep(_OWNER_POLL_S)
+    select.select([fd], [], [])  # readable when the process has ended
+    os._exit(1)
+
+
+def die_with(pid: int) -> None:
+    """Pool-worker initializer: end this process at once when process ``pid`` ends (a daemon thread waits
+    on it). The build's commit protocol and the cohort's temporary folders make such an exit safe."""
+    threading.Thread(target=_watch_owner, args=(int(pid),), daemon=True, name=f"die-with-{pid}").start()
 
 
 class InlineExecutor:
@@ -112,4 +145,5 @@ def make_executor(workers: int | None = None, scheduler: str | None = None, *,
     if preload:
         ctx.set_forkserver_preload(list(preload))
     threads = threads_per_task if threads_per_task else max(1, (os.cpu_count() or 1) // k)
-    return Executor(ProcessPoolExecutor(max_workers=k, mp_context=ctx), k, f"local processes x{k}", threads, False)
+    pool = ProcessPoolExecutor(max_workers=k, mp_context=ctx, initializer=die_with, initargs=(os.getpid(),))
+    return Executor(pool, k, f"local processes x{k}", threads, False)

@@ -126,3 +126,53 @@ def db_content(db_dir: Path, database_url: str | None = None) -> dict:
         }
     finally:
         db.close()
+
+
+def session_processes(sid: int) -> list[int]:
+    """Live (not zombie) processes of session ``sid`` (a command started with ``start_new_session``)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2:].split()
+        if int(fields[3]) == sid and fields[0] != "Z":
+            pids.append(int(stat.parent.name))
+    return sorted(pids)
+
+
+def done_simulations(db: Path) -> int:
+    """Simulations committed as done in a SQLite database (0 while it does not exist yet)."""
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"file:{db / 'gliofit.sqlite'}?mode=ro", uri=True, timeout=5)
+        try:
+            return con.execute("SELECT count(*) FROM simulations WHERE status = 'done'").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return 0
+
+
+def wait_until(condition, timeout_s: float, step_s: float = 0.05) -> bool:
+    """Poll ``condition()`` until true or ``timeout_s`` passed; returns its last value."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(step_s)
+    return bool(condition())
+
+
+def kill_session(sid: int) -> None:
+    """SIGKILL whatever is left of session ``sid`` (test clean-up)."""
+    import signal
+
+    try:
+        os.killpg(sid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
