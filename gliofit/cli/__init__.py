@@ -9,6 +9,7 @@ an internal failure in one line and exit code 1 (the traceback with ``--debug``)
 from __future__ import annotations
 
 import logging
+import os
 
 import typer
 
@@ -21,6 +22,8 @@ __all__ = ["app", "main"]
 
 # torch logs "No CUDA runtime is found" when it looks for a CUDA toolkit on a machine without a GPU.
 logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+# Figures are written to files: no display backend (a notebook, not the CLI, keeps its own).
+os.environ.setdefault("MPLBACKEND", "Agg")
 
 app = typer.Typer(
     name="gliofit",

@@ -62,7 +62,12 @@ def simulate(
     data, img_grid = (res.density_grid, res.grid) if native_grid else (res.density_atlas, res.atlas)
     save_volume(data, img_grid.affine, output)
     if png:
-        fig = density_figure(img_grid.t1, data, title=f"D={D} mm²/day, rho={rho}/day, T={T} days")
+        from gliofit.common.wording import parameters_title
+
+        params = {"D_mm2_per_day": D, "rho_per_day": rho, "T_days": T, "mu_D_mm": (D * T) ** 0.5,
+                  "mu_rho": (rho * T) ** 0.5, "infiltration_length_mm": (D / rho) ** 0.5,
+                  "velocity_mm_per_day": 2 * (D * rho) ** 0.5}
+        fig = density_figure(img_grid.t1, data, img_grid.affine, title="simulated: " + parameters_title(params))
         save_figure(fig, _png_path(output))
     typer.echo(json.dumps({"output": str(output), "shape": list(data.shape),
                            "whole_tumor_cm3": _volume_cm3(res.density_grid, res.grid, 0.25),

@@ -17,6 +17,7 @@ from gliofit._version import __version__
 from gliofit.common.errors import InputError
 from gliofit.common.io import write_json, write_text
 from gliofit.common.nifti import save_volume
+from gliofit.common.wording import fit_warnings
 from gliofit.inverse.observation import Observation
 from gliofit.growth.atlas import Atlas
 
@@ -92,6 +93,7 @@ class Result:
             "fit": self.fit,
             "matches": self.matches,
             "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
+            "warnings": fit_warnings(self.fit),
         }
 
     def to_json(self, path: str | Path) -> Path:
@@ -99,59 +101,25 @@ class Result:
         return write_json(self.to_dict(), path)
 
     def plot(self):
-        """Orthogonal slices through the tumour: observed masks, best-match contours, density (a Figure).
+        """The report figure (:func:`gliofit.common.figures.patient_figure`) on the atlas grid: atlas T1,
+        the observed masks with the best match's contours, the density (log scale). A matplotlib Figure."""
+        from gliofit.common.figures import patient_figure
+        from gliofit.common.wording import parameters_title
 
-        Background: the atlas T1; colour: the density; cyan / lime: the best match's whole
-        tumour and core (its thresholds); white / red dashed: the observed whole tumour and core.
-        """
-        from gliofit.common.figures import density_figure
+        obs, p = self.observation, self.parameters
+        observed = np.where(obs.core_atlas, 1, np.where(obs.wt_atlas, 2, 0)).astype(np.uint8)
+        u = self.density_array
+        return patient_figure(mri=self.atlas.t1, mri_name="atlas T1", segmentation=observed, density=u,
+                              match_whole_tumor=u >= p["threshold_edema"], match_core=u >= p["threshold_core"],
+                              affine=self.atlas.affine, segmentation_names={1: "observed core", 2: "observed edema"},
+                              title=parameters_title(p, self.uncertainty, self.fit))
 
-        obs = self.observation
-        shown = obs.wt_atlas if obs.wt_atlas.any() else self.density_array >= 0.25
-        centre = (tuple(int(round(c)) for c in np.argwhere(shown).mean(axis=0)) if shown.any()
-                  else tuple(s // 2 for s in self.atlas.shape))
-        th = (self.parameters["threshold_edema"], self.parameters["threshold_core"])
-        p = self.parameters
-        title = (f"best match: mu_D {p['mu_D_mm']:.1f} mm, mu_rho {p['mu_rho']:.2f}, "
-                 f"Dice WT {self.fit['dice_whole_tumor']:.2f} core {self.fit['dice_core']:.2f}")
-        fig = density_figure(self.atlas.t1, self.density_array, thresholds=th, title=title, centre=centre)
-        views = [(slice(None), slice(None), centre[2]), (slice(None), centre[1], slice(None)),
-                 (centre[0], slice(None), slice(None))]
-        for ax, sl in zip(fig.axes[:3], views):
-            for mask, colour in ((obs.wt_atlas, "white"), (obs.core_atlas, "red")):
-                m = mask[sl].T.astype(np.float32)
-                if m.any() and not m.all():
-                    ax.contour(m, levels=[0.5], colors=colour, linewidths=0.8, linestyles="dashed")
-        return fig
+    def to_html(self, images: dict | None = None) -> str:
+        """A self-contained report page (:func:`gliofit.common.report_html.patient_html`); ``images``:
+        caption -> PNG path or bytes, embedded."""
+        from gliofit.common.report_html import patient_html
 
-    def to_html(self, png_name: str | None = "report.png") -> str:
-        """A self-contained one-page report: parameters with 95% intervals, fit, matches, timings."""
-        from html import escape
-
-        def fmt(v) -> str:
-            return "[" + ", ".join(f"{x:.4g}" for x in v) + "]" if isinstance(v, list) else f"{v:.4g}"
-
-        rows = "".join(
-            f"<tr><td>{escape(k)}</td><td>{fmt(v)}</td><td>{fmt(self.uncertainty[k]['mean'])}</td>"
-            f"<td>{' to '.join(fmt(c) for c in self.uncertainty[k]['ci95'])}</td></tr>"
-            for k, v in self.parameters.items())
-        matches = "".join(
-            f"<tr><td>{m['rank']}</td><td>{m['entry_id']}</td><td>{m['dice_whole_tumor']:.3f}</td>"
-            f"<td>{m['dice_core']:.3f}</td><td>{m['parameters']['mu_D_mm']:.3g}</td>"
-            f"<td>{m['parameters']['mu_rho']:.3g}</td></tr>" for m in self.matches)
-        fit = ", ".join(f"{k} {v:.3f}" for k, v in self.fit.items())
-        times = ", ".join(f"{k} {v:.2f} s" for k, v in self.timings.items())
-        img = f'<img src="{escape(png_name)}" style="max-width:100%">' if png_name else ""
-        return (f"<!doctype html><html><head><meta charset='utf-8'><title>gliofit result</title>"
-                f"<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 10px;text-align:left}}</style>"
-                f"</head><body><h1>gliofit: personalised growth model</h1>"
-                f"<p>segmentation {escape(str(self.observation.source))} ({escape(self.space)} space); database "
-                f"{escape(str(self.database['path']))} ({self.database['entries']} entries, "
-                f"{self.database['resolution_mm']:g} mm)</p>{img}<h2>Parameters</h2><table>"
-                f"<tr><th>parameter</th><th>best match</th><th>weighted mean</th><th>95% interval</th></tr>{rows}"
-                f"</table><p>Fit (Dice on the database grid): {escape(fit)}</p><h2>Top matches</h2><table>"
-                f"<tr><th>rank</th><th>entry</th><th>Dice WT</th><th>Dice core</th><th>mu_D mm</th><th>mu_rho</th></tr>"
-                f"{matches}</table><p>Timings: {escape(times)}</p></body></html>\n")
+        return patient_html(self.to_dict(), images=images or {})
 
     def save(self, out_dir: str | Path, *, figure: bool = True) -> dict[str, Path]:
         """Write result.json, tumor_density_atlas.nii.gz, tumor_density.nii.gz (input grid), report.png
@@ -172,7 +140,8 @@ class Result:
             }
             if figure:
                 files["report"] = save_figure(self.plot(), out / "report.png")
-            files["report_html"] = write_text(self.to_html("report.png" if figure else None), out / "report.html")
+            images = {"report.png": files["report"]} if figure else {}
+            files["report_html"] = write_text(self.to_html(images), out / "report.html")
             files["result"] = self.to_json(out / "result.json")
         except BaseException:
             if created:  # a folder this call made holds nothing of use when the call fails

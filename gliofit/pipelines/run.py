@@ -111,21 +111,16 @@ def _match_masks(density: np.ndarray, parameters: dict) -> tuple[np.ndarray, np.
 def _write_report(folder: Path, result: dict, patient: BratsCase, labels: np.ndarray, affine: np.ndarray,
                   density: np.ndarray, res, plan) -> None:
     """report.png (T1c, labels, matched masks, density, both targets) and report.html in ``folder``."""
-    import matplotlib.pyplot as plt
-
+    from gliofit.common.wording import parameters_title
     from gliofit.pipelines.report import patient_figure, write_patient_report
 
     mri = load_volume(patient.images[1], "T1c")[0]
     match_wt, match_core = _match_masks(density, res.parameters)
-    p = res.parameters
-    fig = patient_figure(mri=mri, segmentation=labels, density=density, match_whole_tumor=match_wt,
-                         match_core=match_core, plans={"standard": plan.standard, "model": plan.model},
-                         affine=affine, title=f"{patient.name}: mu_D {p['mu_D_mm']:.1f} mm, "
-                                              f"mu_rho {p['mu_rho']:.2f}, Dice {res.fit['dice_mean']:.2f}")
-    try:
-        write_patient_report(folder, result, fig, plan=result.get("plan"))
-    finally:
-        plt.close(fig)
+    fig = patient_figure(mri=mri, mri_name="T1c (T1 with gadolinium)", segmentation=labels, density=density,
+                         match_whole_tumor=match_wt, match_core=match_core,
+                         plans={"standard": plan.standard, "model": plan.model}, affine=affine,
+                         title=parameters_title(res.parameters, res.uncertainty, res.fit, name=patient.name))
+    write_patient_report(folder, result, fig, plan=result.get("plan"))
 
 
 def run_patient(patient_dir: str | Path, db, out_dir: str | Path, *, model: Any = None, device: str = "cpu",

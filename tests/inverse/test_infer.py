@@ -62,10 +62,10 @@ def test_result_json_has_exactly_the_interface_keys(tmp_path, small_db, case_seg
     assert {p.name for p in files.values()} == {"result.json", "tumor_density_atlas.nii.gz", "tumor_density.nii.gz",
                                                 "report.png", "report.html"}
     html = (tmp_path / "OUT" / "report.html").read_text()
-    assert "report.png" in html and "mu_D_mm" in html and html.rstrip().endswith("</html>")
+    assert "data:image/png;base64," in html and "mu_D_mm" in html and html.rstrip().endswith("</html>")
     d = json.loads((tmp_path / "OUT" / "result.json").read_text())
     assert set(d) == {"gliofit_version", "space", "database", "parameters", "uncertainty", "fit", "matches",
-                      "timings_s"}
+                      "timings_s", "warnings"}
     assert d["gliofit_version"] == gliofit.__version__ and d["space"] == "atlas"
     assert set(d["database"]) == {"path", "entries", "atlas", "resolution_mm"}
     assert d["database"]["entries"] == len(small_db.entries["id"]) and d["database"]["resolution_mm"] == 6.0

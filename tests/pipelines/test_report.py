@@ -104,6 +104,24 @@ def test_radiological_orientation_is_labelled():
     plt.close(fig)
 
 
+@pytest.mark.parametrize("radiological", [False, True])
+def test_sagittal_view_has_anterior_on_the_left(radiological):
+    fig = patient_figure(**_case(), radiological=radiological)
+    sagittal = fig.axes[6]
+    assert [t.get_text() for t in sagittal.texts][:4] == ["A", "P", "I", "S"]
+    assert sagittal.xaxis_inverted()
+    assert sagittal.get_ylabel().startswith("sagittal, x = ") and sagittal.get_ylabel().endswith(" mm")
+
+
+def test_figure_names_the_sequence_and_labels_the_log_colour_bar():
+    fig = patient_figure(**_case(), mri_name="T1c (T1 with gadolinium)")
+    assert fig.axes[0].get_title() == "T1c (T1 with gadolinium)"
+    bar = fig.axes[-1]
+    assert "log scale" in bar.get_ylabel() and bar.get_yscale() == "log"
+    outline = [h.get_label() for h in fig.axes[8].get_legend().legend_handles]
+    assert "tumour outline (segmentation)" in outline and "standard target volume" in outline
+
+
 def test_patient_html_is_self_contained_escaped_and_shows_intervals():
     png = io.BytesIO()
     fig = plt.figure(figsize=(1, 1))
@@ -160,3 +178,15 @@ def test_cohort_figure_works_without_ok_rows(rows):
     html = cohort_index_html(rows, figure_png=None)
     assert "0 ok" in html and "<img" not in html
     plt.close(fig)
+
+
+def test_patient_html_groups_snapshots_of_one_simulation_and_uses_labels():
+    res = _result()
+    res["matches"] = [dict(m, simulation_id=7 if m["rank"] <= 3 else m["simulation_id"],
+                           parameters=dict(m["parameters"], T_days=100.0 * m["rank"])) for m in res["matches"]]
+    res["fit"] = {"dice_whole_tumor": 0.4, "dice_core": 0.2, "dice_mean": 0.3}
+    html = patient_html(res, images={})
+    assert "10 simulations, 12 matches" in html
+    assert "3: 100, 200, 300" in html                      # the three snapshots of simulation 7 in one row
+    assert "infiltration length √(D/ρ)" in html and "speed of the tumour front" in html
+    assert 'class="warning">poor fit: mean Dice 0.30' in html
