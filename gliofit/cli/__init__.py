@@ -13,8 +13,18 @@ import os
 
 import typer
 
-from gliofit.cli import (clinical, database, demo, inverse, models, pipelines, planning, seg_training, segmentation,
-                         simulations)
+from gliofit.cli import (
+    clinical,
+    database,
+    demo,
+    inverse,
+    models,
+    pipelines,
+    planning,
+    seg_training,
+    segmentation,
+    simulations,
+)
 from gliofit.cli.errors import set_debug
 from gliofit.cli.usage import OneLineErrorsGroup
 
@@ -47,8 +57,9 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
     set_debug(debug)
 

@@ -40,6 +40,8 @@ def infer(
                     refine=refine, method=method, density=density, weights=weights, thresholds_search=not no_threshold_search,
                     progress=method == "exhaustive")
     files = res.save(output)
+    for w in res.to_dict()["warnings"]:
+        typer.echo(f"gliofit: warning: {output}: {w}", err=True)
     p, u = res.parameters, res.uncertainty
     summary = {
         "output": str(output),

@@ -10,7 +10,11 @@ from gliofit.cli.errors import cli_errors
 
 __all__ = ["models_app", "list_models", "fetch"]
 
-models_app = typer.Typer(help="List and download known STU-Net checkpoints.", invoke_without_command=True)
+models_app = typer.Typer(
+    help="List (no command) and download known STU-Net checkpoints.",
+    invoke_without_command=True,
+    subcommand_metavar="[COMMAND [ARGS]...]",
+)
 
 
 @models_app.callback()
@@ -27,16 +31,28 @@ def list_models(
     rows = []
     for e in registry().values():
         path = model_path(e)
-        rows.append({"name": e.name, "kind": e.kind, "variant": e.variant, "source": e.source,
-                     "licence": e.licence, "sha256": e.sha256 or "unknown (not published)",
-                     "expected_input": e.expected_input, "url": e.url, "path": str(path),
-                     "downloaded": path.is_file()})
+        rows.append(
+            {
+                "name": e.name,
+                "kind": e.kind,
+                "variant": e.variant,
+                "source": e.source,
+                "licence": e.licence,
+                "sha256": e.sha256 or "unknown (not published)",
+                "expected_input": e.expected_input,
+                "url": e.url,
+                "path": str(path),
+                "downloaded": path.is_file(),
+            }
+        )
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
     for r in rows:
-        typer.echo(f"{r['name']}  ({r['kind']}, STU-Net {r['variant']}, "
-                   f"{'downloaded' if r['downloaded'] else 'not downloaded'})")
+        typer.echo(
+            f"{r['name']}  ({r['kind']}, STU-Net {r['variant']}, "
+            f"{'downloaded' if r['downloaded'] else 'not downloaded'})"
+        )
         for k in ("source", "expected_input", "licence", "sha256", "url", "path"):
             typer.echo(f"    {k.replace('_', ' ')}: {r[k]}")
 
@@ -50,6 +66,9 @@ def fetch(
     """Download a checkpoint into the user cache once (resumable, checksum verified); print its path."""
     from gliofit.segmentation.registry import fetch_model, resolve_model
 
-    path = (resolve_model(name, purpose="pretrained", progress=not quiet) if name.startswith(("http://", "https://"))
-            else fetch_model(name, progress=not quiet))
+    path = (
+        resolve_model(name, purpose="pretrained", progress=not quiet)
+        if name.startswith(("http://", "https://"))
+        else fetch_model(name, progress=not quiet)
+    )
     typer.echo(str(path))

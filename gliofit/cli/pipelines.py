@@ -9,15 +9,23 @@ import typer
 
 from gliofit.cli.errors import cli_errors
 
-__all__ = ["run", "cohort"]
+__all__ = ["run", "cohort", "SOME_PATIENTS_FAILED"]
+
+SOME_PATIENTS_FAILED = 3
+"""Exit code of ``cohort`` when it finished but at least one patient failed (results.csv says why)."""
 
 # Options both commands take (Typer accepts one OptionInfo as the default of several commands).
 _DB = typer.Option(..., "--db", help="Simulation database directory.")
-_MODEL = typer.Option(None, "--model", help="STU-Net checkpoint used when a folder holds no segmentation: a file "
-                      "(gliofit seg train), a name from `gliofit models`, or an https:// URL (downloaded once).")
+_MODEL = typer.Option(
+    None,
+    "--model",
+    help="STU-Net checkpoint used when a folder holds no segmentation: a file "
+    "(gliofit seg train), a name from `gliofit models`, or an https:// URL (downloaded once).",
+)
 _DEVICE = typer.Option("cpu", "--device", help="Segmentation device: cpu or cuda.")
-_REGISTRATION = typer.Option("syn", "--registration", help="syn (affine then SyN, default), affine, or none "
-                             "(the MRI is already in atlas space).")
+_REGISTRATION = typer.Option(
+    "syn", "--registration", help="syn (affine then SyN, default), affine, or none (the MRI is already in atlas space)."
+)
 _MARGIN = typer.Option(15.0, "--margin-mm", help="Standard plan: margin around the tumour core, mm.")
 _TOP_K = typer.Option(200, "--top-k", help="Candidates taken from the index.")
 
@@ -40,6 +48,12 @@ def run(
     margin_mm: float = _MARGIN,
     top_k: int = _TOP_K,
     refine: bool = typer.Option(False, "--refine", help="Short local search with the forward solver."),
+    quiet: bool = typer.Option(
+        False,
+        "--quiet",
+        help="No stage lines or progress bars on stderr (warnings and "
+        "errors only); the JSON summary still goes to stdout.",
+    ),
 ) -> None:
     """Segment (unless a segmentation is given), register, infer, plan and report one patient.
 
@@ -52,13 +66,31 @@ def run(
 
     output_folder_ready(output)
     check_positive(margin_mm, "--margin-mm")
-    res = run_patient(patient_dir, db, output, model=_model_file(model), device=device, registration=registration,
-                      top_k=top_k, refine=refine, margin_mm=margin_mm)
+    res = run_patient(
+        patient_dir,
+        db,
+        output,
+        model=_model_file(model),
+        device=device,
+        registration=registration,
+        top_k=top_k,
+        refine=refine,
+        margin_mm=margin_mm,
+    )
+    for w in res.get("warnings", []):
+        typer.echo(f"gliofit: warning: {output}: {w}", err=True)
     p = res["parameters"]
-    typer.echo(json.dumps({"output": str(output), "space": res["space"],
-                           "parameters": {k: p[k] for k in ("mu_D_mm", "mu_rho", "infiltration_length_mm",
-                                                            "origin_mm")},
-                           "fit": res["fit"], "timings_s": res["timings_s"]}))
+    typer.echo(
+        json.dumps(
+            {
+                "output": str(output),
+                "space": res["space"],
+                "parameters": {k: p[k] for k in ("mu_D_mm", "mu_rho", "infiltration_length_mm", "origin_mm")},
+                "fit": res["fit"],
+                "timings_s": res["timings_s"],
+            }
+        )
+    )
 
 
 @cli_errors
@@ -73,20 +105,37 @@ def cohort(
     registration: str = _REGISTRATION,
     margin_mm: float = _MARGIN,
     top_k: int = _TOP_K,
-    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+    quiet: bool = typer.Option(False, "--quiet", "--no-progress", help="No progress bar (warnings and errors only)."),
 ) -> None:
     """Run every patient folder (resumable: finished patients are skipped, failures recorded and retried).
 
     Writes OUT/<patient>/ per patient, OUT/results.csv (one row per patient: parameters, intervals, fit,
-    timings, status, error), OUT/cohort.png and OUT/index.html. Exit 0 even when some patients failed
-    (see results.csv); prints a one-line JSON summary.
+    timings, warnings, status, error), OUT/cohort.png and OUT/index.html; prints a one-line JSON summary.
+    Every patient is attempted; exit 3 when any failed (results.csv gives the reasons), 0 when all succeeded.
     """
     from gliofit.common.errors import check_positive
     from gliofit.pipelines.cohort import run_cohort
 
     check_positive(margin_mm, "--margin-mm")
     model_file = _model_file(model)
-    summary = run_cohort(cohort_dir, db, output, workers=workers, scheduler=scheduler, progress=not no_progress,
-                         model=str(model_file) if model_file else None, device=device, registration=registration,
-                         margin_mm=margin_mm, top_k=top_k)
+    summary = run_cohort(
+        cohort_dir,
+        db,
+        output,
+        workers=workers,
+        scheduler=scheduler,
+        progress=not quiet,
+        model=str(model_file) if model_file else None,
+        device=device,
+        registration=registration,
+        margin_mm=margin_mm,
+        top_k=top_k,
+    )
     typer.echo(json.dumps(summary))
+    if summary["failed"]:
+        typer.echo(
+            f"gliofit: {summary['failed']} of {summary['patients']} patients failed (reasons in "
+            f"{summary.get('results_csv', output / 'results.csv')})",
+            err=True,
+        )
+        raise typer.Exit(SOME_PATIENTS_FAILED)

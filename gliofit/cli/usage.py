@@ -10,10 +10,10 @@ from typing import Any
 import typer
 from typer.core import TyperArgument, TyperGroup
 
-try:                                                    # typer >= 0.20 carries its own copy of click
+try:  # typer >= 0.20 carries its own copy of click
     from typer._click import Command
     from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
-except ImportError:                                     # older typer builds on click itself
+except ImportError:  # older typer builds on click itself
     from click import Command
     from click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
@@ -54,8 +54,14 @@ def _one_line(error: ClickException) -> str:
 class OneLineErrorsGroup(TyperGroup):
     """The root command group: plain argument names, one-line usage errors (exit :data:`USAGE_ERROR`)."""
 
-    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
-             standalone_mode: bool = True, **extra: Any) -> Any:
+    def main(
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
         _plain_arguments(self)
         try:
             rv = super().main(args, prog_name or "gliofit", complete_var, standalone_mode=False, **extra)

@@ -66,8 +66,9 @@ def verified(path: Path, sha256: str | None) -> bool:
         got = sha256_of(path)
         stamp.write_text(f"{got} {key}\n")
     if want is not None and got != want:
-        raise InputError(f"{path}: SHA-256 {got} does not match the expected {want}; delete the file and fetch it "
-                         "again")
+        raise InputError(
+            f"{path}: SHA-256 {got} does not match the expected {want}; delete the file and fetch it again"
+        )
     return True
 
 
@@ -95,34 +96,42 @@ def _receive(url: str, part: Path, name: str, timeout_s: float, progress: bool) 
     try:
         resp = _open(url, offset, timeout_s)
     except urllib.error.HTTPError as e:
-        if e.code == 416 and offset:        # nothing left to send: the part is already whole
+        if e.code == 416 and offset:  # nothing left to send: the part is already whole
             return
         raise InputError(f"{url}: the server answered HTTP {e.code} {e.reason}") from None
     with resp:
         if "text/html" in resp.headers.get("Content-Type", ""):
             raise InputError(f"{url}: the server sent a web page, not the file (a login or confirmation page?)")
-        if resp.status != 206:               # the server ignored the range: start over
+        if resp.status != 206:  # the server ignored the range: start over
             offset = 0
         total = _total_bytes(resp, offset)
         done = offset
         with open(part, "ab" if offset else "wb") as f, progress_bar(disable=not progress) as bar:
-            task = bar.add_task(f"downloading {name} (MB)", total=None if total is None else round(total / 1e6, 1),
-                                completed=round(done / 1e6, 1))
+            task = bar.add_task(
+                f"downloading {name} (MB)",
+                total=None if total is None else round(total / 1e6, 1),
+                completed=round(done / 1e6, 1),
+            )
             try:
                 for chunk in iter(lambda: resp.read(CHUNK_BYTES), b""):
                     f.write(chunk)
                     done += len(chunk)
                     bar.update(task, completed=round(done / 1e6, 1))
             except (OSError, http.client.HTTPException) as e:
-                raise InputError(f"{url}: download cut off after {done / 1e6:.1f} MB ({type(e).__name__}); run the "
-                                 "same command again to resume") from None
+                raise InputError(
+                    f"{url}: download cut off after {done / 1e6:.1f} MB ({type(e).__name__}); run the "
+                    "same command again to resume"
+                ) from None
     if total is not None and done < total:
-        raise InputError(f"{url}: download cut off after {done / 1e6:.1f} of {total / 1e6:.1f} MB; run the same "
-                         "command again to resume")
+        raise InputError(
+            f"{url}: download cut off after {done / 1e6:.1f} of {total / 1e6:.1f} MB; run the same "
+            "command again to resume"
+        )
 
 
-def download(url: str, dest: str | Path, *, sha256: str | None = None, progress: bool = True,
-             timeout_s: float = 30.0) -> Path:
+def download(
+    url: str, dest: str | Path, *, sha256: str | None = None, progress: bool = True, timeout_s: float = 30.0
+) -> Path:
     """Download ``url`` to ``dest`` unless a verified copy is there; return ``dest``.
 
     Parameters
@@ -148,8 +157,9 @@ def download(url: str, dest: str | Path, *, sha256: str | None = None, progress:
         _receive(url, part, dest.name, timeout_s, progress)
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", None) or e
-        raise InputError(f"{url}: cannot download ({reason}); without a network, fetch it elsewhere and put it at "
-                         f"{dest}") from None
+        raise InputError(
+            f"{url}: cannot download ({reason}); without a network, fetch it elsewhere and put it at {dest}"
+        ) from None
     got = sha256_of(part)
     if want is not None and got != want:
         part.unlink()

@@ -22,20 +22,33 @@ import numpy as np
 
 from gliofit.common.io import atomic_write
 
-__all__ = ["slice_centre", "patient_figure", "density_figure", "cohort_figure", "save_figure",
-           "LABEL_COLOURS", "PLAN_COLOURS", "COHORT_HISTOGRAMS", "DENSITY_FLOOR"]
+__all__ = [
+    "slice_centre",
+    "patient_figure",
+    "density_figure",
+    "cohort_figure",
+    "save_figure",
+    "LABEL_COLOURS",
+    "PLAN_COLOURS",
+    "COHORT_HISTOGRAMS",
+    "DENSITY_FLOOR",
+]
 
 LABEL_COLOURS = ("#e41a1c", "#4daf4a", "#377eb8", "#ff7f00", "#984ea3", "#a65628", "#f781bf")
 """Overlay colour of label value v: ``LABEL_COLOURS[(v - 1) % 7]`` (1 red, 2 green, 3 blue, 4 orange)."""
 PLAN_COLOURS = {"standard": "yellow", "model": "magenta"}
-MATCH_STYLE = {"whole tumour": ("cyan", "solid"), "core": ("white", "dashed")}
+MATCH_STYLE = {"whole tumour (FLAIR)": ("cyan", "solid"), "core (T1Gd)": ("white", "dashed")}
 OUTLINE_STYLE = ("white", "dotted")
 """The segmented whole tumour, drawn over the density and target volumes."""
 DENSITY_FLOOR = 1e-3
 """Densities below this fraction of capacity are not drawn (the log colour scale starts here)."""
-COHORT_HISTOGRAMS = (("mu_D_mm", "spread μ_D = √(D·T), mm"), ("mu_rho", "growth μ_ρ = √(ρ·T)"),
-                     ("infiltration_length_mm", "infiltration length √(D/ρ), mm"),
-                     ("velocity_mm_per_day", "speed of the tumour front 2√(D·ρ), mm/day"), ("dice_mean", "fit: mean Dice"))
+COHORT_HISTOGRAMS = (
+    ("mu_D_mm", "spread μ_D = √(D·T), mm"),
+    ("mu_rho", "growth μ_ρ = √(ρ·T)"),
+    ("infiltration_length_mm", "infiltration length √(D/ρ), mm"),
+    ("velocity_mm_per_day", "speed of the tumour front 2√(D·ρ), mm/day"),
+    ("dice_mean", "fit: mean Dice"),
+)
 """(results.csv column, axis label) of the cohort figure's histograms."""
 
 
@@ -74,9 +87,11 @@ def _check_volumes(arrays: dict[str, np.ndarray], affine: np.ndarray) -> np.ndar
 def _views(c: tuple[int, int, int], spacing: np.ndarray) -> list[tuple[str, tuple, float, tuple[str, str, str, str]]]:
     """(name, slicer, pixel aspect, (left, right, bottom, top) letters) of the axial, coronal, sagittal cuts."""
     sx, sy, sz = spacing
-    return [("axial", (slice(None), slice(None), c[2]), sy / sx, ("L", "R", "P", "A")),
-            ("coronal", (slice(None), c[1], slice(None)), sz / sx, ("L", "R", "I", "S")),
-            ("sagittal", (c[0], slice(None), slice(None)), sz / sy, ("P", "A", "I", "S"))]
+    return [
+        ("axial", (slice(None), slice(None), c[2]), sy / sx, ("L", "R", "P", "A")),
+        ("coronal", (slice(None), c[1], slice(None)), sz / sx, ("L", "R", "I", "S")),
+        ("sagittal", (c[0], slice(None), slice(None)), sz / sy, ("P", "A", "I", "S")),
+    ]
 
 
 def _outline():
@@ -121,16 +136,30 @@ def _legends(axes, labels: np.ndarray | None, names: dict[int, str] | None, plan
     if labels is not None:
         values = sorted(int(v) for v in np.unique(labels[labels > 0]))
         shown = names or _label_names(values)
-        seg = [Patch(color=LABEL_COLOURS[(v - 1) % len(LABEL_COLOURS)], alpha=0.6, label=shown.get(v, f"label {v}"))
-               for v in values]
-    seg += [Line2D([], [], color=c, linestyle=s, path_effects=_outline(), label=f"{match}: {n}")
-            for n, (c, s) in MATCH_STYLE.items()]
+        seg = [
+            Patch(color=LABEL_COLOURS[(v - 1) % len(LABEL_COLOURS)], alpha=0.6, label=shown.get(v, f"label {v}"))
+            for v in values
+        ]
+    seg += [
+        Line2D([], [], color=c, linestyle=s, path_effects=_outline(), label=f"{match}: {n}")
+        for n, (c, s) in MATCH_STYLE.items()
+    ]
     axes[-1, 1].legend(handles=seg, loc="upper center", bbox_to_anchor=(0.5, -0.04), fontsize=8, frameon=False)
-    tgt = [Line2D([], [], color=PLAN_COLOURS.get(k, "white"), path_effects=_outline(), label=f"{k} target volume")
-           for k in plans]
+    tgt = [
+        Line2D([], [], color=PLAN_COLOURS.get(k, "white"), path_effects=_outline(), label=f"{k} target volume")
+        for k in plans
+    ]
     if labels is not None:
-        tgt.append(Line2D([], [], color=OUTLINE_STYLE[0], linestyle=OUTLINE_STYLE[1], path_effects=_outline(),
-                          label="tumour outline (segmentation)"))
+        tgt.append(
+            Line2D(
+                [],
+                [],
+                color=OUTLINE_STYLE[0],
+                linestyle=OUTLINE_STYLE[1],
+                path_effects=_outline(),
+                label="tumour outline (segmentation)",
+            )
+        )
     if tgt:
         axes[-1, 2].legend(handles=tgt, loc="upper center", bbox_to_anchor=(0.5, -0.04), fontsize=8, frameon=False)
 
@@ -149,12 +178,18 @@ def _panel(ax, col: int, sl: dict[str, np.ndarray], style: dict) -> None:
     if col == 1:
         if "segmentation" in sl:
             ax.imshow(_label_rgba(sl["segmentation"]), origin="lower", interpolation="nearest")
-        _contour(ax, sl["match_whole_tumor"], *MATCH_STYLE["whole tumour"])
-        _contour(ax, sl["match_core"], *MATCH_STYLE["core"])
+        _contour(ax, sl["match_whole_tumor"], *MATCH_STYLE["whole tumour (FLAIR)"])
+        _contour(ax, sl["match_core"], *MATCH_STYLE["core (T1Gd)"])
     elif col == 2:
         if (sl["density"] >= DENSITY_FLOOR).any():
-            ax.imshow(np.ma.masked_less(sl["density"], DENSITY_FLOOR), cmap="inferno", norm=style["norm"],
-                      origin="lower", alpha=0.8, interpolation="nearest")
+            ax.imshow(
+                np.ma.masked_less(sl["density"], DENSITY_FLOOR),
+                cmap="inferno",
+                norm=style["norm"],
+                origin="lower",
+                alpha=0.8,
+                interpolation="nearest",
+            )
         for k in style["plans"]:
             _contour(ax, sl[f"plans[{k!r}]"] > 0, PLAN_COLOURS.get(k, "white"))
         if "segmentation" in sl:
@@ -167,10 +202,27 @@ def _orient(ax, aspect: float, letters: tuple[str, str, str, str], flip: bool) -
     if flip:
         ax.invert_xaxis()
         letters = (letters[1], letters[0], *letters[2:])
-    for (x, y, ha, va), t in zip(((0.01, .5, "left", "center"), (.99, .5, "right", "center"),
-                                  (.5, .01, "center", "bottom"), (.5, .99, "center", "top")), letters):
-        ax.text(x, y, t, transform=ax.transAxes, ha=ha, va=va, color="w", fontsize=9, fontweight="bold",
-                path_effects=_outline())
+    for (x, y, ha, va), t in zip(
+        (
+            (0.01, 0.5, "left", "center"),
+            (0.99, 0.5, "right", "center"),
+            (0.5, 0.01, "center", "bottom"),
+            (0.5, 0.99, "center", "top"),
+        ),
+        letters,
+    ):
+        ax.text(
+            x,
+            y,
+            t,
+            transform=ax.transAxes,
+            ha=ha,
+            va=va,
+            color="w",
+            fontsize=9,
+            fontweight="bold",
+            path_effects=_outline(),
+        )
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -194,11 +246,22 @@ def _volumes(mri, segmentation, density, match_whole_tumor, match_core, plans, a
     return vols, aff
 
 
-def patient_figure(*, mri: np.ndarray, density: np.ndarray, affine: np.ndarray, mri_name: str = "T1c",
-                   segmentation: np.ndarray | None = None, match_whole_tumor: np.ndarray | None = None,
-                   match_core: np.ndarray | None = None, plans: dict[str, np.ndarray] | None = None,
-                   title: str = "", radiological: bool = False, log_density: bool = True,
-                   segmentation_names: dict[int, str] | None = None, match_name: str = "matched simulation"):
+def patient_figure(
+    *,
+    mri: np.ndarray,
+    density: np.ndarray,
+    affine: np.ndarray,
+    mri_name: str = "T1c",
+    segmentation: np.ndarray | None = None,
+    match_whole_tumor: np.ndarray | None = None,
+    match_core: np.ndarray | None = None,
+    plans: dict[str, np.ndarray] | None = None,
+    title: str = "",
+    radiological: bool = False,
+    log_density: bool = True,
+    segmentation_names: dict[int, str] | None = None,
+    match_name: str = "matched simulation",
+):
     """The report figure of one tumour (``report.png``): 3 views × (MRI, segmentation, density).
 
     Parameters
@@ -228,15 +291,19 @@ def patient_figure(*, mri: np.ndarray, density: np.ndarray, affine: np.ndarray, 
     vols, aff = _volumes(mri, segmentation, density, match_whole_tumor, match_core, plans, affine)
     spacing = np.sqrt((aff[:3, :3] ** 2).sum(axis=0))
     shown = vols["segmentation"] > 0 if segmentation is not None else vols["match_whole_tumor"] > 0
-    centre = (tuple(int(round(x)) for x in np.argwhere(shown).mean(axis=0)) if shown.any()
-              else slice_centre(vols["density"]))
+    centre = (
+        tuple(int(round(x)) for x in np.argwhere(shown).mean(axis=0)) if shown.any() else slice_centre(vols["density"])
+    )
     norm = LogNorm(vmin=DENSITY_FLOOR, vmax=1.0) if log_density else Normalize(vmin=0.0, vmax=1.0)
     style = {"window": _window(vols["mri"]), "norm": norm, "plans": list(plans or {})}
     world = aff @ np.array([*centre, 1.0])
     fig = Figure(figsize=(12.5, 13.0), layout="constrained")
     axes = fig.subplots(3, 3, squeeze=False)
-    columns = (mri_name, ("segmentation + " if segmentation is not None else "") + match_name,
-               "tumour-cell density" + (" + target volumes" if plans else ""))
+    columns = (
+        mri_name,
+        ("segmentation + " if segmentation is not None else "") + match_name,
+        "tumour-cell density" + (" + target volumes" if plans else ""),
+    )
     for r, (name, sl, aspect, letters) in enumerate(_views(centre, spacing)):
         axis = "xyz".index({"axial": "z", "coronal": "y", "sagittal": "x"}[name])
         flip = radiological if name != "sagittal" else True
@@ -246,20 +313,38 @@ def patient_figure(*, mri: np.ndarray, density: np.ndarray, affine: np.ndarray, 
             if r == 0:
                 axes[r, col].set_title(columns[col], fontsize=10)
         axes[r, 0].set_ylabel(f"{name}, {'xyz'[axis]} = {world[axis]:.1f} mm")
-    fig.colorbar(ScalarMappable(norm=norm, cmap="inferno"), ax=axes[:, 2], shrink=0.6,
-                 label="tumour-cell density (fraction of capacity, log scale)" if log_density
-                 else "tumour-cell density (fraction of capacity)")
+    fig.colorbar(
+        ScalarMappable(norm=norm, cmap="inferno"),
+        ax=axes[:, 2],
+        shrink=0.6,
+        label="tumour-cell density (fraction of capacity, log scale)"
+        if log_density
+        else "tumour-cell density (fraction of capacity)",
+    )
     _legends(axes, vols.get("segmentation"), segmentation_names, style["plans"], match_name)
     sp = " × ".join(f"{s:.3g}" for s in spacing)
-    conv = ("radiological: patient's right on the image left" if radiological
-            else "neurological: patient's left on the image left")
-    fig.suptitle((f"{title}\n" if title else "") + f"{conv}, sagittal: anterior on the left; voxel {sp} mm; "
-                 f"cut through the tumour centre ({', '.join(f'{w:.1f}' for w in world[:3])}) mm", fontsize=10.5)
+    conv = (
+        "radiological: patient's right on the image left"
+        if radiological
+        else "neurological: patient's left on the image left"
+    )
+    fig.suptitle(
+        (f"{title}\n" if title else "") + f"{conv}, sagittal: anterior on the left; voxel {sp} mm; "
+        f"cut through the tumour centre ({', '.join(f'{w:.1f}' for w in world[:3])}) mm",
+        fontsize=10.5,
+    )
     return fig
 
 
-def density_figure(background: np.ndarray | None, density: np.ndarray, affine: np.ndarray, *,
-                   thresholds: tuple[float, float] = (0.25, 0.675), title: str = "", background_name: str = "atlas T1"):
+def density_figure(
+    background: np.ndarray | None,
+    density: np.ndarray,
+    affine: np.ndarray,
+    *,
+    thresholds: tuple[float, float] = (0.25, 0.675),
+    title: str = "",
+    background_name: str = "atlas T1",
+):
     """:func:`patient_figure` of a simulated density without a segmentation (``simulate --png``).
 
     Column 2 shows the simulated tumour as it would be visible: FLAIR (density ≥ ``thresholds[0]``) and
@@ -267,9 +352,16 @@ def density_figure(background: np.ndarray | None, density: np.ndarray, affine: n
     """
     d = np.asarray(density, dtype=np.float32)
     mri = background if background is not None else np.zeros_like(d)
-    return patient_figure(mri=mri, mri_name=background_name, density=d, affine=affine,
-                          match_whole_tumor=d >= thresholds[0], match_core=d >= thresholds[1], title=title,
-                          match_name="simulated tumour")
+    return patient_figure(
+        mri=mri,
+        mri_name=background_name,
+        density=d,
+        affine=affine,
+        match_whole_tumor=d >= thresholds[0],
+        match_core=d >= thresholds[1],
+        title=title,
+        match_name="simulated tumour",
+    )
 
 
 def _num(v) -> float | None:
@@ -295,8 +387,15 @@ def cohort_figure(rows: list[dict]):
         vals = np.array([x for x in (_num(r.get(key)) for r in ok) if x is not None])
         ax.set_xlabel(text)
         if vals.size == 0:
-            ax.text(0.5, 0.5, "no ok rows" if not ok else "no values", ha="center", va="center",
-                    transform=ax.transAxes, color="grey")
+            ax.text(
+                0.5,
+                0.5,
+                "no ok rows" if not ok else "no values",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                color="grey",
+            )
             ax.set_yticks([])
             continue
         ax.hist(vals, bins=int(np.clip(np.sqrt(vals.size), 5, 30)), color="#4477aa", edgecolor="white")
@@ -307,8 +406,14 @@ def cohort_figure(rows: list[dict]):
     n_failed = len(rows) - len(ok)
     summary = axes.flat[-1]
     summary.axis("off")
-    summary.text(0.05, 0.6, f"{len(ok)} ok\n{n_failed} failed\n{len(rows)} patients", fontsize=14,
-                 va="center", transform=summary.transAxes)
+    summary.text(
+        0.05,
+        0.6,
+        f"{len(ok)} ok\n{n_failed} failed\n{len(rows)} patients",
+        fontsize=14,
+        va="center",
+        transform=summary.transAxes,
+    )
     fig.suptitle(f"gliofit cohort: {len(ok)} ok / {n_failed} failed", fontsize=13)
     return fig
 

@@ -14,8 +14,16 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-__all__ = ["LABELS", "UNITS", "POOR_FIT_DICE_MEAN", "label", "unit", "fit_warnings", "value_with_interval",
-           "parameters_title"]
+__all__ = [
+    "LABELS",
+    "UNITS",
+    "POOR_FIT_DICE_MEAN",
+    "label",
+    "unit",
+    "fit_warnings",
+    "value_with_interval",
+    "parameters_title",
+]
 
 LABELS = {
     "D_mm2_per_day": "diffusivity D (white matter)",
@@ -33,9 +41,18 @@ LABELS = {
     "dice_mean": "Dice, mean",
 }
 """result.json key -> what a reader sees."""
-UNITS = {"D_mm2_per_day": "mm²/day", "rho_per_day": "1/day", "T_days": "days", "mu_D_mm": "mm", "mu_rho": "",
-         "infiltration_length_mm": "mm", "velocity_mm_per_day": "mm/day", "origin_mm": "mm",
-         "threshold_edema": "of capacity", "threshold_core": "of capacity"}
+UNITS = {
+    "D_mm2_per_day": "mm²/day",
+    "rho_per_day": "1/day",
+    "T_days": "days",
+    "mu_D_mm": "mm",
+    "mu_rho": "",
+    "infiltration_length_mm": "mm",
+    "velocity_mm_per_day": "mm/day",
+    "origin_mm": "mm",
+    "threshold_edema": "of capacity",
+    "threshold_core": "of capacity",
+}
 POOR_FIT_DICE_MEAN = 0.5
 """Below this mean Dice (whole tumour and core) the best simulation covers less than half of the
 tumour it should explain: its parameters and density are flagged as a poor fit."""
@@ -55,9 +72,11 @@ def fit_warnings(fit: Mapping[str, float]) -> list[str]:
     dice = fit.get("dice_mean")
     if dice is None or not math.isfinite(float(dice)) or float(dice) >= POOR_FIT_DICE_MEAN:
         return []
-    return [f"poor fit: mean Dice {float(dice):.2f} < {POOR_FIT_DICE_MEAN} (whole tumour "
-            f"{float(fit.get('dice_whole_tumor', float('nan'))):.2f}, core {float(fit.get('dice_core', float('nan'))):.2f}); "
-            "the parameters and density describe this tumour poorly"]
+    return [
+        f"poor fit: mean Dice {float(dice):.2f} < {POOR_FIT_DICE_MEAN} (whole tumour "
+        f"{float(fit.get('dice_whole_tumor', float('nan'))):.2f}, core {float(fit.get('dice_core', float('nan'))):.2f}); "
+        "the parameters and density describe this tumour poorly"
+    ]
 
 
 def _num(x: float) -> str:
@@ -73,8 +92,9 @@ def value_with_interval(key: str, value: float, ci95: tuple[float, float] | list
     return text
 
 
-def parameters_title(parameters: Mapping, uncertainty: Mapping | None = None, fit: Mapping | None = None,
-                     name: str | None = None) -> str:
+def parameters_title(
+    parameters: Mapping, uncertainty: Mapping | None = None, fit: Mapping | None = None, name: str | None = None
+) -> str:
     """A figure title in three lines: what a clinician reads first (infiltration length, speed), the model
     parameters D, ρ, T, the identifiable μ_D, μ_ρ, each with its 95 % interval when ``uncertainty`` has one."""
     unc = uncertainty or {}
@@ -87,7 +107,9 @@ def parameters_title(parameters: Mapping, uncertainty: Mapping | None = None, fi
     first = [part("infiltration_length_mm", "infiltration length"), part("velocity_mm_per_day", "speed")]
     if fit and fit.get("dice_mean") is not None:
         first.append(f"fit: mean Dice {float(fit['dice_mean']):.2f}")
-    lines = [(f"{name}: " if name else "") + ", ".join(p for p in first if p),
-             ", ".join(p for p in (part("D_mm2_per_day", "D"), part("rho_per_day", "ρ"), part("T_days", "T")) if p),
-             ", ".join(p for p in (part("mu_D_mm", "μ_D"), part("mu_rho", "μ_ρ")) if p)]
+    lines = [
+        (f"{name}: " if name else "") + ", ".join(p for p in first if p),
+        ", ".join(p for p in (part("D_mm2_per_day", "D"), part("rho_per_day", "ρ"), part("T_days", "T")) if p),
+        ", ".join(p for p in (part("mu_D_mm", "μ_D"), part("mu_rho", "μ_ρ")) if p),
+    ]
     return "\n".join(line for line in lines if line)

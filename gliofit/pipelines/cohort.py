@@ -33,6 +33,7 @@ from typing import Any
 from gliofit.common.errors import InputError, storage_error
 from gliofit.common.executors import make_executor
 from gliofit.common.progress import progress_bar
+from gliofit.common.wording import fit_warnings
 from gliofit.common.io import write_json, write_text
 from gliofit.pipelines.patient import check_patient_name, find_patients
 from gliofit.pipelines.run import REGISTRATIONS, STAGES, output_folder_ready
@@ -52,10 +53,10 @@ _ORIGIN = ("origin_x_mm", "origin_y_mm", "origin_z_mm")
 
 def csv_columns() -> list[str]:
     """results.csv columns: patient, status, error, parameters (origin split in three), their 95%
-    intervals, the fit, the timings (INTERFACES.md)."""
+    intervals, the fit, the timings, the warnings (docs/interfaces.md)."""
     params = [c for k in PARAMETER_KEYS for c in (_ORIGIN if k == "origin_mm" else (k,))]
     ci = [f"{c}_ci95_{side}" for c in params for side in ("low", "high")]
-    return ["patient", "status", "error", *params, *ci, *FIT_KEYS, *STAGES]
+    return ["patient", "status", "error", *params, *ci, *FIT_KEYS, *STAGES, "warnings"]
 
 
 def result_row(patient: str, result: dict) -> dict[str, Any]:
@@ -74,6 +75,7 @@ def result_row(patient: str, result: dict) -> dict[str, Any]:
                 row[f"{name}_ci95_high"] = high[i] if key == "origin_mm" else high
     row.update({k: result["fit"].get(k, "") for k in FIT_KEYS})
     row.update({k: result.get("timings_s", {}).get(k, "") for k in STAGES})
+    row["warnings"] = "; ".join(result.get("warnings", fit_warnings(result["fit"])))
     return row
 
 

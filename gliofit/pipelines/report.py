@@ -18,8 +18,15 @@ from gliofit.common.figures import COHORT_HISTOGRAMS, cohort_figure, patient_fig
 from gliofit.common.io import write_text
 from gliofit.common.report_html import cohort_index_html, patient_html
 
-__all__ = ["patient_figure", "patient_html", "write_patient_report", "cohort_figure", "cohort_index_html",
-           "write_cohort_report", "COHORT_HISTOGRAMS"]
+__all__ = [
+    "patient_figure",
+    "patient_html",
+    "write_patient_report",
+    "cohort_figure",
+    "cohort_index_html",
+    "write_cohort_report",
+    "COHORT_HISTOGRAMS",
+]
 
 
 def write_patient_report(out_dir: Path, result: dict, figure, plan: dict | None = None) -> dict[str, Path]:

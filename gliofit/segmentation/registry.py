@@ -22,7 +22,16 @@ from urllib.parse import unquote, urlsplit
 from gliofit.common.cache import cache_dir
 from gliofit.common.errors import InputError
 
-__all__ = ["ModelEntry", "REGISTRY_FILE", "REGISTRY_ENV", "KINDS", "registry", "model_path", "fetch_model", "resolve_model"]
+__all__ = [
+    "ModelEntry",
+    "REGISTRY_FILE",
+    "REGISTRY_ENV",
+    "KINDS",
+    "registry",
+    "model_path",
+    "fetch_model",
+    "resolve_model",
+]
 
 REGISTRY_FILE = Path(__file__).with_name("models.json")
 REGISTRY_ENV = "GLIOFIT_MODELS"
@@ -69,8 +78,9 @@ def model_path(entry: ModelEntry) -> Path:
 
 
 def _unknown(name: str, known: dict[str, ModelEntry]) -> InputError:
-    return InputError(f"{name}: no such file and not a known model (known: {', '.join(known)}; `gliofit models` "
-                      "lists them)")
+    return InputError(
+        f"{name}: no such file and not a known model (known: {', '.join(known)}; `gliofit models` lists them)"
+    )
 
 
 def fetch_model(name: str, *, progress: bool = True, registry_file: str | Path | None = None) -> Path:
@@ -102,8 +112,9 @@ def _from_url(url: str, progress: bool) -> Path:
     return download(bare, cache_dir() / "models" / folder / name, sha256=sha, progress=progress)
 
 
-def resolve_model(spec: str | Path, *, purpose: str = "segmentation", progress: bool = True,
-                  registry_file: str | Path | None = None) -> Path:
+def resolve_model(
+    spec: str | Path, *, purpose: str = "segmentation", progress: bool = True, registry_file: str | Path | None = None
+) -> Path:
     """The checkpoint file meant by a ``--model`` (or ``--pretrained``) value.
 
     Parameters
@@ -130,6 +141,8 @@ def resolve_model(spec: str | Path, *, purpose: str = "segmentation", progress: 
         raise _unknown(s, known)
     e = known[s]
     if purpose == "segmentation" and e.kind != "segmentation":
-        raise InputError(f"{s}: a {e.kind} checkpoint ({e.expected_input}), not a brain-tumour model; fine-tune it "
-                         f"first: gliofit seg train DATA --variant {e.variant} --pretrained {s} -o MODEL")
+        raise InputError(
+            f"{s}: a {e.kind} checkpoint ({e.expected_input}), not a brain-tumour model; fine-tune it "
+            f"first: gliofit seg train DATA --variant {e.variant} --pretrained {s} -o MODEL"
+        )
     return fetch_model(s, progress=progress, registry_file=registry_file)

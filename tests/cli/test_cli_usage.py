@@ -18,8 +18,7 @@ GLIOFIT = str(Path(sys.executable).with_name("gliofit"))
 
 
 def _run(args: list[str], **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([GLIOFIT, *args], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **env})
+    return subprocess.run([GLIOFIT, *args], capture_output=True, text=True, timeout=300, env={**os.environ, **env})
 
 
 def test_version_prints_the_package_version():
@@ -63,8 +62,25 @@ def test_db_info_on_a_file_says_not_a_directory(tmp_path):
 
 
 def test_simulate_error_has_no_blank_line_before_it(tmp_path):
-    res = _run(["simulate", "--D", "0.5", "--rho", "0.05", "--T", "10", "--origin", "500", "0", "0",
-                "--resolution", "6", "-o", str(tmp_path / "d.nii.gz")])
+    res = _run(
+        [
+            "simulate",
+            "--D",
+            "0.5",
+            "--rho",
+            "0.05",
+            "--T",
+            "10",
+            "--origin",
+            "500",
+            "0",
+            "0",
+            "--resolution",
+            "6",
+            "-o",
+            str(tmp_path / "d.nii.gz"),
+        ]
+    )
     assert res.returncode == 2
     assert res.stderr.startswith("gliofit: error: origin"), repr(res.stderr)
     assert res.stderr.count("\n") == 1
@@ -72,14 +88,23 @@ def test_simulate_error_has_no_blank_line_before_it(tmp_path):
 
 def test_torch_cuda_toolkit_warning_is_quiet_on_cpu(tmp_path):
     """torch logs "No CUDA runtime is found" when a CUDA toolkit folder exists but no GPU does."""
-    code = ("import gliofit.cli, torch, torch.utils.cpp_extension as c; "
-            "print(torch.cuda.is_available())")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "CUDA_HOME": str(tmp_path)})
+    code = "import gliofit.cli, torch, torch.utils.cpp_extension as c; print(torch.cuda.is_available())"
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "CUDA_HOME": str(tmp_path)},
+    )
     assert res.returncode == 0, res.stderr
     if res.stdout.strip() == "False":
         assert "No CUDA runtime" not in res.stderr
-    bare = subprocess.run([sys.executable, "-c", code.replace("import gliofit.cli, ", "import ")],
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "CUDA_HOME": str(tmp_path)})
+    bare = subprocess.run(
+        [sys.executable, "-c", code.replace("import gliofit.cli, ", "import ")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "CUDA_HOME": str(tmp_path)},
+    )
     if bare.stdout.strip() == "False":
-        assert "No CUDA runtime" in bare.stderr          # the warning exists without gliofit's CLI
+        assert "No CUDA runtime" in bare.stderr  # the warning exists without gliofit's CLI

@@ -36,14 +36,31 @@ def test_simulated_density_figure_is_the_report_layout(tmp_path):
     u[6:14, 8:16, 5:12] = 0.3
     u[8:12, 10:14, 7:10] = 0.9
     aff = np.diag([2.0, 2.0, 2.0, 1.0])
-    title = parameters_title({"D_mm2_per_day": 0.5, "rho_per_day": 0.05, "T_days": 200.0, "mu_D_mm": 10.0,
-                              "mu_rho": 3.16, "infiltration_length_mm": 3.16, "velocity_mm_per_day": 0.316})
+    title = parameters_title(
+        {
+            "D_mm2_per_day": 0.5,
+            "rho_per_day": 0.05,
+            "T_days": 200.0,
+            "mu_D_mm": 10.0,
+            "mu_rho": 3.16,
+            "infiltration_length_mm": 3.16,
+            "velocity_mm_per_day": 0.316,
+        }
+    )
     fig = density_figure(np.ones_like(u), u, aff, title=title)
-    assert len(fig.axes) == 10                           # 3 x 3 panels and the colour bar
+    assert len(fig.axes) == 10  # 3 x 3 panels and the colour bar
     assert fig.axes[1].get_title() == "simulated tumour"
     text = fig._suptitle.get_text()
-    for words in ("infiltration length 3.16 mm", "speed 0.316 mm/day", "D 0.5 mm²/day", "ρ 0.05 1/day",
-                  "T 200 days", "μ_D 10 mm", "μ_ρ 3.16", "anterior on the left"):
+    for words in (
+        "infiltration length 3.16 mm",
+        "speed 0.316 mm/day",
+        "D 0.5 mm²/day",
+        "ρ 0.05 1/day",
+        "T 200 days",
+        "μ_D 10 mm",
+        "μ_ρ 3.16",
+        "anterior on the left",
+    ):
         assert words in text, words
     png = save_figure(fig, tmp_path / "d.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -53,8 +70,9 @@ def test_title_shows_95_percent_intervals():
     p = {"infiltration_length_mm": 2.74, "velocity_mm_per_day": 0.219, "mu_D_mm": 8.66}
     u = {"infiltration_length_mm": {"ci95": [2.2, 3.2]}, "mu_D_mm": {"ci95": [6.0, 11.0]}}
     text = parameters_title(p, u, {"dice_mean": 0.77}, name="P001")
-    assert text.splitlines()[0] == ("P001: infiltration length 2.74 mm (95 %: 2.2 to 3.2), speed 0.219 mm/day, "
-                                    "fit: mean Dice 0.77")
+    assert text.splitlines()[0] == (
+        "P001: infiltration length 2.74 mm (95 %: 2.2 to 3.2), speed 0.219 mm/day, fit: mean Dice 0.77"
+    )
     assert "μ_D 8.66 mm (95 %: 6 to 11)" in text
 
 

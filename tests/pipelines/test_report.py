@@ -40,10 +40,15 @@ def _case(flip_x: bool = False) -> dict:
     mri = (100 + 50 * np.cos(idx[0] / 5) + 30 * (labels == 3)).astype(np.float32)
     affine = np.diag([*SPACING, 1.0])
     affine[:3, 3] = (-20.0, -30.0, -40.0)
-    arrays = {"mri": mri, "segmentation": labels, "density": density, "match_whole_tumor": density >= 0.25,
-              "match_core": density >= 0.675}
+    arrays = {
+        "mri": mri,
+        "segmentation": labels,
+        "density": density,
+        "match_whole_tumor": density >= 0.25,
+        "match_core": density >= 0.675,
+    }
     plans = {"standard": r_mm < 23, "model": density >= 0.02}
-    if flip_x:                                  # stored L-to-R reversed (an LAS file): the figure reorients
+    if flip_x:  # stored L-to-R reversed (an LAS file): the figure reorients
         arrays = {k: v[::-1] for k, v in arrays.items()}
         plans = {k: v[::-1] for k, v in plans.items()}
         affine = affine @ np.array([[-1, 0, 0, SHAPE[0] - 1], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]])
@@ -51,21 +56,47 @@ def _case(flip_x: bool = False) -> dict:
 
 
 def _result(name: str = "P001") -> dict:
-    params = {"D_mm2_per_day": 0.3, "rho_per_day": 0.04, "T_days": 250.0, "mu_D_mm": 8.66, "mu_rho": 3.16,
-              "infiltration_length_mm": 2.74, "velocity_mm_per_day": 0.219, "origin_mm": [-28.0, -12.0, 22.0],
-              "threshold_edema": 0.25, "threshold_core": 0.675}
+    params = {
+        "D_mm2_per_day": 0.3,
+        "rho_per_day": 0.04,
+        "T_days": 250.0,
+        "mu_D_mm": 8.66,
+        "mu_rho": 3.16,
+        "infiltration_length_mm": 2.74,
+        "velocity_mm_per_day": 0.219,
+        "origin_mm": [-28.0, -12.0, 22.0],
+        "threshold_edema": 0.25,
+        "threshold_core": 0.675,
+    }
     unc = {k: {"mean": v, "std": 0.1, "ci95": [v - 0.5, v + 0.5]} for k, v in params.items() if k != "origin_mm"}
     unc["mu_D_mm"] = {"mean": 15.5, "std": 2.1, "ci95": [11.25, 19.75]}
-    unc["origin_mm"] = {"mean": [-28.0, -12.0, 22.0], "std": [1.0, 1.0, 1.0],
-                        "ci95": [[-30.5, -14.5, 19.5], [-25.5, -9.5, 24.5]]}
-    matches = [{"rank": i + 1, "entry_id": 100 + i, "simulation_id": 10 + i, "dice_whole_tumor": 0.8 - 0.01 * i,
-                "dice_core": 0.7 - 0.01 * i, "parameters": params} for i in range(12)]
-    return {"gliofit_version": "0.1.0", "space": "patient",
-            "database": {"path": "/data/db", "entries": 123456, "atlas": "icbm152-2009a", "resolution_mm": 2.0},
-            "parameters": params, "uncertainty": unc,
-            "fit": {"dice_whole_tumor": 0.81, "dice_core": 0.72, "dice_mean": 0.765}, "matches": matches,
-            "timings_s": {"load": 0.5, "segmentation": 30.0, "registration": 60.0, "query": 2.0, "total": 95.0},
-            "patient": {"name": name, "folder": "/cohort/" + name}}
+    unc["origin_mm"] = {
+        "mean": [-28.0, -12.0, 22.0],
+        "std": [1.0, 1.0, 1.0],
+        "ci95": [[-30.5, -14.5, 19.5], [-25.5, -9.5, 24.5]],
+    }
+    matches = [
+        {
+            "rank": i + 1,
+            "entry_id": 100 + i,
+            "simulation_id": 10 + i,
+            "dice_whole_tumor": 0.8 - 0.01 * i,
+            "dice_core": 0.7 - 0.01 * i,
+            "parameters": params,
+        }
+        for i in range(12)
+    ]
+    return {
+        "gliofit_version": "0.1.0",
+        "space": "patient",
+        "database": {"path": "/data/db", "entries": 123456, "atlas": "icbm152-2009a", "resolution_mm": 2.0},
+        "parameters": params,
+        "uncertainty": unc,
+        "fit": {"dice_whole_tumor": 0.81, "dice_core": 0.72, "dice_mean": 0.765},
+        "matches": matches,
+        "timings_s": {"load": 0.5, "segmentation": 30.0, "registration": 60.0, "query": 2.0, "total": 95.0},
+        "patient": {"name": name, "folder": "/cohort/" + name},
+    }
 
 
 @pytest.mark.parametrize("with_plans", [True, False])
@@ -80,7 +111,7 @@ def test_patient_figure_builds_and_writes_a_png(tmp_path, with_plans):
     with Image.open(files["report"]) as im:
         assert im.format == "PNG" and im.size[0] > 800 and im.size[1] > 800
     assert plt.imread(files["report"]).ndim == 3
-    assert not list((tmp_path / "P001").glob(".*part*"))       # no temporary left behind
+    assert not list((tmp_path / "P001").glob(".*part*"))  # no temporary left behind
     html = files["report_html"].read_text()
     assert "data:image/png;base64," in html and "120.5" in html
 
@@ -133,8 +164,20 @@ def test_patient_html_is_self_contained_escaped_and_shows_intervals():
     assert all(src.startswith("data:") for src in re.findall(r'src="([^"]*)"', html))
     assert all(v.startswith("data:") for v in re.findall(r"""(?:src|href)\s*=\s*["']?([^"'\s>]*)""", html))
     assert "<b>x&y" not in html and "&lt;b&gt;x&amp;y" in html
-    for text in ("11.25", "19.75", "15.5", "-30.5", "24.5", "0.765", "210.2", "0.79", "123456", "icbm152-2009a",
-                 "registration", "first 10 of 12"):
+    for text in (
+        "11.25",
+        "19.75",
+        "15.5",
+        "-30.5",
+        "24.5",
+        "0.765",
+        "210.2",
+        "0.79",
+        "123456",
+        "icbm152-2009a",
+        "registration",
+        "first 10 of 12",
+    ):
         assert text in html, text
 
 
@@ -149,10 +192,22 @@ def _csv_rows(rows: list[dict]) -> list[dict]:
 
 
 def _cohort_rows() -> list[dict]:
-    ok = [{"patient": p, "status": "ok", "error": "", "mu_D_mm": 8 + i, "mu_rho": 3.0 + 0.1 * i,
-           "mu_D_mm_ci95_low": 6 + i, "mu_D_mm_ci95_high": 11 + i, "infiltration_length_mm": 2.5,
-           "velocity_mm_per_day": 0.2 + 0.01 * i, "dice_mean": 0.7 + 0.02 * i, "total": 90.0 + i}
-          for i, p in enumerate(["P001", "a b&c", "P003"])]
+    ok = [
+        {
+            "patient": p,
+            "status": "ok",
+            "error": "",
+            "mu_D_mm": 8 + i,
+            "mu_rho": 3.0 + 0.1 * i,
+            "mu_D_mm_ci95_low": 6 + i,
+            "mu_D_mm_ci95_high": 11 + i,
+            "infiltration_length_mm": 2.5,
+            "velocity_mm_per_day": 0.2 + 0.01 * i,
+            "dice_mean": 0.7 + 0.02 * i,
+            "total": 90.0 + i,
+        }
+        for i, p in enumerate(["P001", "a b&c", "P003"])
+    ]
     failed = {"patient": "P004", "status": "failed", "error": "T1 missing <x>", "mu_D_mm": "", "dice_mean": ""}
     return _csv_rows(ok + [failed])
 
@@ -182,11 +237,17 @@ def test_cohort_figure_works_without_ok_rows(rows):
 
 def test_patient_html_groups_snapshots_of_one_simulation_and_uses_labels():
     res = _result()
-    res["matches"] = [dict(m, simulation_id=7 if m["rank"] <= 3 else m["simulation_id"],
-                           parameters=dict(m["parameters"], T_days=100.0 * m["rank"])) for m in res["matches"]]
+    res["matches"] = [
+        dict(
+            m,
+            simulation_id=7 if m["rank"] <= 3 else m["simulation_id"],
+            parameters=dict(m["parameters"], T_days=100.0 * m["rank"]),
+        )
+        for m in res["matches"]
+    ]
     res["fit"] = {"dice_whole_tumor": 0.4, "dice_core": 0.2, "dice_mean": 0.3}
     html = patient_html(res, images={})
     assert "10 simulations, 12 matches" in html
-    assert "3: 100, 200, 300" in html                      # the three snapshots of simulation 7 in one row
+    assert "3: 100, 200, 300" in html  # the three snapshots of simulation 7 in one row
     assert "infiltration length √(D/ρ)" in html and "speed of the tumour front" in html
     assert 'class="warning">poor fit: mean Dice 0.30' in html

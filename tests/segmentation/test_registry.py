@@ -65,7 +65,7 @@ class _Server:
                 self.end_headers()
                 body = data[start:]
                 if mode == "cut":
-                    server.mode[self.path] = ""              # the next request gets the rest
+                    server.mode[self.path] = ""  # the next request gets the rest
                     body = body[: len(body) // 2]
                 self.wfile.write(body)
                 self.wfile.flush()
@@ -87,9 +87,11 @@ def server():
 def checkpoint_bytes(tmp_path) -> bytes:
     """A small nnU-Net v2 style checkpoint (``{'network_weights': ...}``), ~1.5 MB."""
     g = torch.Generator().manual_seed(0)
-    weights = {"conv_blocks_context.0.0.conv1.weight": torch.randn(32, 1, 3, 3, 3, generator=g),
-               "seg_outputs.0.weight": torch.randn(105, 32, 1, 1, 1, generator=g),
-               "decoder.big": torch.randn(360, 1000, generator=g)}
+    weights = {
+        "conv_blocks_context.0.0.conv1.weight": torch.randn(32, 1, 3, 3, 3, generator=g),
+        "seg_outputs.0.weight": torch.randn(105, 32, 1, 1, 1, generator=g),
+        "decoder.big": torch.randn(360, 1000, generator=g),
+    }
     p = tmp_path / "made.pth"
     torch.save({"network_weights": weights}, p)
     return p.read_bytes()
@@ -109,13 +111,13 @@ def test_download_resumes_after_a_cut_off_transfer(server, checkpoint_bytes, tmp
     assert not dest.exists() and 0 < part.stat().st_size < len(checkpoint_bytes)
     kept = part.stat().st_size
     download(server.url + "/m.pth", dest, sha256=_sha(checkpoint_bytes), progress=False)
-    assert server.ranges[-1] == f"bytes={kept}-"            # asked for the rest only
+    assert server.ranges[-1] == f"bytes={kept}-"  # asked for the rest only
     assert dest.read_bytes() == checkpoint_bytes and not part.exists()
     weights, _ = read_checkpoint(dest)
     assert weights["seg_outputs.0.weight"].shape == (105, 32, 1, 1, 1)
     n = len(server.ranges)
     download(server.url + "/m.pth", dest, sha256=_sha(checkpoint_bytes), progress=False)
-    assert len(server.ranges) == n                             # once: a verified file is not fetched again
+    assert len(server.ranges) == n  # once: a verified file is not fetched again
 
 
 def test_a_server_ignoring_range_restarts_from_zero(server, checkpoint_bytes, tmp_path):
@@ -146,14 +148,29 @@ def test_a_tampered_file_in_the_cache_is_refused(server, checkpoint_bytes, tmp_p
 
 def _registry(tmp_path: Path, url: str, sha: str | None, kind: str = "segmentation") -> Path:
     reg = tmp_path / "models.json"
-    reg.write_text(json.dumps({"format_version": 1, "models": {"tiny": {
-        "variant": "small", "kind": kind, "source": "made by the test", "url": url, "file": "tiny.pth",
-        "sha256": sha, "licence": "CC0-1.0", "expected_input": "4 MRI channels"}}}))
+    reg.write_text(
+        json.dumps(
+            {
+                "format_version": 1,
+                "models": {
+                    "tiny": {
+                        "variant": "small",
+                        "kind": kind,
+                        "source": "made by the test",
+                        "url": url,
+                        "file": "tiny.pth",
+                        "sha256": sha,
+                        "licence": "CC0-1.0",
+                        "expected_input": "4 MRI channels",
+                    }
+                },
+            }
+        )
+    )
     return reg
 
 
-def test_models_lists_the_packaged_registry_and_fetch_downloads_once(server, checkpoint_bytes, tmp_path,
-                                                                       monkeypatch):
+def test_models_lists_the_packaged_registry_and_fetch_downloads_once(server, checkpoint_bytes, tmp_path, monkeypatch):
     packaged = registry()
     assert {"stunet-small", "stunet-base", "stunet-large", "stunet-huge"} <= set(packaged)
     for e in packaged.values():
