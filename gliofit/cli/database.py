@@ -1,4 +1,4 @@
-"""``gliofit db build | info | verify | index``: the simulation database from the command line."""
+"""``gliofit db build | info | verify | index | migrate``: the simulation database from the command line."""
 
 from __future__ import annotations
 
@@ -97,3 +97,15 @@ def index(
 
     read_manifest(db)
     typer.echo(json.dumps(rebuild_index(db, kind, database_url=database_url)))
+
+
+@db_app.command("migrate")
+@cli_errors
+def migrate(
+    db: Path = typer.Argument(..., help="Database directory."),
+    database_url: str = typer.Option(None, "--database-url", help=URL_HELP),
+) -> None:
+    """Bring the database's SQL schema to this gliofit's version (opening a database never does)."""
+    from gliofit.simulations_db.database import migrate_database
+
+    typer.echo(json.dumps(migrate_database(db, database_url)))

@@ -14,10 +14,22 @@ from sqlalchemy import func, select
 
 from gliofit.common.errors import InputError
 from gliofit.simulations_db.manifest import Manifest, read_manifest
-from gliofit.simulations_db.schema import database_url_for, entries_t, make_engine, migrate, simulations_t
-from gliofit.simulations_db.store import QUANT_SCALE, VISIBLE_LEVEL, ShardReader, threshold_level
+from gliofit.simulations_db.schema import (
+    check_schema,
+    database_url_for,
+    entries_t,
+    make_engine,
+    migrate,
+    simulations_t,
+)
+from gliofit.simulations_db.store import (
+    QUANT_SCALE,
+    VISIBLE_LEVEL,
+    ShardReader,
+    threshold_level,
+)
 
-__all__ = ["Database", "open_database"]
+__all__ = ["Database", "migrate_database", "open_database"]
 
 _ENTRY_COLUMNS = ("id", "simulation_id", "snapshot", "T_days", "mu_D_mm", "mu_rho", "wt_voxels", "core_voxels",
                   "wt_cm3", "core_cm3", "offset", "length", "crc32")
@@ -142,11 +154,29 @@ class Database:
         if self._index is None:
             from gliofit.simulations_db.index import FaissIndex
 
+            self._index = FaissIndex.load(self._checked_index_file())
+        return self._index
+
+    def _checked_index_file(self, attempts: int = 5) -> Path:
+        """The newest index file, after its sha256 matched the one SQL recorded (before FAISS parses it).
+
+        A rebuild running meanwhile may remove the file of the row just read: the newer row is read then.
+        """
+        from gliofit.simulations_db.reindex import file_sha256
+
+        for _ in range(attempts):
             row = self.index_row()
             if row is None:
                 raise InputError(f"{self.path}: database has no FAISS index; run `gliofit db index {self.path}`")
-            self._index = FaissIndex.load(self.path / row["path"])
-        return self._index
+            path = self.path / row["path"]
+            try:
+                digest = file_sha256(path)
+            except FileNotFoundError:
+                continue
+            if row.get("checksum") and digest != row["checksum"]:
+                raise InputError(f"{path}: FAISS index file does not match its checksum in SQL (replaced or damaged)")
+            return path
+        raise InputError(f"{self.path}: the FAISS index kept being replaced while it was opened; try again")
 
     def info(self) -> dict:
         """The JSON summary of ``gliofit db info`` (INTERFACES.md)."""
@@ -174,8 +204,30 @@ class Database:
 
 
 def open_database(path: str | Path, database_url: str | None = None) -> Database:
-    """Open the database in directory ``path`` (InputError naming it if it is not one)."""
+    """Open the database in directory ``path`` for reading (InputError naming it if it is not one).
+
+    Opening never writes: no migration (``gliofit db build`` and ``gliofit db migrate`` do that) and, for
+    SQLite, a read-only connection, so a database on a read-only mount serves queries.
+    """
+    m = read_manifest(path)
+    engine = make_engine(database_url_for(path, m, database_url), read_only=True)
+    try:
+        check_schema(engine, path)
+    except BaseException:
+        engine.dispose()
+        raise
+    return Database(path, m, engine)
+
+
+def migrate_database(path: str | Path, database_url: str | None = None) -> dict:
+    """Bring the database in ``path`` to this gliofit's schema (the one step that writes besides a build);
+    returns ``{"path", "schema_version_before", "schema_version"}``."""
+    from gliofit.simulations_db.schema import SCHEMA_VERSION
+
     m = read_manifest(path)
     engine = make_engine(database_url_for(path, m, database_url))
-    migrate(engine)
-    return Database(path, m, engine)
+    try:
+        before = migrate(engine)
+    finally:
+        engine.dispose()
+    return {"path": str(path), "schema_version_before": int(before), "schema_version": SCHEMA_VERSION}

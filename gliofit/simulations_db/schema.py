@@ -17,6 +17,7 @@ index_versions one row per FAISS index written (kind, entries, file, checksum)
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     from gliofit.simulations_db.manifest import Manifest
 
 __all__ = ["metadata", "atlas_t", "simulations_t", "entries_t", "build_runs_t", "index_versions_t",
-           "SCHEMA_VERSION", "MIGRATIONS", "make_engine", "migrate", "sqlite_url", "database_url_for"]
+           "SCHEMA_VERSION", "MIGRATIONS", "make_engine", "migrate", "schema_version", "check_schema", "sqlite_url", "database_url_for"]
 
 metadata = MetaData()
 
@@ -157,10 +158,46 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
-def make_engine(url: str, *, check: bool = True) -> Engine:
-    """An engine for ``url`` (WAL + busy timeout for SQLite); InputError if the server does not answer."""
+def _sqlite_reader_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA busy_timeout=120000")
+    cur.execute("PRAGMA query_only=ON")
+    cur.close()
+
+
+def _sqlite_reader_url(url: str) -> str:
+    """``url`` opened read-only (``mode=ro``); also ``immutable`` when its folder or file cannot be written
+    (a read-only mount: SQLite then needs no lock or shared-memory file beside it) and no write-ahead log
+    holds commits that are not in the file yet."""
+    from urllib.parse import quote
+
+    from sqlalchemy.engine import make_url
+
+    path = make_url(url).database
+    if not path or path == ":memory:":
+        return url
+    p = Path(path).resolve()
+    wal, shm = p.with_name(p.name + "-wal"), p.with_name(p.name + "-shm")
+    writable = os.access(p.parent, os.W_OK) and os.access(p, os.W_OK)
+    pending = wal.is_file() and wal.stat().st_size > 0
+    if not writable and pending and not shm.is_file():
+        raise InputError(f"{p}: its write-ahead log ({wal.name}) holds commits and the folder is read-only; "
+                         f"run `gliofit db migrate` on it once where it is writable")
+    immutable = not writable and not pending
+    return f"sqlite:///file:{quote(str(p))}?mode=ro{'&immutable=1' if immutable else ''}&uri=true"
+
+
+def make_engine(url: str, *, check: bool = True, read_only: bool = False) -> Engine:
+    """An engine for ``url`` (WAL + busy timeout for SQLite); InputError if the server does not answer.
+
+    ``read_only``: the engine never writes (SQLite: opened with ``mode=ro``, ``immutable`` on a read-only
+    mount, no journal-mode change); used by :func:`~gliofit.simulations_db.database.open_database`.
+    """
     try:
-        if url.startswith("sqlite"):
+        if url.startswith("sqlite") and read_only:
+            engine = create_engine(_sqlite_reader_url(url), connect_args={"timeout": 120})
+            event.listen(engine, "connect", _sqlite_reader_pragmas)
+        elif url.startswith("sqlite"):
             engine = create_engine(url, connect_args={"timeout": 120})
             event.listen(engine, "connect", _sqlite_pragmas)
         else:
@@ -185,6 +222,24 @@ def _redacted(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - an unparsable URL is shown as given
         return url
+
+
+def schema_version(engine: Engine) -> int:
+    """The schema version a database holds (0 when it holds none), read without writing."""
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("schema_version"):
+            return 0
+        return conn.execute(select(schema_version_t.c.version)).scalar() or 0
+
+
+def check_schema(engine: Engine, where: str | Path) -> None:
+    """InputError naming ``where`` unless the database holds this gliofit's schema version (never writes)."""
+    found = schema_version(engine)
+    if found > SCHEMA_VERSION:
+        raise InputError(f"{where}: database schema version {found} is newer than this gliofit ({SCHEMA_VERSION})")
+    if found < SCHEMA_VERSION:
+        raise InputError(f"{where}: database schema version {found} is older than this gliofit ({SCHEMA_VERSION}); "
+                         f"run `gliofit db migrate {where}`")
 
 
 def migrate(engine: Engine) -> int:
