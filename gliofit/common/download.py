@@ -18,6 +18,7 @@ import urllib.request
 from pathlib import Path
 
 from gliofit.common.errors import InputError
+from gliofit.common.io import write_text
 
 __all__ = ["download", "sha256_of", "verified", "CHUNK_BYTES"]
 
@@ -64,7 +65,7 @@ def verified(path: Path, sha256: str | None) -> bool:
             got = parts[0]
     if got is None:
         got = sha256_of(path)
-        stamp.write_text(f"{got} {key}\n")
+        write_text(f"{got} {key}\n", stamp)
     if want is not None and got != want:
         raise InputError(
             f"{path}: SHA-256 {got} does not match the expected {want}; delete the file and fetch it again"

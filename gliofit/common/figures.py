@@ -16,9 +16,11 @@ backend, so a notebook keeps its own (inline) backend; the command line sets ``M
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from gliofit.common.io import atomic_write
 
@@ -50,6 +52,16 @@ COHORT_HISTOGRAMS = (
     ("dice_mean", "fit: mean Dice"),
 )
 """(results.csv column, axis label) of the cohort figure's histograms."""
+
+
+class ReportFigure(Figure):
+    """A :class:`matplotlib.figure.Figure` that shows itself as a PNG in Jupyter (``_repr_png_``), whatever the
+    notebook's backend and whether pyplot was imported or not."""
+
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", dpi=80)
+        return buf.getvalue()
 
 
 def slice_centre(density: np.ndarray) -> tuple[int, int, int]:
@@ -286,7 +298,6 @@ def patient_figure(
     """
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import LogNorm, Normalize
-    from matplotlib.figure import Figure
 
     vols, aff = _volumes(mri, segmentation, density, match_whole_tumor, match_core, plans, affine)
     spacing = np.sqrt((aff[:3, :3] ** 2).sum(axis=0))
@@ -297,7 +308,7 @@ def patient_figure(
     norm = LogNorm(vmin=DENSITY_FLOOR, vmax=1.0) if log_density else Normalize(vmin=0.0, vmax=1.0)
     style = {"window": _window(vols["mri"]), "norm": norm, "plans": list(plans or {})}
     world = aff @ np.array([*centre, 1.0])
-    fig = Figure(figsize=(12.5, 13.0), layout="constrained")
+    fig = ReportFigure(figsize=(12.5, 13.0), layout="constrained")
     axes = fig.subplots(3, 3, squeeze=False)
     columns = (
         mri_name,
@@ -377,11 +388,10 @@ def cohort_figure(rows: list[dict]):
 
     Empty or non-numeric cells are skipped; a panel without values says so. The title gives n ok / n failed.
     """
-    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
     ok = [r for r in rows if str(r.get("status", "")).strip().lower() == "ok"]
-    fig = Figure(figsize=(13, 7.5), layout="constrained")
+    fig = ReportFigure(figsize=(13, 7.5), layout="constrained")
     axes = fig.subplots(2, 3)
     for ax, (key, text) in zip(axes.flat, COHORT_HISTOGRAMS):
         vals = np.array([x for x in (_num(r.get(key)) for r in ok) if x is not None])

@@ -1,8 +1,11 @@
-"""One progress bar style for every long job (rate and ETA), on stderr."""
+"""One progress bar style for every long job (rate and ETA), and stage lines for multi-stage jobs; on stderr."""
 
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Sequence
+from typing import TextIO
 
 from rich.console import Console
 from rich.progress import (
@@ -15,7 +18,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-__all__ = ["progress_bar", "time_reporter"]
+__all__ = ["progress_bar", "time_reporter", "StageLines"]
 
 
 class _Progress(Progress):
@@ -59,3 +62,36 @@ def time_reporter(bar: Progress, description: str):
         bar.update(state["task"], completed=round(t_days, 3))
 
     return on_step
+
+
+class StageLines:
+    """Say on a stream (stderr) which stage of a job starts, as it starts: ``gliofit: 0:12 [3/7] registration``.
+
+    Call the object with a stage name whenever work on that stage begins; a repeated name (a stage entered
+    again) prints nothing. The time is the job's elapsed m:ss, so consecutive lines give each stage's
+    duration. Stages with a progress bar of their own (segmentation, an exhaustive query) show it below
+    their line.
+
+    >>> say = StageLines(("load", "query"), job="P001", stream=sys.stdout)
+    >>> say("load")                                                          # doctest: +ELLIPSIS
+    gliofit: P001 0:00 [1/2] load
+    """
+
+    def __init__(
+        self, stages: Sequence[str], *, job: str = "", stream: TextIO | None = None, enabled: bool = True
+    ) -> None:
+        self.stages = list(stages)
+        self.job = job
+        self.stream = stream
+        self.enabled = enabled
+        self._start = time.perf_counter()
+        self._current: str | None = None
+
+    def __call__(self, stage: str) -> None:
+        if stage == self._current or not self.enabled:
+            return
+        self._current = stage
+        m, s = divmod(int(time.perf_counter() - self._start), 60)
+        n = f"[{self.stages.index(stage) + 1}/{len(self.stages)}] " if stage in self.stages else ""
+        job = f"{self.job} " if self.job else ""
+        print(f"gliofit: {job}{m}:{s:02d} {n}{stage}", file=self.stream or sys.stderr, flush=True)

@@ -28,7 +28,7 @@ print(matplotlib.get_backend(), type(fig).__module__)
     assert res.returncode == 0, res.stderr
     backend, module = res.stdout.split()
     assert backend == "module://matplotlib_inline.backend_inline"
-    assert module == "matplotlib.figure"
+    assert module == "gliofit.common.figures"
 
 
 def test_simulated_density_figure_is_the_report_layout(tmp_path):
@@ -81,3 +81,10 @@ def test_poor_fit_warning_below_the_documented_level():
     assert fit_warnings({"dice_mean": POOR_FIT_DICE_MEAN}) == []
     (w,) = fit_warnings({"dice_whole_tumor": 0.5, "dice_core": 0.2, "dice_mean": 0.35})
     assert w.startswith("poor fit: mean Dice 0.35 < 0.5") and "\n" not in w
+
+
+def test_report_figures_show_themselves_in_a_notebook():
+    u = np.zeros((12, 14, 10), np.float32)
+    u[4:8, 5:9, 3:7] = 0.8
+    fig = density_figure(np.ones_like(u), u, np.eye(4))
+    assert fig._repr_png_()[:8] == b"\x89PNG\r\n\x1a\n"
