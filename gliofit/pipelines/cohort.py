@@ -9,7 +9,8 @@ Layout of ``OUT``::
 
 Resuming: a patient with ``OUT/<patient>/result.json`` is finished and skipped; every other one
 (never run, in flight when the last run died, or failed) runs again (the temporary folders of the
-patients in flight are removed first; one cohort run per OUT at a time), so a crash loses at most the
+patients in flight are removed first; one cohort run per OUT at a time: a second start exits 2 naming
+the first, see :data:`LOCK_NAME`), so a crash loses at most the
 patients in flight and a fixed input is picked up by the next run. ``results.csv`` is rebuilt from
 the folders after every patient (atomically), so it always agrees with them. A failure never stops
 the cohort: :func:`run_one` turns it into a failure record with a one-line reason.
@@ -32,9 +33,10 @@ from typing import Any
 
 from gliofit.common.errors import InputError, storage_error
 from gliofit.common.executors import make_executor
+from gliofit.common.io import write_json, write_text
+from gliofit.common.locks import exclusive_lock
 from gliofit.common.progress import progress_bar
 from gliofit.common.wording import fit_warnings
-from gliofit.common.io import write_json, write_text
 from gliofit.pipelines.patient import check_patient_name, find_patients
 from gliofit.pipelines.run import REGISTRATIONS, STAGES, output_folder_ready
 
@@ -46,6 +48,8 @@ PARAMETER_KEYS = ("D_mm2_per_day", "rho_per_day", "T_days", "mu_D_mm", "mu_rho",
 """result.json ``parameters`` keys, in INTERFACES.md's order."""
 FIT_KEYS = ("dice_whole_tumor", "dice_core", "dice_mean")
 _FAILED = ".failed"
+LOCK_NAME = ".gliofit.lock"
+"""``OUT/.gliofit.lock``: held by the one cohort run writing OUT (a second start exits 2 naming it)."""
 MAX_CRASHES = 2
 """Worker deaths a patient may be in flight for before it is recorded as failed."""
 _ORIGIN = ("origin_x_mm", "origin_y_mm", "origin_z_mm")
@@ -240,28 +244,29 @@ def run_cohort(cohort_dir: str | Path, db: str | Path, out_dir: str | Path, *, w
     read_manifest(db_path)                                  # not a database: one line before any patient runs
     out = output_folder_ready(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _remove_leftovers(out)
-    names = [p.name for p in folders]
-    todo = [p for p in folders if not _finished(out, p.name)]
-    t0 = time.perf_counter()
-    ran = 0
-    if todo:
-        base = {"out_dir": str(out.resolve()), "db": str(db_path.resolve()), "options": options}
-        k = None if scheduler else min(len(todo), int(workers) if workers else (os.cpu_count() or 1))
-        with progress_bar(disable=not progress) as bar:
-            task = bar.add_task("patients", total=len(folders), completed=len(folders) - len(todo))
+    with exclusive_lock(out / LOCK_NAME, f"cohort output {out}"):
+        _remove_leftovers(out)
+        names = [p.name for p in folders]
+        todo = [p for p in folders if not _finished(out, p.name)]
+        t0 = time.perf_counter()
+        ran = 0
+        if todo:
+            base = {"out_dir": str(out.resolve()), "db": str(db_path.resolve()), "options": options}
+            k = None if scheduler else min(len(todo), int(workers) if workers else (os.cpu_count() or 1))
+            with progress_bar(disable=not progress) as bar:
+                task = bar.add_task("patients", total=len(folders), completed=len(folders) - len(todo))
 
-            def on_done(_: str) -> None:
-                write_results_csv(collect_rows(out, names), out / "results.csv")
-                bar.update(task, advance=1)
+                def on_done(_: str) -> None:
+                    write_results_csv(collect_rows(out, names), out / "results.csv")
+                    bar.update(task, advance=1)
 
-            ran = _drive(todo, base, k, scheduler, on_done)
-    rows = collect_rows(out, names)
-    files = {"results_csv": str(write_results_csv(rows, out / "results.csv"))}
-    if report:
-        from gliofit.pipelines.report import write_cohort_report
+                ran = _drive(todo, base, k, scheduler, on_done)
+        rows = collect_rows(out, names)
+        files = {"results_csv": str(write_results_csv(rows, out / "results.csv"))}
+        if report:
+            from gliofit.pipelines.report import write_cohort_report
 
-        files.update({k: str(v) for k, v in write_cohort_report(out, rows).items()})
-    ok = sum(r["status"] == "ok" for r in rows)
-    return {"patients": len(folders), "ok": ok, "failed": len(rows) - ok, "skipped": len(folders) - len(todo),
-            "ran": ran, "seconds": round(time.perf_counter() - t0, 2), **files}
+            files.update({k: str(v) for k, v in write_cohort_report(out, rows).items()})
+        ok = sum(r["status"] == "ok" for r in rows)
+        return {"patients": len(folders), "ok": ok, "failed": len(rows) - ok, "skipped": len(folders) - len(todo),
+                "ran": ran, "seconds": round(time.perf_counter() - t0, 2), **files}
