@@ -1,13 +1,15 @@
-"""Database build throughput: simulations per hour with the local pool, Dask speed-up 1 -> 2 workers,
-and the warm read time of 1,000 entries (the re-ranking read).
+"""Database build throughput: batched fused simulations vs one at a time (the eager operator), their
+Dice against an explicit Euler reference, the warm read time of 1,000 entries, and (``--dask``) the
+Dask speed-up 1 -> 2 workers.
 
-    python benchmarks/build.py [--quick] [--simulations N] [--resolution MM] [--workers K]
+    python benchmarks/build.py [--quick] [--simulations N] [--resolution MM] [--workers K] [--rounds R] [--dask]
 
-Each build runs on a freshly created database (creation, i.e. loading the
-atlas, is not timed; nor is the FAISS index). The Dask figures come from a
-``LocalCluster`` on loopback with one thread per worker, warmed (imports done)
-before timing; both builds simulate the same design indices. Ends with one
-line ``BENCH {json}``.
+Both builds use the local pool with ``--workers`` processes on fresh databases of the same design
+(creation, i.e. loading the atlas, is not timed; nor is the FAISS index). They are interleaved: in
+each of ``--rounds`` rounds the one-by-one database and then the batched one are extended by
+N / R simulations, so both see the same load from other jobs. The Dice set: the first design
+simulations, every snapshot, one by one and batched, against explicit Euler at a fixed small step.
+Ends with one line ``BENCH {json}``.
 """
 
 from __future__ import annotations
@@ -24,15 +26,73 @@ import numpy as np
 from gliofit.simulations_db.build import build_database, create_database
 from gliofit.simulations_db.database import open_database
 
+ONE_BY_ONE = {"compile": False}
+"""The solver settings of the baseline: eager torch operator, one simulation per solver call."""
+EULER_DT_DAYS = 0.1
+THRESHOLDS = (0.25, 0.675)
+
 
 def _timed_build(db: Path, n: int, resolution_mm: float, **kwargs) -> float:
-    create_database(db, resolution_mm=resolution_mm)
+    if not db.exists():
+        create_database(db, resolution_mm=resolution_mm)
     t0 = time.perf_counter()
     report = build_database(db, n, progress=False, index_kind=None, **kwargs)
     seconds = time.perf_counter() - t0
     if report["simulations"] != n:
         raise RuntimeError(f"{db}: built {report['simulations']} of {n} simulations")
     return seconds
+
+
+def interleaved_rates(root: Path, n: int, rounds: int, resolution_mm: float, workers: int) -> dict:
+    """Seconds and simulations/hour of the one-by-one and the batched build, extended round by round."""
+    seconds = {"one_by_one": 0.0, "batched": 0.0}
+    for r in range(1, rounds + 1):
+        target = round(n * r / rounds)
+        seconds["one_by_one"] += _timed_build(root / "one_by_one", target, resolution_mm, workers=workers,
+                                              solver=ONE_BY_ONE)
+        seconds["batched"] += _timed_build(root / "batched", target, resolution_mm, workers=workers)
+        print(f"round {r}/{rounds}: {target} simulations, one by one {seconds['one_by_one']:.1f} s, "
+              f"batched {seconds['batched']:.1f} s", flush=True)
+    out = {f"{k}_seconds": v for k, v in seconds.items()}
+    out |= {f"{k}_simulations_per_hour": 3600.0 * n / v for k, v in seconds.items()}
+    out["speedup"] = seconds["one_by_one"] / seconds["batched"]
+    return out
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * float((a & b).sum()) / max(float(a.sum() + b.sum()), 1.0)
+
+
+def dice_against_euler(db: Path, n_dice: int) -> dict:
+    """Dice (whole tumour, core) of both solver paths against explicit Euler, every snapshot of the first sims."""
+    from gliofit.growth.solver import SolverConfig, simulate
+    from gliofit.simulations_db.manifest import read_manifest
+    from gliofit.simulations_db.worker import load_grid
+
+    m, grid = read_manifest(db), load_grid(db)
+    p = m.design_obj.parameters(grid, np.arange(n_dice))
+    times = [m.snapshot_rule.times(D, r) for D, r in zip(p["D_mm2_per_day"], p["rho_per_day"])]
+    k = max(len(t) for t in times)
+    padded = np.array([np.concatenate([t, np.full(k - len(t), t[-1])]) for t in times])
+    batched = simulate(grid, p["D_mm2_per_day"], p["rho_per_day"], p["origin_mm"], padded)
+    scores: dict[str, list] = {f"{path}_{thr}": [] for path in ("one_by_one", "batched") for thr in THRESHOLDS}
+    for i in range(n_dice):
+        args = (grid, [p["D_mm2_per_day"][i]], [p["rho_per_day"][i]], [p["origin_mm"][i]], [times[i]])
+        ref = simulate(*args, config=SolverConfig(method="euler", dt_days=EULER_DT_DAYS))[0]
+        single = simulate(*args, config=SolverConfig(**ONE_BY_ONE))[0]
+        for kk in range(len(times[i])):
+            for thr in THRESHOLDS:
+                r = ref[kk] >= thr
+                if r.sum() < 10:
+                    continue
+                scores[f"one_by_one_{thr}"].append(_dice(r, single[kk] >= thr))
+                scores[f"batched_{thr}"].append(_dice(r, batched[i, kk] >= thr))
+        print(f"dice set {i + 1}/{n_dice} done", flush=True)
+    out = {"dice_simulations": n_dice, "euler_dt_days": EULER_DT_DAYS}
+    for key, vals in scores.items():
+        out[f"dice_mean_{key}"] = float(np.mean(vals)) if vals else None
+        out[f"dice_min_{key}"] = float(np.min(vals)) if vals else None
+    return out
 
 
 def _warm(client) -> None:
@@ -77,31 +137,42 @@ def read_ms(db_dir: Path, n_read: int = 1000, repeats: int = 5) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="small builds (about a minute)")
+    ap.add_argument("--quick", action="store_true", help="small builds (a few minutes)")
     ap.add_argument("--simulations", type=int, default=None)
+    ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 2, quick 1)")
     ap.add_argument("--resolution", type=float, default=2.0)
+    ap.add_argument("--dice-simulations", type=int, default=None, help="simulations of the Dice set (default 4, quick 2)")
+    ap.add_argument("--dask", action="store_true", help="also time a Dask LocalCluster with 1 and 2 workers")
     ap.add_argument("--dask-resolution", type=float, default=None, help="grid of the Dask comparison (default: --resolution)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args()
-    n = args.simulations or (4 if args.quick else 32)
-    dask_res = args.dask_resolution or (4.0 if args.quick else args.resolution)
-    out: dict = {"resolution_mm": args.resolution, "simulations": n, "workers": args.workers, "cpus": os.cpu_count()}
+    n = args.simulations or (8 if args.quick else 48)
+    rounds = args.rounds or (1 if args.quick else 2)
+    n_dice = args.dice_simulations or (2 if args.quick else 4)
+    out: dict = {"resolution_mm": args.resolution, "simulations": n, "rounds": rounds, "workers": args.workers,
+                 "cpus": os.cpu_count(), "load_average_start": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory(prefix="gliofit-bench-build-") as tmp:
         root = Path(tmp)
-        s = _timed_build(root / "pool", n, args.resolution, workers=args.workers)
-        out["pool_seconds"] = s
-        out["pool_simulations_per_hour"] = 3600.0 * n / s
-        out.update(read_ms(root / "pool"))
-        print(f"local pool x{args.workers}: {n} simulations at {args.resolution} mm in {s:.1f} s "
-              f"= {out['pool_simulations_per_hour']:.0f}/h; read 1000 entries warm: visible part (re-ranking) "
-              f"{out['read_1000_visible_ms']:.1f} ms (cpu {out['read_1000_visible_cpu_ms']:.1f}), whole crops "
-              f"{out['read_1000_full_ms']:.1f} ms (target < 50 ms)")
-        t1 = dask_seconds(root, n, dask_res, 1)
-        t2 = dask_seconds(root, n, dask_res, 2)
-        out.update(dask_resolution_mm=dask_res, dask_1_worker_seconds=t1, dask_2_workers_seconds=t2,
-                   dask_speedup_1_to_2=t1 / t2)
-        print(f"dask at {dask_res} mm: 1 worker {t1:.1f} s, 2 workers {t2:.1f} s, speed-up {t1 / t2:.2f}x "
-              f"(target >= 1.6x)")
+        out.update(interleaved_rates(root, n, rounds, args.resolution, args.workers))
+        out["load_average_end"] = os.getloadavg()[0]
+        print(f"local pool x{args.workers} at {args.resolution} mm, {n} simulations: one by one "
+              f"{out['one_by_one_simulations_per_hour']:.0f}/h, batched {out['batched_simulations_per_hour']:.0f}/h, "
+              f"speed-up {out['speedup']:.2f}x (load average {out['load_average_start']:.1f} -> "
+              f"{out['load_average_end']:.1f})", flush=True)
+        out.update(dice_against_euler(root / "batched", n_dice))
+        print("Dice vs Euler (mean, min) whole tumour / core: one by one "
+              f"{out['dice_mean_one_by_one_0.25']:.4f}/{out['dice_mean_one_by_one_0.675']:.4f}, batched "
+              f"{out['dice_mean_batched_0.25']:.4f}/{out['dice_mean_batched_0.675']:.4f}", flush=True)
+        out.update(read_ms(root / "batched"))
+        print(f"read 1000 entries warm: visible part {out['read_1000_visible_ms']:.1f} ms, whole crops "
+              f"{out['read_1000_full_ms']:.1f} ms", flush=True)
+        if args.dask:
+            dask_res = args.dask_resolution or args.resolution
+            t1 = dask_seconds(root, n, dask_res, 1)
+            t2 = dask_seconds(root, n, dask_res, 2)
+            out.update(dask_resolution_mm=dask_res, dask_1_worker_seconds=t1, dask_2_workers_seconds=t2,
+                       dask_speedup_1_to_2=t1 / t2)
+            print(f"dask at {dask_res} mm: 1 worker {t1:.1f} s, 2 workers {t2:.1f} s, speed-up {t1 / t2:.2f}x")
     print("BENCH " + json.dumps(out))
 
 

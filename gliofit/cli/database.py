@@ -27,11 +27,12 @@ def build(
     workers: int = typer.Option(None, "--workers", help="Local worker processes (default: all cores)."),
     scheduler: str = typer.Option(None, "--scheduler", help="Dask scheduler address tcp://HOST:PORT."),
     database_url: str = typer.Option(None, "--database-url", help=URL_HELP),
-    batch_size: int = typer.Option(None, "--batch-size", help="Simulations per task (default: up to 8)."),
+    batch_size: int = typer.Option(None, "--batch-size", help="Simulations per task (default: up to 8; CUDA: what fits the GPU)."),
     snapshots: int = typer.Option(None, "--snapshots", help="Snapshots per simulation, K (new database: default 10)."),
     max_days: float = typer.Option(None, "--max-days", help="Latest snapshot time, days (new database: default 1500)."),
     index_kind: str = typer.Option("auto", "--index-kind", help="FAISS index kind rebuilt after the build."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
+    device: str = typer.Option("cpu", "--device", help="Where simulations run: cpu or cuda (one process per GPU)."),
 ) -> None:
     """Build, extend or resume a database (running it again continues; it never duplicates)."""
     from gliofit.common.errors import InputError
@@ -46,7 +47,7 @@ def build(
                             t_max_days=max_days if max_days is not None else SnapshotRule.t_max_days)
     report = build_database(db, simulations, resolution_mm=resolution, seed=seed, atlas=atlas, workers=workers,
                             scheduler=scheduler, database_url=database_url, batch_size=batch_size,
-                            progress=not no_progress, snapshots=rule, index_kind=index_kind)
+                            progress=not no_progress, snapshots=rule, index_kind=index_kind, device=device)
     typer.echo(json.dumps(report))
 
 

@@ -17,14 +17,16 @@ tied to world millimetres, so results map back onto the 1 mm atlas exactly
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import shutil
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from gliofit.common.errors import InputError, check_positive
-from gliofit.common.grids import check_same_grid, resample_area, resample_linear, spacing_mm, world_to_voxel
-from gliofit.common.nifti import load_volume
 
 __all__ = [
     "Atlas",
@@ -70,6 +72,8 @@ class Atlas:
 
     @property
     def spacing_mm(self) -> tuple[float, float, float]:
+        from gliofit.common.grids import spacing_mm
+
         return tuple(float(s) for s in spacing_mm(self.affine))  # type: ignore[return-value]
 
     @property
@@ -88,6 +92,8 @@ class Atlas:
 
     def tissue_at(self, origin_mm) -> float:
         """GM + WM probability at the voxel nearest to a world point (0 outside the grid)."""
+        from gliofit.common.grids import world_to_voxel
+
         ijk = np.rint(world_to_voxel(self.affine, np.asarray(origin_mm, dtype=np.float64))).astype(int)
         if np.any(ijk < 0) or np.any(ijk >= np.asarray(self.shape)):
             return 0.0
@@ -129,7 +135,71 @@ def _validated(name: str, gm, wm, csf, affine, t1=None) -> Atlas:
     return Atlas(name, *maps, affine=np.asarray(affine, dtype=np.float64), t1=t1)
 
 
+ATLAS_CACHE_ENV = "GLIOFIT_CACHE_DIR"
+"""Environment variable naming the user cache directory (default ``$XDG_CACHE_HOME/gliofit`` or ``~/.cache/gliofit``)."""
+_MAPS = ("gm", "wm", "csf", "t1", "affine")
+
+
+def cache_dir() -> Path:
+    """The user cache directory of gliofit (not created here)."""
+    env = os.environ.get(ATLAS_CACHE_ENV)
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "gliofit"
+
+
+def _icbm152_cache() -> Path:
+    from importlib.metadata import version
+
+    return cache_dir() / f"atlas-{ICBM152_NAME}-nilearn-{version('nilearn')}"
+
+
+def _read_cached(folder: Path) -> Atlas | None:
+    """The atlas stored by :func:`_write_cached`, or None when absent or any array's CRC-32 differs."""
+    try:
+        meta = json.loads((folder / "atlas.json").read_text())
+        arrays = {}
+        for key in _MAPS:
+            a = np.load(folder / f"{key}.npy", allow_pickle=False)
+            if zlib.crc32(a.tobytes()) != meta["crc32"][key]:
+                return None
+            arrays[key] = a
+        return Atlas(meta["name"], arrays["gm"], arrays["wm"], arrays["csf"], arrays["affine"], arrays["t1"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _write_cached(folder: Path, atlas: Atlas) -> None:
+    """Store the maps as .npy files with their CRC-32 in atlas.json, written last; best effort."""
+    try:
+        tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
+        tmp.mkdir(parents=True, exist_ok=True)
+        crc = {}
+        for key in _MAPS:
+            a = np.ascontiguousarray(getattr(atlas, key))
+            np.save(tmp / f"{key}.npy", a, allow_pickle=False)
+            crc[key] = zlib.crc32(a.tobytes())
+        (tmp / "atlas.json").write_text(json.dumps({"name": atlas.name, "crc32": crc}))
+        if folder.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _load_icbm152() -> Atlas:
+    """ICBM152 from the user cache (checked), else from nilearn's files (then cached)."""
+    folder = _icbm152_cache()
+    cached = _read_cached(folder)
+    if cached is not None:
+        return cached
+    atlas = _load_icbm152_nilearn()
+    _write_cached(folder, atlas)
+    return atlas
+
+
+def _load_icbm152_nilearn() -> Atlas:
     from nilearn import datasets
 
     gm = datasets.load_mni152_gm_template(resolution=1)
@@ -142,6 +212,8 @@ def _load_icbm152() -> Atlas:
 
 
 def _same_grid(paths: list[Path], shapes: list[tuple], affines: list[np.ndarray]) -> None:
+    from gliofit.common.grids import check_same_grid
+
     for p, s, a in zip(paths[1:], shapes[1:], affines[1:]):
         check_same_grid(p, s, a, shapes[0], affines[0], what="tissue map", ref=str(paths[0]))
 
@@ -149,6 +221,8 @@ def _same_grid(paths: list[Path], shapes: list[tuple], affines: list[np.ndarray]
 def atlas_from_tissue_maps(gm: str | Path, wm: str | Path, csf: str | Path,
                            t1: str | Path | None = None, name: str | None = None) -> Atlas:
     """An atlas from three tissue probability NIfTI files (and an optional T1) on one grid."""
+    from gliofit.common.nifti import load_volume
+
     paths = [Path(p) for p in (gm, wm, csf)] + ([Path(t1)] if t1 else [])
     loaded = [load_volume(p, what) for p, what in zip(paths, ("GM map", "WM map", "CSF map", "T1"))]
     _same_grid(paths, [d.shape for d, _ in loaded], [a for _, a in loaded])
@@ -162,6 +236,8 @@ def atlas_from_tissue_maps(gm: str | Path, wm: str | Path, csf: str | Path,
 
 def atlas_from_label_map(path: str | Path, name: str | None = None) -> Atlas:
     """An atlas from one label-map NIfTI: 1 CSF, 2 GM, 3 WM, 0 outside."""
+    from gliofit.common.nifti import load_volume
+
     data, affine = load_volume(path, "atlas label map")
     values = set(np.unique(np.rint(data)).astype(int).tolist())
     if not values <= {0, 1, 2, 3} or not {2, 3} <= values:
@@ -206,6 +282,8 @@ def resample_atlas(atlas: Atlas, spacing_mm: float, *, margin_mm: float = 4.0) -
     voxel ``j`` of the new grid is centred on a world point, so results return
     to the atlas grid exactly (:func:`to_atlas_grid`).
     """
+    from gliofit.common.grids import resample_area
+
     s = check_positive(spacing_mm, "resolution (mm)")
     src_spacing = np.asarray(atlas.spacing_mm)
     domain = atlas.domain
@@ -236,4 +314,6 @@ def to_atlas_grid(data: np.ndarray, grid: Atlas, atlas: Atlas, *, order: int = 1
 
     Trilinear (``order=1``, float32) or nearest (``order=0``); zero outside the grid.
     """
+    from gliofit.common.grids import resample_linear
+
     return resample_linear(data, grid.affine, atlas.affine, atlas.shape, order=order)

@@ -154,6 +154,11 @@ def simulate(
     u = torch.stack([seed_density(grid, o, config.seed_sigma_mm, config.seed_amplitude, dev) for o in origins])
     u *= field.domain
     out = np.zeros((batch,) + times.shape[1:] + grid.shape, dtype=np.float32)
+    if uses_cpu_kernels(config, dev):
+        from gliofit.growth.cpu_batch import run_independent
+
+        run_independent(field, u.numpy(), D, rho, times, config, out, on_step)
+        return out
     stepper = _Stepper(field, D, rho, config, dev)
     stops = np.unique(times)
     t = 0.0
@@ -170,6 +175,13 @@ def simulate(
             for b, k in hits:
                 out[b, k] = snap[b]
     return out
+
+
+def uses_cpu_kernels(config: SolverConfig, device: torch.device) -> bool:
+    """True where :func:`simulate` runs the fused CPU kernels (RKL2 on the CPU, fusion not switched off, numba present)."""
+    if device.type != "cpu" or config.method != "rkl2" or config.compile is False:
+        return False
+    return kernels.has_numba()
 
 
 def simulate_one(grid: Atlas, D_mm2_per_day: float, rho_per_day: float, origin_mm, T_days: float,

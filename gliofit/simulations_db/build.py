@@ -28,6 +28,10 @@ from gliofit.simulations_db.worker import GRID_NAME, load_grid, run_task, save_g
 __all__ = ["build_database", "create_database"]
 
 DEFAULT_RESOLUTION_MM = 2.0
+CPU_BATCH = 8
+"""Most simulations per task on the CPU (fewer so every worker gets work)."""
+CUDA_MAX_BATCH = 256
+"""Most simulations per CUDA solver batch (host memory of the snapshots bounds it too)."""
 _PRELOAD = ("gliofit.simulations_db.worker", "gliofit.growth.solver")
 """Modules the local pool's forkserver imports once."""
 _CREATION_LEFTOVERS = {GRID_NAME, "arrays", "index", "gliofit.sqlite", "gliofit.sqlite-wal", "gliofit.sqlite-shm"}
@@ -91,6 +95,30 @@ def _ensure_atlas_row(engine, grid, m: Manifest) -> None:
                                                  resolution_mm=m.resolution_mm, checksum=m.atlas_checksum))
 
 
+def _check_device(device: str) -> str:
+    if device not in ("cpu", "cuda"):
+        raise InputError(f"--device must be cpu or cuda, got {device!r}")
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise InputError("--device cuda: no CUDA device is available to torch on this machine")
+    return device
+
+
+def cuda_batch_size(grid, snapshots: int, memory_fraction: float = 0.5) -> int:
+    """Simulations per CUDA solver batch that fit ``memory_fraction`` of the GPU's free memory.
+
+    Per simulation: the state, ~8 stage temporaries of the active box (at most the grid) and
+    its K snapshots, float32 on the device and in host memory for encoding.
+    """
+    import torch
+
+    free_bytes, _ = torch.cuda.mem_get_info()
+    per_sim = 4 * int(np.prod(grid.shape)) * (9 + snapshots)
+    return int(max(1, min(CUDA_MAX_BATCH, memory_fraction * free_bytes // per_sim)))
+
+
 def _rows_for(m: Manifest, grid):
     design = m.design_obj
 
@@ -146,7 +174,7 @@ def build_database(db_dir: str | Path, n_simulations: int, resolution_mm: float 
                    seed: int | None = None, atlas: str | None = None, workers: int | None = None,
                    scheduler: str | None = None, database_url: str | None = None, batch_size: int | None = None,
                    progress: bool = True, snapshots: SnapshotRule | None = None,
-                   index_kind: str | None = "auto") -> dict:
+                   index_kind: str | None = "auto", device: str = "cpu", solver: dict | None = None) -> dict:
     """Build, extend or resume ``db_dir`` to hold simulations ``0 .. n_simulations-1``.
 
     Parameters
@@ -163,6 +191,10 @@ def build_database(db_dir: str | Path, n_simulations: int, resolution_mm: float 
     batch_size : simulations per task (default: up to 8, fewer so every worker gets work).
     progress : show a progress bar (rate, ETA) on stderr.
     index_kind : rebuild the FAISS index with this kind when entries changed (None: do not).
+    device : ``"cpu"`` (fused CPU kernels, every simulation bit-identical however batched) or
+        ``"cuda"`` (one process per GPU; batches sized to its free memory, similar rho and D grouped).
+    solver : :class:`~gliofit.growth.solver.SolverConfig` fields to override (default: none; e.g.
+        ``{"compile": False}`` runs the eager operator one simulation at a time).
 
     Returns
     -------
@@ -173,6 +205,7 @@ def build_database(db_dir: str | Path, n_simulations: int, resolution_mm: float 
         raise InputError(f"--simulations must be a positive integer, got {n_simulations}")
     if workers is not None and scheduler is not None:
         raise InputError("give either --workers or --scheduler, not both")
+    device = _check_device(device)
     db_dir = Path(db_dir)
     if database_url:
         make_engine(database_url).dispose()          # a URL that does not answer fails before anything is written
@@ -181,6 +214,8 @@ def build_database(db_dir: str | Path, n_simulations: int, resolution_mm: float 
     engine = make_engine(url)
     migrate(engine)
     grid = load_grid(db_dir)
+    if device == "cuda" and workers is None and scheduler is None:
+        workers = 1
     executor = make_executor(workers, scheduler, preload=_PRELOAD)
     slots = executor.slots
     run_id = claims.register_run(engine, n, executor.description)
@@ -192,9 +227,11 @@ def build_database(db_dir: str | Path, n_simulations: int, resolution_mm: float 
             claims.collect_garbage(engine, db_dir / "arrays")
             before = claims.status_counts(engine, n)
             pending = before.get("pending", 0)
-            bsize = int(batch_size) if batch_size else max(1, min(8, math.ceil(pending / (2 * slots))))
-            task_base = {"db_dir": str(db_dir.resolve()), "database_url": url, "device": "cpu",
-                         "threads": executor.threads}
+            group = cuda_batch_size(grid, m.snapshot_rule.count) if device == "cuda" else None
+            per_task = group or CPU_BATCH
+            bsize = int(batch_size) if batch_size else max(1, min(per_task, math.ceil(pending / (2 * slots))))
+            task_base = {"db_dir": str(db_dir.resolve()), "database_url": url, "device": device,
+                         "threads": executor.threads, "group_size": group, "solver": dict(solver or {})}
             with progress_bar(disable=not progress) as bar:
                 t = bar.add_task("simulations", total=n,
                                  completed=before.get("done", 0) + before.get("failed", 0))

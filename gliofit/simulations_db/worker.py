@@ -5,8 +5,9 @@ The same function runs in a local process pool or on a Dask worker
 URL. Each process loads the database grid (``DB/grid.npz``) and opens its SQL
 engine once and reuses them for every task.
 
-Commit protocol of one task: (1) simulate every claimed simulation and encode
-its snapshots; (2) write them to ``arrays/<token>.bin.tmp``, fsync, rename to
+Commit protocol of one task: (1) simulate the claimed simulations as one
+solver batch (:func:`~gliofit.growth.solver.simulate`) and encode their
+snapshots; (2) write them to ``arrays/<token>.bin.tmp``, fsync, rename to
 ``arrays/<token>.bin``, fsync the directory; (3) in ONE SQL transaction mark
 each simulation done (``UPDATE ... WHERE claim_token = token``; if any row no
 longer carries the token the claim was lost and everything rolls back) and
@@ -77,17 +78,35 @@ def _context(task: dict) -> dict:
     return ctx
 
 
-def _encode_simulation(ctx: dict, sim: dict, device: str) -> list[dict]:
-    """Simulate one claimed row; returns its storable snapshots (entry dicts with ``payload``)."""
-    from gliofit.simulations_db.features import entry_features
+def _simulate_batch(ctx: dict, sims: list[dict], device: str, config) -> list[np.ndarray]:
+    """Snapshots of every claimed row in ONE batched solver call: a (k_i, X, Y, Z) array per simulation.
+
+    On the CPU each simulation keeps its own steps and box in the batch (bit-identical to a run
+    alone, whatever the batch). On CUDA the batch shares its step, so the rows are ordered by rho
+    and D first and simulated in groups of similar parameters.
+    """
     from gliofit.growth.solver import simulate
+
+    rule = ctx["manifest"].snapshot_rule
+    times = [rule.times(s["D_mm2_per_day"], s["rho_per_day"]) for s in sims]
+    k = max(len(t) for t in times)
+    padded = np.array([np.concatenate([t, np.full(k - len(t), t[-1])]) for t in times])
+    origins = [[s["origin_x_mm"], s["origin_y_mm"], s["origin_z_mm"]] for s in sims]
+    ratios = {s["diffusivity_ratio"] for s in sims}
+    if len(ratios) != 1:
+        raise ValueError(f"one batch needs one diffusivity ratio, got {sorted(ratios)}")
+    u = simulate(ctx["grid"], [s["D_mm2_per_day"] for s in sims], [s["rho_per_day"] for s in sims], origins, padded,
+                 diffusivity_ratio=ratios.pop(), config=config, device=device)
+    return [u[n, :len(t)] for n, t in enumerate(times)]
+
+
+def _encode_snapshots(ctx: dict, sim: dict, u: np.ndarray) -> list[dict]:
+    """The storable snapshots of one simulation (entry dicts with ``payload``) from its (k, X, Y, Z) densities."""
+    from gliofit.simulations_db.features import entry_features
 
     m, grid = ctx["manifest"], ctx["grid"]
     rule = m.snapshot_rule
     times = rule.times(sim["D_mm2_per_day"], sim["rho_per_day"])
-    origin = [[sim["origin_x_mm"], sim["origin_y_mm"], sim["origin_z_mm"]]]
-    u = simulate(grid, [sim["D_mm2_per_day"]], [sim["rho_per_day"]], origin, times,
-                 diffusivity_ratio=sim["diffusivity_ratio"], device=device)[0]
     lv_wt, lv_core = threshold_level(m.thresholds["edema"]), threshold_level(m.thresholds["core"])
     cm3 = grid.voxel_volume_mm3 / 1000.0
     out = []
@@ -110,6 +129,55 @@ def _encode_simulation(ctx: dict, sim: dict, device: str) -> list[dict]:
     return out
 
 
+def _failure(exc: BaseException) -> str:
+    return "".join(traceback.format_exception_only(exc)).strip()[:2000]
+
+
+def _group(sims: list[dict], device: str, group_size: int | None, config) -> list[list[dict]]:
+    """Solver batches of a task: all of it with the fused CPU kernels; one at a time on the CPU
+    without them (their batches share steps); on CUDA runs of similar rho and D."""
+    import torch
+
+    from gliofit.growth.solver import uses_cpu_kernels
+
+    if not device.startswith("cuda"):
+        return [sims] if uses_cpu_kernels(config, torch.device(device)) else [[s] for s in sims]
+    ordered = sorted(sims, key=lambda s: (s["rho_per_day"], s["D_mm2_per_day"], s["id"]))
+    size = group_size or len(ordered)
+    return [ordered[i:i + size] for i in range(0, len(ordered), size)]
+
+
+def _run_simulations(ctx: dict, sims: list[dict], device: str, group_size: int | None = None,
+                     solver: dict | None = None):
+    """Simulate and encode the claimed rows; yields (row, entries, status, error, seconds) in claim order.
+
+    A batch that raises is retried one simulation at a time, so that one bad row fails alone
+    (on the CPU every simulation's result is the same either way).
+    """
+    from gliofit.growth.solver import SolverConfig
+
+    config = SolverConfig(**(solver or {}))
+    results: dict[int, tuple] = {}
+    for group in _group(sims, device, group_size, config):
+        t0 = time.perf_counter()
+        try:
+            snaps = _simulate_batch(ctx, group, device, config)
+        except Exception:  # noqa: BLE001 - isolate the failing row below
+            snaps = None
+        share = (time.perf_counter() - t0) / len(group)
+        for n, sim in enumerate(group):
+            t1 = time.perf_counter()
+            try:
+                u = snaps[n] if snaps is not None else _simulate_batch(ctx, [sim], device, config)[0]
+                rows, status, err = _encode_snapshots(ctx, sim, u), "done", None
+            except Exception as exc:  # noqa: BLE001 - recorded in the row; the rest of the batch goes on
+                rows, status, err = [], "failed", _failure(exc)
+            results[sim["id"]] = (rows, status, err, share + time.perf_counter() - t1)
+        del snaps
+    for sim in sims:
+        yield (sim, *results[sim["id"]])
+
+
 def _commit(engine, token: str, outcomes: list[dict], entries: list[dict]) -> None:
     """One transaction: every simulation row still claimed by ``token`` -> done/failed, entries inserted."""
     with engine.begin() as conn:
@@ -130,7 +198,9 @@ def run_task(task: dict) -> dict:
 
     Parameters
     ----------
-    task : ``{"db_dir", "database_url", "token", "simulations": [row dicts], "device", "threads"}``.
+    task : ``{"db_dir", "database_url", "token", "simulations": [row dicts], "device", "threads"}``
+        and optionally ``"group_size"`` (CUDA: simulations per solver batch; default the whole task) and
+        ``"solver"`` (:class:`~gliofit.growth.solver.SolverConfig` fields).
 
     Returns
     -------
@@ -143,15 +213,11 @@ def run_task(task: dict) -> dict:
         torch.set_num_threads(int(task["threads"]))
     ctx = _context(task)
     outcomes, entries = [], []
-    for sim in task["simulations"]:
-        t0 = time.perf_counter()
-        try:
-            rows, status, err = _encode_simulation(ctx, sim, task.get("device", "cpu")), "done", None
-        except Exception as exc:  # noqa: BLE001 - recorded in the row; the rest of the batch goes on
-            rows, status, err = [], "failed", "".join(traceback.format_exception_only(exc)).strip()[:2000]
+    for sim, rows, status, err, seconds in _run_simulations(ctx, task["simulations"], task.get("device", "cpu"),
+                                                            task.get("group_size"), task.get("solver")):
         entries += rows
-        outcomes.append({"id": sim["id"], "status": status, "runtime_s": time.perf_counter() - t0,
-                         "n_entries": len(rows), "error": err})
+        outcomes.append({"id": sim["id"], "status": status, "runtime_s": seconds, "n_entries": len(rows),
+                         "error": err})
     writer = ShardWriter(Path(task["db_dir"]) / "arrays", task["token"]) if entries else None
     try:
         if writer is not None:
