@@ -154,7 +154,7 @@ def simulate(
     u = torch.stack([seed_density(grid, o, config.seed_sigma_mm, config.seed_amplitude, dev) for o in origins])
     u *= field.domain
     out = np.zeros((batch,) + times.shape[1:] + grid.shape, dtype=np.float32)
-    if uses_cpu_kernels(config, dev):
+    if uses_cpu_kernels(config, dev) and min(grid.shape) >= 2:
         from gliofit.growth.cpu_batch import run_independent
 
         run_independent(field, u.numpy(), D, rho, times, config, out, on_step)
@@ -178,7 +178,8 @@ def simulate(
 
 
 def uses_cpu_kernels(config: SolverConfig, device: torch.device) -> bool:
-    """True where :func:`simulate` runs the fused CPU kernels (RKL2 on the CPU, fusion not switched off, numba present)."""
+    """True where :func:`simulate` runs the fused CPU kernels (RKL2 on the CPU, fusion not switched off, numba
+    present, and a grid of at least two voxels per axis)."""
     if device.type != "cpu" or config.method != "rkl2" or config.compile is False:
         return False
     return kernels.has_numba()
