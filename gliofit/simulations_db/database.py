@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,8 @@ from gliofit.simulations_db.store import (
     QUANT_SCALE,
     VISIBLE_LEVEL,
     ShardReader,
+    decode,
+    decode_visible,
     threshold_level,
 )
 
@@ -117,8 +120,21 @@ class Database:
         out = []
         for r in self.rows_of(ids):
             bbox = tuple(int(v) for v in e["bbox"][r])
-            out.append((bbox, self.reader.read(self._shards[e["shard"][r]], int(e["offset"][r]), int(e["length"][r]), bbox)))
+            out.append((bbox, decode(self._checked_payload(r), bbox)))
         return out
+
+    def _checked_payload(self, row: int) -> memoryview:
+        """The stored bytes of entry row ``row`` after their crc32 matched SQL's (before they are decoded)."""
+        e = self.entries
+        shard = self._shards[e["shard"][row]]
+        try:
+            payload = self.reader.payload(shard, int(e["offset"][row]), int(e["length"][row]))
+        except IndexError as exc:
+            raise InputError(f"{self.path / 'arrays' / shard}: {exc} (shard truncated or replaced)") from None
+        if zlib.crc32(payload) != int(e["crc32"][row]):
+            raise InputError(f"{self.path / 'arrays' / shard}: entry {int(e['id'][row])} does not match its "
+                             f"checksum in SQL (shard replaced or damaged)")
+        return payload
 
     def read_visible(self, ids) -> list[tuple[tuple[int, ...], np.ndarray]]:
         """Like :meth:`read_entries`, but only the box where density >= 0.05 (the fast re-ranking read).
@@ -126,8 +142,7 @@ class Database:
         Every voxel at or above :data:`~.store.VISIBLE_LEVEL` / 255 lies inside the returned box.
         """
         e = self.entries
-        return [self.reader.read_visible(self._shards[e["shard"][r]], int(e["offset"][r]), int(e["length"][r]),
-                                         e["bbox"][r]) for r in self.rows_of(ids)]
+        return [decode_visible(self._checked_payload(r), e["bbox"][r]) for r in self.rows_of(ids)]
 
     def read_masks(self, ids, threshold: float) -> list[tuple[tuple[int, ...], np.ndarray]]:
         """``[(bbox, bool crop density >= threshold)]`` (uint8 level, see :mod:`.store`); thresholds
