@@ -125,7 +125,7 @@ def place(domain: np.ndarray, wt: np.ndarray, core: np.ndarray, centre: np.ndarr
     h = np.array(wt.shape) // 2
     lo = centre - h
     a, b = np.maximum(lo, 0), np.minimum(lo + np.array(wt.shape), domain.shape)
-    src = tuple(slice(int(x - l), int(y - l)) for x, y, l in zip(a, b, lo))
+    src = tuple(slice(int(x - o), int(y - o)) for x, y, o in zip(a, b, lo))
     dst = tuple(slice(int(x), int(y)) for x, y in zip(a, b))
     w = wt[src] & domain[dst]
     first, box = _bbox(w)
@@ -314,7 +314,7 @@ def main() -> None:
         store = CropStore(Path(tmp) / "crops.bin", max(sizes))
         batches: list[tuple[np.ndarray, np.ndarray]] = []
         fill(store, spec, domain, tissue, templates, rng, min(TRAIN_SAMPLE, sizes[0]),
-             lambda f, i: batches.append((f, i)))
+             lambda f, i: batches.append((f, i)))  # noqa: F821 - ruff misreads the annotated name
         sample = np.concatenate([f for f, _ in batches])
         t1 = time.perf_counter()
         indexes = {n: train_index(sample, args.kind, n, args.seed) for n in sizes}

@@ -276,9 +276,11 @@ def print_table(r: dict) -> None:
     print(f"database {d['path']}: {d['entries']} entries ({d['simulations']} simulations) at "
           f"{d['resolution_mm']:g} mm; {r['patients']} patients grown at {r['patient_resolution_mm']:g} mm")
     print(f"{'metric':32s} {'ours median [IQR]':>28s} {'baseline median [IQR]':>28s}")
+    def fmt(s: dict) -> str:
+        return f"{s['median']:.4f} [{s['iqr'][0]:.4f}, {s['iqr'][1]:.4f}]"
+
     for k in keys:
         o, b = r["ours"][k], r["baseline"][k]
-        fmt = (lambda s: f"{s['median']:.4f} [{s['iqr'][0]:.4f}, {s['iqr'][1]:.4f}]")
         print(f"{k:32s} {fmt(o):>28s} {fmt(b):>28s}")
     t = r["truth_ceiling"]
     print(f"ceiling (the TRUE model's masks vs the noisy observed ones): dice_mean {t['dice_mean']['median']:.4f} "

@@ -60,7 +60,7 @@ class PeakRSS:
             self.peak_mb = max(self.peak_mb, self._rss_mb())
             time.sleep(0.02)
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         self.start_mb = self._rss_mb()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()

@@ -1,11 +1,11 @@
-"""Fixtures shared by every test folder: small synthetic atlases (analytic geometry, no files)."""
+"""Fixtures shared by every test folder: small synthetic atlases (analytic geometry, no files), the 1 mm atlas."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from gliofit.growth.atlas import Atlas
+from gliofit.growth.atlas import Atlas, load_atlas
 
 
 def box_atlas(shape: tuple[int, int, int], spacing_mm: float = 1.0, *, pad: int = 0,
@@ -30,3 +30,9 @@ def box_atlas(shape: tuple[int, int, int], spacing_mm: float = 1.0, *, pad: int 
 @pytest.fixture
 def make_box_atlas():
     return box_atlas
+
+
+@pytest.fixture(scope="session")
+def atlas1() -> Atlas:
+    """The 1 mm ICBM152 atlas (loaded once per session)."""
+    return load_atlas("icbm152")

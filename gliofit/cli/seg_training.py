@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from gliofit.cli.errors import cli_errors
+from gliofit.common.errors import InputError
 
 __all__ = ["seg_app", "phantom", "evaluate", "train"]
 
@@ -31,11 +32,11 @@ def phantom(
     from gliofit.growth.atlas import load_atlas
 
     if layout not in LAYOUTS:
-        raise ValueError(f"--layout must be one of {sorted(LAYOUTS)}, got {layout!r}")
+        raise InputError(f"--layout must be one of {sorted(LAYOUTS)}, got {layout!r}")
     if cases < 1:
-        raise ValueError(f"--cases must be at least 1, got {cases}")
+        raise InputError(f"--cases must be at least 1, got {cases}")
     if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"{out_dir}: output path exists and is not a directory")
+        raise InputError(f"{out_dir}: output path exists and is not a directory")
     a = load_atlas(atlas)
     with progress_bar() as bar:
         task = bar.add_task("phantoms", total=cases)
@@ -84,11 +85,11 @@ def _patch(value: str | None) -> tuple[int, int, int] | None:
     try:
         parts = tuple(int(v) for v in value.replace("x", ",").split(","))
     except ValueError:
-        raise ValueError(f"--patch-size must be like 32,32,32, got {value!r}") from None
+        raise InputError(f"--patch-size must be like 32,32,32, got {value!r}") from None
     if len(parts) == 1:
         parts = parts * 3
     if len(parts) != 3 or min(parts) < 1:
-        raise ValueError(f"--patch-size must be one or three positive integers, got {value!r}")
+        raise InputError(f"--patch-size must be one or three positive integers, got {value!r}")
     return parts  # type: ignore[return-value]
 
 
@@ -137,4 +138,4 @@ def _int_fold(value: str) -> int:
     try:
         return int(value)
     except ValueError:
-        raise ValueError(f"--fold must be 0..4 or 'all', got {value!r}") from None
+        raise InputError(f"--fold must be 0..4 or 'all', got {value!r}") from None

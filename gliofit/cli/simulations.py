@@ -8,6 +8,8 @@ from pathlib import Path
 import typer
 
 from gliofit.cli.errors import cli_errors
+from gliofit.common.errors import InputError
+from gliofit.common.units import DEFAULT_DIFFUSIVITY_RATIO, DEFAULT_THRESHOLD_CORE, DEFAULT_THRESHOLD_EDEMA
 
 __all__ = ["atlas_app", "simulate"]
 
@@ -41,7 +43,7 @@ def simulate(
     output: Path = typer.Option(..., "-o", "--output", help="Output density NIfTI (on the atlas grid)."),
     resolution: float = typer.Option(1.0, "--resolution", help="Simulation grid spacing, mm."),
     atlas: str = typer.Option("icbm152", "--atlas", help=ATLAS_HELP),
-    ratio: float = typer.Option(10.0, "--diffusivity-ratio", help="White over grey matter diffusivity."),
+    ratio: float = typer.Option(DEFAULT_DIFFUSIVITY_RATIO, "--diffusivity-ratio", help="White over grey matter diffusivity."),
     png: bool = typer.Option(False, "--png", help="Also write orthogonal slices as PNG beside the NIfTI."),
     native_grid: bool = typer.Option(False, "--native-grid", help="Write on the simulation grid instead of the atlas grid."),
     device: str = typer.Option("cpu", "--device", help="torch device: cpu or cuda."),
@@ -54,7 +56,7 @@ def simulate(
     from gliofit.growth.single_run import grow_tumour
 
     if output.is_dir():
-        raise ValueError(f"{output}: output path is a directory")
+        raise InputError(f"{output}: output path is a directory")
     a = load_atlas(atlas)
     with progress_bar() as bar:
         res = grow_tumour(a, D, rho, T, origin, resolution_mm=resolution, diffusivity_ratio=ratio, device=device,
@@ -70,8 +72,8 @@ def simulate(
         fig = density_figure(img_grid.t1, data, img_grid.affine, title="simulated: " + parameters_title(params))
         save_figure(fig, _png_path(output))
     typer.echo(json.dumps({"output": str(output), "shape": list(data.shape),
-                           "whole_tumor_cm3": _volume_cm3(res.density_grid, res.grid, 0.25),
-                           "core_cm3": _volume_cm3(res.density_grid, res.grid, 0.675)}))
+                           "whole_tumor_cm3": _volume_cm3(res.density_grid, res.grid, DEFAULT_THRESHOLD_EDEMA),
+                           "core_cm3": _volume_cm3(res.density_grid, res.grid, DEFAULT_THRESHOLD_CORE)}))
 
 
 def _png_path(nifti: Path) -> Path:

@@ -1,7 +1,9 @@
 """The one error type for bad user input, and small validators that raise it.
 
-The command line turns an :class:`InputError` (and any ``ValueError`` or
-``TypeError`` raised by a validator) into one line on stderr and exit code 2.
+Messages name files and Python parameters (``top_k must be >= 1``), never
+command-line flags: the command line maps a parameter to its flag
+(:mod:`gliofit.cli.errors`) and turns an :class:`InputError` into one line on
+stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -24,7 +26,31 @@ __all__ = [
 
 
 class InputError(ValueError):
-    """Bad input from the user: a message naming the file or argument and the problem."""
+    """Bad input from the user: a message naming the file or argument and the problem.
+
+    ``parameter`` is the Python parameter (or a tuple of them) the message is
+    about, named in the message as in Python, so the command line can name its
+    flag instead.
+
+    >>> str(InputError("top_k must be >= 1, got 0", parameter="top_k"))
+    'top_k must be >= 1, got 0'
+    """
+
+    def __init__(self, message: str, *, parameter: str | tuple[str, ...] | None = None) -> None:
+        super().__init__(message)
+        self.parameter = parameter
+
+    def __reduce__(self):  # keep ``parameter`` across process pools
+        return _rebuild_input_error, (str(self), self.parameter)
+
+
+def _rebuild_input_error(message: str, parameter: str | tuple[str, ...] | None) -> InputError:
+    return InputError(message, parameter=parameter)
+
+
+def _parameter(name: str) -> str | None:
+    """``name`` when it is a Python parameter name (``top_k``), else None (a description)."""
+    return name if name.isidentifier() else None
 
 
 class StorageError(InputError):
@@ -61,7 +87,7 @@ def check_positive(value: float, name: str) -> float:
     """Return ``float(value)`` or raise :class:`InputError` unless it is finite and > 0."""
     v = float(value)
     if not math.isfinite(v) or v <= 0:
-        raise InputError(f"{name} must be a positive number, got {value!r}")
+        raise InputError(f"{name} must be a positive number, got {value!r}", parameter=_parameter(name))
     return v
 
 
@@ -69,7 +95,7 @@ def check_in_range(value: float, name: str, low: float, high: float) -> float:
     """Return ``float(value)`` or raise unless ``low <= value <= high``."""
     v = float(value)
     if not (math.isfinite(v) and low <= v <= high):
-        raise InputError(f"{name} must lie in [{low}, {high}], got {value!r}")
+        raise InputError(f"{name} must lie in [{low}, {high}], got {value!r}", parameter=_parameter(name))
     return v
 
 
@@ -88,7 +114,7 @@ def check_vector(values: Sequence[float], name: str, length: int) -> tuple[float
     try:
         out = tuple(float(v) for v in values)
     except (TypeError, ValueError):
-        raise InputError(f"{name} must be {length} numbers, got {values!r}") from None
+        raise InputError(f"{name} must be {length} numbers, got {values!r}", parameter=_parameter(name)) from None
     if len(out) != length or not all(math.isfinite(v) for v in out):
-        raise InputError(f"{name} must be {length} finite numbers, got {values!r}")
+        raise InputError(f"{name} must be {length} finite numbers, got {values!r}", parameter=_parameter(name))
     return out

@@ -23,6 +23,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from gliofit.common.io import atomic_write
+from gliofit.common.units import DEFAULT_THRESHOLD_CORE, DEFAULT_THRESHOLD_EDEMA
 
 __all__ = [
     "slice_centre",
@@ -243,8 +244,8 @@ def _volumes(mri, segmentation, density, match_whole_tumor, match_core, plans, a
     """The arrays reoriented to RAS, cleaned (labels int16, density in [0, 1]), and the RAS affine."""
     if match_whole_tumor is None or match_core is None:
         d = np.asarray(density, dtype=np.float32)
-        match_whole_tumor = d >= 0.25 if match_whole_tumor is None else match_whole_tumor
-        match_core = d >= 0.675 if match_core is None else match_core
+        match_whole_tumor = d >= DEFAULT_THRESHOLD_EDEMA if match_whole_tumor is None else match_whole_tumor
+        match_core = d >= DEFAULT_THRESHOLD_CORE if match_core is None else match_core
     arrays = {"mri": mri, "density": density, "match_whole_tumor": match_whole_tumor, "match_core": match_core}
     arrays |= {f"plans[{k!r}]": v for k, v in (plans or {}).items()}
     if segmentation is not None:
@@ -352,7 +353,7 @@ def density_figure(
     density: np.ndarray,
     affine: np.ndarray,
     *,
-    thresholds: tuple[float, float] = (0.25, 0.675),
+    thresholds: tuple[float, float] = (DEFAULT_THRESHOLD_EDEMA, DEFAULT_THRESHOLD_CORE),
     title: str = "",
     background_name: str = "atlas T1",
 ):

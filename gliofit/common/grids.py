@@ -22,6 +22,7 @@ from gliofit.common.errors import InputError
 __all__ = [
     "GRID_TOLERANCE_MM",
     "check_same_grid",
+    "lps_geometry",
     "spacing_mm",
     "voxel_to_world",
     "world_to_voxel",
@@ -57,6 +58,24 @@ def check_same_grid(path: object, shape: tuple[int, ...], affine: np.ndarray, re
 def spacing_mm(affine: np.ndarray) -> np.ndarray:
     """Voxel spacing (3,) in mm: the column norms of the affine's 3x3 part."""
     return np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))
+
+
+_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
+
+
+def lps_geometry(affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ITK geometry of a grid given by a RAS ``affine``: origin (3,) mm, spacing (3,) mm, direction (3, 3).
+
+    nibabel affines map voxels to RAS world mm, ITK (SimpleITK, ANTs) images to
+    LPS: the first two world axes change sign. This is the one place that converts.
+
+    >>> origin, spacing, direction = lps_geometry(np.diag([2.0, 2.0, 2.0, 1.0]))
+    >>> spacing.tolist(), direction.diagonal().tolist()
+    ([2.0, 2.0, 2.0], [-1.0, -1.0, 1.0])
+    """
+    a = np.asarray(affine, dtype=np.float64)
+    sp = spacing_mm(a)
+    return _RAS_TO_LPS @ a[:3, 3], sp, (_RAS_TO_LPS @ a[:3, :3]) / sp
 
 
 def voxel_to_world(affine: np.ndarray, ijk: np.ndarray) -> np.ndarray:

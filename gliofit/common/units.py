@@ -7,7 +7,10 @@ days. The data identify only D·T and rho·T, hence ``mu_D_mm = sqrt(D·T)`` and
 
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = [
     "DEFAULT_THRESHOLD_EDEMA",
@@ -31,6 +34,8 @@ def derived_parameters(D_mm2_per_day, rho_per_day, T_days) -> dict[str, np.ndarr
     ``infiltration_length_mm`` (sqrt(D/rho), mm) and
     ``velocity_mm_per_day`` (2·sqrt(D·rho), mm/day); scalars in, scalars out.
     """
+    import numpy as np  # here, not at the top: the command line reads this module's constants at start-up
+
     D = np.asarray(D_mm2_per_day, dtype=np.float64)
     rho = np.asarray(rho_per_day, dtype=np.float64)
     T = np.asarray(T_days, dtype=np.float64)

@@ -87,8 +87,13 @@ class Atlas:
 
     @property
     def domain(self) -> np.ndarray:
-        """Boolean mask of voxels where tumour cells live and move (tissue >= 0.1)."""
+        """Boolean mask of voxels where tumour cells live and move (GM + WM >= :data:`TISSUE_THRESHOLD`)."""
         return self.tissue >= TISSUE_THRESHOLD
+
+    @property
+    def brain(self) -> np.ndarray:
+        """Boolean mask of the brain, CSF included (GM + WM + CSF >= :data:`TISSUE_THRESHOLD`)."""
+        return (self.gm + self.wm + self.csf) >= TISSUE_THRESHOLD
 
     def tissue_at(self, origin_mm) -> float:
         """GM + WM probability at the voxel nearest to a world point (0 outside the grid)."""

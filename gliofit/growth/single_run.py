@@ -42,11 +42,11 @@ def grow_tumour(
     Parameters are in INTERFACES.md units: D in mm²/day, rho in 1/day, T in
     days, origin in world mm. Invalid values raise :class:`InputError`.
     """
-    D = check_positive(D_mm2_per_day, "--D (mm^2/day)")
-    rho = check_positive(rho_per_day, "--rho (1/day)")
-    T = check_positive(T_days, "--T (days)")
-    origin = check_vector(origin_mm, "--origin (mm)", 3)
-    res = check_positive(resolution_mm, "--resolution (mm)")
+    D = check_positive(D_mm2_per_day, "D_mm2_per_day")
+    rho = check_positive(rho_per_day, "rho_per_day")
+    T = check_positive(T_days, "T_days")
+    origin = check_vector(origin_mm, "origin_mm", 3)
+    res = check_positive(resolution_mm, "resolution_mm")
     validate_origin(atlas, origin)
     grid = resample_atlas(atlas, res)
     u = simulate_one(grid, D, rho, origin, T, diffusivity_ratio=diffusivity_ratio, config=config,

@@ -41,7 +41,7 @@ class DiffusionField:
         return tuple(self.domain.shape)  # type: ignore[return-value]
 
     @classmethod
-    def from_grid(cls, grid: Atlas, diffusivity_ratio: float, device: torch.device | str = "cpu") -> "DiffusionField":
+    def from_grid(cls, grid: Atlas, diffusivity_ratio: float, device: torch.device | str = "cpu") -> DiffusionField:
         domain = grid.domain
         kappa = np.where(domain, grid.wm + grid.gm / diffusivity_ratio, 0.0).astype(np.float64)
         faces, diagonal = [], np.zeros(grid.shape)

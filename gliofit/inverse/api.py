@@ -11,15 +11,18 @@ from __future__ import annotations
 import functools
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from gliofit.common.errors import InputError
+from gliofit.common.timing import Stopwatch
+from gliofit.common.units import DEFAULT_DIFFUSIVITY_RATIO
 from gliofit.inverse.density import DENSITY_METHODS, best_density, resimulated_density
 from gliofit.inverse.estimate import entry_parameters, match_weights, parameters_of, summarise, temperature
 from gliofit.inverse.observation import observe
 from gliofit.inverse.query import DEFAULT_TOP_K, Matches, query
-from gliofit.inverse.result import Result
+from gliofit.inverse.result import TIMING_KEYS, Result
 from gliofit.growth.atlas import Atlas, load_atlas, to_atlas_grid
 
 __all__ = ["METHODS", "N_MATCHES", "infer", "atlas_of"]
@@ -70,7 +73,7 @@ def _refined(db, atlas: Atlas, params: dict, out: dict, density: str):
     new.update({"D_mm2_per_day": float(out["D_mm2_per_day"]), "rho_per_day": float(out["rho_per_day"]),
                 "T_days": float(out["T_days"]), "origin_mm": [float(v) for v in out["origin_mm"]]})
     new.update(derived_parameters(new["D_mm2_per_day"], new["rho_per_day"], new["T_days"]))
-    ratio = float(db.manifest.design.get("diffusivity_ratio", 10.0))
+    ratio = float(db.manifest.design.get("diffusivity_ratio", DEFAULT_DIFFUSIVITY_RATIO))
 
     def density_fn() -> np.ndarray:
         if density == "resimulate":
@@ -114,34 +117,36 @@ def infer(db, seg, *, labels: str = "auto", core=None, t1=None, in_atlas_space: 
         :func:`~gliofit.inverse.observation.observe`); the density goes back through it.
     progress : progress bar for the exhaustive loop.
     """
-    t0 = time.perf_counter()
+    watch = Stopwatch(TIMING_KEYS[:-1])
     if method not in METHODS:
-        raise InputError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+        raise InputError(f"method must be one of {', '.join(METHODS)}, got {method!r}", parameter="method")
     if density not in DENSITY_METHODS:
-        raise InputError(f"density must be one of {', '.join(DENSITY_METHODS)}, got {density!r}")
-    db = _open(db)
-    atlas = atlas if atlas is not None else atlas_of(db)
+        raise InputError(f"density must be one of {', '.join(DENSITY_METHODS)}, got {density!r}",
+                         parameter="density")
+    with watch.stage("load"):
+        db = _open(db)
+        atlas = atlas if atlas is not None else atlas_of(db)
     obs = observe(seg, grid=db.grid, atlas=atlas, labels=labels, core=core, t1=t1, in_atlas_space=in_atlas_space,
                   registration=registration)
-    load_s = time.perf_counter() - t0 - obs.timings_s["registration"]
-    tq = time.perf_counter()
-    if method == "index":
-        m = query(db, obs.wt, obs.core, top_k=top_k, weights=weights, thresholds_search=thresholds_search)
-    else:
-        from gliofit.inverse.baseline import exhaustive_query
+    for stage, seconds in obs.timings_s.items():
+        watch.add(stage, seconds)
+    with watch.stage("query"):
+        if method == "index":
+            m = query(db, obs.wt, obs.core, top_k=top_k, weights=weights, thresholds_search=thresholds_search)
+        else:
+            from gliofit.inverse.baseline import exhaustive_query
 
-        m = exhaustive_query(db, obs.wt, obs.core, top_k=top_k, weights=weights, progress=progress)
-    if len(m.ids) == 0:
-        raise InputError(f"{db.path}: the database returned no candidates (is it empty?)")
-    params = entry_parameters(db, m.ids, m.thresholds)
-    w = match_weights(m.mean_dice)
-    uncertainty = summarise(params, w, origin_spacing_mm=float(db.manifest.resolution_mm))
-    query_s = time.perf_counter() - tq
+            m = exhaustive_query(db, obs.wt, obs.core, top_k=top_k, weights=weights, progress=progress)
+        if len(m.ids) == 0:
+            raise InputError(f"{db.path}: the database returned no candidates (is it empty?)")
+        params = entry_parameters(db, m.ids, m.thresholds)
+        w = match_weights(m.mean_dice)
+        uncertainty = summarise(params, w, origin_spacing_mm=float(db.manifest.resolution_mm))
     best = parameters_of(params, 0)
     fit = _fit(m.dice[0], m.weights)
     best_id = int(m.ids[0])
     density_fn = functools.partial(best_density, db, best_id, best, atlas, density)
-    extra = {"method": method, "candidates": m.n_candidates, "scored": len(m.ids),
+    extra: dict[str, Any] = {"method": method, "candidates": m.n_candidates, "scored": len(m.ids),
              "temperature": temperature(m.mean_dice), "effective_matches": float(1.0 / np.sum(w ** 2))}
     if refine:
         tr = time.perf_counter()
@@ -155,8 +160,7 @@ def infer(db, seg, *, labels: str = "auto", core=None, t1=None, in_atlas_space: 
         else:
             extra["refine"] = "unavailable (gliofit.inverse.refine not installed)"
     matches = _matches(db, m, params)
-    timings = {"load": load_s, "segmentation": 0.0, "registration": obs.timings_s["registration"],
-               "query": query_s, "total": time.perf_counter() - t0}
+    timings = watch.timings()
     database = {"path": str(db.path), "entries": int(len(db.entries["id"])), "atlas": db.manifest.atlas,
                 "resolution_mm": float(db.manifest.resolution_mm)}
     return Result(parameters=best, uncertainty=uncertainty, matches=matches, fit=fit, timings=timings,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from gliofit.common.errors import InputError
+from gliofit.common.units import DEFAULT_DIFFUSIVITY_RATIO
 from gliofit.growth.atlas import Atlas, resample_atlas, to_atlas_grid
 
 __all__ = ["DENSITY_METHODS", "upsampled_density", "resimulated_density", "best_density"]
@@ -28,7 +29,7 @@ def upsampled_density(db, entry_id: int, atlas: Atlas) -> np.ndarray:
 
 
 def resimulated_density(parameters: dict, atlas: Atlas, *, resolution_mm: float = 1.0,
-                        diffusivity_ratio: float = 10.0, device: str = "cpu") -> np.ndarray:
+                        diffusivity_ratio: float = DEFAULT_DIFFUSIVITY_RATIO, device: str = "cpu") -> np.ndarray:
     """(X, Y, Z) float32 on ``atlas``: the forward solver run with ``parameters`` at ``resolution_mm``.
 
     ``parameters`` holds ``D_mm2_per_day``, ``rho_per_day``, ``T_days`` and ``origin_mm`` (INTERFACES.md units).
@@ -46,6 +47,6 @@ def best_density(db, entry_id: int, parameters: dict, atlas: Atlas, method: str 
     if method == "upsample":
         return upsampled_density(db, entry_id, atlas)
     if method == "resimulate":
-        ratio = float(db.manifest.design.get("diffusivity_ratio", 10.0))
+        ratio = float(db.manifest.design.get("diffusivity_ratio", DEFAULT_DIFFUSIVITY_RATIO))
         return resimulated_density(parameters, atlas, diffusivity_ratio=ratio)
     raise InputError(f"density method must be one of {', '.join(DENSITY_METHODS)}, got {method!r}")

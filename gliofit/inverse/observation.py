@@ -27,10 +27,8 @@ masks are first interpolated trilinearly through the registration onto the
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -38,7 +36,9 @@ from gliofit.common.errors import InputError, check_file
 from gliofit.common.grids import check_same_grid, resample_area, resample_linear, voxel_to_world
 from gliofit.common.labels import CONVENTIONS, detect_convention, tumour_masks
 from gliofit.common.nifti import load_volume
+from gliofit.common.timing import Stopwatch
 from gliofit.growth.atlas import Atlas
+from gliofit.inverse.registration import AtlasRegistration
 
 __all__ = ["Observation", "LABEL_MODES", "MASK_FRACTION", "observe", "masks_from_file", "is_atlas_space",
            "to_grid_masks"]
@@ -74,7 +74,7 @@ class Observation:
     space: str
     input_shape: tuple[int, int, int]
     input_affine: np.ndarray
-    registration: Any = None
+    registration: AtlasRegistration | None = None
     timings_s: dict = field(default_factory=dict)
 
     def to_input_grid(self, atlas_volume: np.ndarray, atlas: Atlas) -> np.ndarray:
@@ -113,13 +113,13 @@ def masks_from_file(seg: str | Path, *, labels: str = "auto", core: str | Path |
     wt, core : (X, Y, Z) bool on the input's grid; affine : (4, 4) float64; the convention used.
     """
     if labels not in LABEL_MODES:
-        raise InputError(f"--labels must be one of {', '.join(LABEL_MODES)}, got {labels!r}")
+        raise InputError(f"labels must be one of {', '.join(LABEL_MODES)}, got {labels!r}", parameter="labels")
     seg = check_file(seg, "segmentation")
     if labels == "auto" and core is not None:
         labels = "masks"
     if labels == "masks":
         if core is None:
-            raise InputError(f"{seg}: --labels masks needs the core mask too (--core CORE.nii.gz)")
+            raise InputError(f"{seg}: labels masks needs the core mask too (core)", parameter=("labels", "core"))
         data, affine = load_volume(seg, "whole-tumour mask")
         cdata, caffine = load_volume(core, "core mask")
         check_same_grid(core, cdata.shape, caffine, data.shape, affine, what="core mask", ref=str(seg))
@@ -174,7 +174,7 @@ def observe(
     core: str | Path | None = None,
     t1: str | Path | None = None,
     in_atlas_space: bool = False,
-    registration: Any = None,
+    registration: AtlasRegistration | None = None,
 ) -> Observation:
     """Read a segmentation and put its whole-tumour and core masks on the database grid.
 
@@ -186,8 +186,7 @@ def observe(
     labels, core : label convention, core mask file (:func:`masks_from_file`).
     t1 : the patient's T1 on the segmentation's grid: register it to the atlas (patient-space input).
     in_atlas_space : trust the segmentation's affine as atlas world mm.
-    registration : a registration already found for this patient (an object with ``to_atlas(data, affine,
-        atlas)`` and ``to_patient(data, atlas, shape, affine)``, e.g.
+    registration : a registration already found for this patient (an :class:`AtlasRegistration`, e.g.
         :class:`gliofit.pipelines.registration.AntsRegistration`); the masks follow it (patient space).
 
     Raises
@@ -196,40 +195,40 @@ def observe(
         Unreadable or non-3-D file, unknown labels, an empty tumour, a patient-space
         segmentation without ``t1`` or ``in_atlas_space``.
     """
-    t0 = time.perf_counter()
-    wt, co, affine, convention = masks_from_file(seg, labels=labels, core=core)
-    seg = Path(seg)
-    timings = {"load": 0.0, "registration": 0.0}
-    if registration is not None and (t1 is not None or in_atlas_space):
-        raise InputError(f"{seg}: give a registration, a T1 or in_atlas_space, not several")
-    if registration is not None or t1 is not None:
-        if registration is None:
-            from gliofit.inverse.registration import register_to_atlas
-
+    watch = Stopwatch(("load", "registration"))
+    with watch.stage("load"):
+        wt, co, affine, convention = masks_from_file(seg, labels=labels, core=core)
+        seg = Path(seg)
+        if registration is not None and (t1 is not None or in_atlas_space):
+            raise InputError(f"{seg}: give one of registration, t1 and in_atlas_space, not several",
+                             parameter=("registration", "t1", "in_atlas_space"))
+        if registration is None and t1 is not None:
             t1_data, t1_affine = load_volume(t1, "T1")
             check_same_grid(t1, t1_data.shape, t1_affine, wt.shape, affine, what="T1", ref="the segmentation")
-        timings["load"] = time.perf_counter() - t0
-        t1r = time.perf_counter()
-        if registration is None:
-            registration = register_to_atlas(t1_data, t1_affine, atlas, exclude=wt, source=str(t1))
-        wt_atlas = np.asarray(registration.to_atlas(wt, affine, atlas)) >= MASK_FRACTION - _EPS
-        core_atlas = np.asarray(registration.to_atlas(co, affine, atlas)) >= MASK_FRACTION - _EPS
-        space = "patient"
-        timings["registration"] = time.perf_counter() - t1r
+    if registration is not None or t1 is not None:
+        with watch.stage("registration"):
+            if registration is None:
+                from gliofit.inverse.registration import register_to_atlas
+
+                registration = register_to_atlas(t1_data, t1_affine, atlas, exclude=wt, source=str(t1))
+            wt_atlas = np.asarray(registration.to_atlas(wt, affine, atlas)) >= MASK_FRACTION - _EPS
+            core_atlas = np.asarray(registration.to_atlas(co, affine, atlas)) >= MASK_FRACTION - _EPS
+            space = "patient"
     else:
-        if not in_atlas_space and not is_atlas_space(affine, wt.shape, atlas):
-            raise InputError(f"{seg}: is not in atlas space (its grid does not lie along the {atlas.name} atlas); "
-                             "give --t1 T1.nii.gz to register it, or --in-atlas-space if it is")
-        wt_atlas = to_grid_masks(wt, affine, atlas)
-        core_atlas = to_grid_masks(co, affine, atlas)
-        space = "atlas"
-    src, src_affine = ((wt_atlas, core_atlas), atlas.affine) if registration is not None else ((wt, co), affine)
-    wt_grid = to_grid_masks(src[0], src_affine, grid)
-    core_grid = to_grid_masks(src[1], src_affine, grid) & wt_grid
-    if not wt_grid.any():
-        raise InputError(f"{seg}: the tumour covers no database voxel ({grid.spacing_mm[0]:g} mm) after "
-                         "resampling; is it inside the atlas's brain, and larger than half a voxel?")
-    if space == "atlas":
-        timings["load"] = time.perf_counter() - t0
+        with watch.stage("load"):
+            if not in_atlas_space and not is_atlas_space(affine, wt.shape, atlas):
+                raise InputError(f"{seg}: is not in atlas space (its grid does not lie along the {atlas.name} "
+                                 "atlas); give t1 to register it, or in_atlas_space if it is",
+                                 parameter=("t1", "in_atlas_space"))
+            wt_atlas = to_grid_masks(wt, affine, atlas)
+            core_atlas = to_grid_masks(co, affine, atlas)
+            space = "atlas"
+    with watch.stage("load"):
+        src, src_affine = ((wt_atlas, core_atlas), atlas.affine) if registration is not None else ((wt, co), affine)
+        wt_grid = to_grid_masks(src[0], src_affine, grid)
+        core_grid = to_grid_masks(src[1], src_affine, grid) & wt_grid
+        if not wt_grid.any():
+            raise InputError(f"{seg}: the tumour covers no database voxel ({grid.spacing_mm[0]:g} mm) after "
+                             "resampling; is it inside the atlas's brain, and larger than half a voxel?")
     return Observation(wt_grid, core_grid, wt_atlas, core_atlas & wt_atlas, seg, convention, space,
-                       tuple(int(s) for s in wt.shape), affine, registration, timings)
+                       tuple(int(s) for s in wt.shape), affine, registration, dict(watch.seconds))

@@ -64,7 +64,7 @@ class Matches:
         """(n,) weighted mean Dice."""
         return self.dice @ np.asarray(self.weights)
 
-    def head(self, n: int) -> "Matches":
+    def head(self, n: int) -> Matches:
         s = slice(0, int(n))
         return Matches(self.ids[s], self.dice[s], self.thresholds[s], self.score[s], self.weights, self.n_candidates)
 
@@ -144,7 +144,7 @@ def query(db, wt: np.ndarray, core: np.ndarray, *, top_k: int = DEFAULT_TOP_K, w
     :class:`Matches` of the candidates that passed the pre-filter, best first.
     """
     if int(top_k) < 1:
-        raise InputError(f"--top-k must be >= 1, got {top_k!r}")
+        raise InputError(f"top_k must be >= 1, got {top_k!r}", parameter="top_k")
     w = check_weights(weights)
     spec = FeatureSpec.from_dict(db.manifest.features)
     q = query_features(spec, wt, core)

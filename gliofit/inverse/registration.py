@@ -10,24 +10,34 @@ centres of mass), then a 12-parameter affine from the rigid result. The
 metric samples 5% of the voxels (seeded, so results repeat); the tumour,
 dilated by 3 mm, is excluded from the moving image's metric mask.
 
-Coordinates: nibabel affines are RAS, SimpleITK is LPS; conversion happens
-only here (:func:`sitk_image`).
+Coordinates: nibabel affines are RAS, SimpleITK is LPS; :func:`sitk_image`
+converts with :func:`gliofit.common.grids.lps_geometry`.
+
+:class:`AtlasRegistration` is what the rest of gliofit needs of a registration;
+:class:`Registration` (here) and the ANTs one (:mod:`gliofit.pipelines.registration`)
+both provide it.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from scipy import ndimage
 
+from gliofit._version import __version__
 from gliofit.common.errors import InputError
-from gliofit.common.grids import spacing_mm
+from gliofit.common.grids import lps_geometry, spacing_mm
+from gliofit.common.io import atomic_write, write_json
 from gliofit.growth.atlas import Atlas
 
-__all__ = ["Registration", "register_to_atlas", "sitk_image", "sitk_array"]
+__all__ = ["AtlasRegistration", "Registration", "register_to_atlas", "sitk_image", "sitk_array"]
 
-_LPS = np.diag([-1.0, -1.0, 1.0])
+JSON_NAME = "registration.json"
+TRANSFORM_NAME = "patient_to_atlas_affine.tfm"
 SAMPLING_FRACTION = 0.05
 TUMOUR_MARGIN_MM = 3.0
 
@@ -37,12 +47,10 @@ def sitk_image(data: np.ndarray, affine: np.ndarray, dtype=np.float32):
     import SimpleITK as sitk
 
     img = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(data, dtype=dtype).transpose(2, 1, 0)))
-    a = np.asarray(affine, dtype=np.float64)
-    sp = spacing_mm(a)
-    lin = _LPS @ a[:3, :3]
+    origin, sp, direction = lps_geometry(affine)
     img.SetSpacing([float(s) for s in sp])
-    img.SetDirection([float(v) for v in (lin / sp).ravel()])
-    img.SetOrigin([float(v) for v in _LPS @ a[:3, 3]])
+    img.SetDirection([float(v) for v in direction.ravel()])
+    img.SetOrigin([float(v) for v in origin])
     return img
 
 
@@ -51,6 +59,29 @@ def sitk_array(img) -> np.ndarray:
     import SimpleITK as sitk
 
     return sitk.GetArrayFromImage(img).transpose(2, 1, 0)
+
+
+@runtime_checkable
+class AtlasRegistration(Protocol):
+    """A map between one patient grid and the atlas grid, as :func:`gliofit.infer` and the pipelines use it."""
+
+    def to_atlas(self, data: np.ndarray, affine: np.ndarray, atlas: Atlas) -> np.ndarray:
+        """Pull a patient volume (X, Y, Z) on ``affine`` onto the atlas grid (float32)."""
+        ...
+
+    def to_patient(self, data: np.ndarray, atlas: Atlas, shape: tuple[int, int, int],
+                   affine: np.ndarray) -> np.ndarray:
+        """Push an atlas-grid volume onto the patient grid ``(shape, affine)`` (float32)."""
+        ...
+
+    def save(self, folder: str | Path) -> dict[str, Path]:
+        """Write the registration into ``folder``; returns ``{file name: path}``."""
+        ...
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Any:
+        """Read a registration written by :meth:`save`."""
+        ...
 
 
 @dataclass
@@ -80,9 +111,39 @@ class Registration:
         import SimpleITK as sitk
 
         ref = sitk_image(np.zeros(shape, np.uint8), affine, np.uint8)
-        inverse = self.transform.GetInverse()
+        inverse = self.transform.GetInverse()  # type: ignore[attr-defined]
         out = sitk.Resample(sitk_image(data, atlas.affine), ref, inverse, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
         return sitk_array(out)
+
+    def save(self, folder: str | Path) -> dict[str, Path]:
+        """Write ``registration.json`` and the transform (ITK ``.tfm``) into ``folder``, each atomically."""
+        import SimpleITK as sitk
+
+        out = Path(folder)
+        if out.exists() and not out.is_dir():
+            raise InputError(f"{out}: output path is a file, not a folder")
+        with atomic_write(out / TRANSFORM_NAME) as tmp:
+            sitk.WriteTransform(self.transform, str(tmp))
+        meta = {"kind": "sitk-affine", "metric": None if not np.isfinite(self.metric) else float(self.metric),
+                "transform": TRANSFORM_NAME, "gliofit_version": __version__}
+        return {TRANSFORM_NAME: out / TRANSFORM_NAME, JSON_NAME: write_json(meta, out / JSON_NAME)}
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Registration:
+        """Read a registration written by :meth:`save`."""
+        import SimpleITK as sitk
+
+        p = Path(folder)
+        meta_path = p / JSON_NAME
+        try:
+            meta = json.loads(meta_path.read_text())
+            if meta.get("kind") != "sitk-affine":
+                raise ValueError(f"kind {meta.get('kind')!r} is not 'sitk-affine'")
+            transform = sitk.ReadTransform(str(p / meta["transform"])).Downcast()
+        except (OSError, RuntimeError, ValueError, KeyError, TypeError) as e:
+            raise InputError(f"{meta_path}: not a readable registration ({e})") from None
+        metric = meta.get("metric")
+        return cls(transform, float("nan") if metric is None else float(metric))
 
 
 def _method(sitk, transform, fixed_mask, moving_mask, seed: int):

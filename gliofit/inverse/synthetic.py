@@ -347,7 +347,7 @@ def grow_patient(atlas: Atlas, params: dict, *, rng: np.random.Generator, resolu
     origin = np.asarray(params["origin_mm"], dtype=np.float64)
     u = simulate_one(grid, D, rho, origin, T, config=config, on_step=on_step)
     density = np.clip(to_atlas_grid(u, grid, atlas), 0.0, 1.0).astype(np.float32)
-    brain = (atlas.gm + atlas.wm + atlas.csf) >= 0.1
+    brain = atlas.brain
     centre = voxel_to_world(atlas.affine, np.argwhere(atlas.domain).mean(axis=0))
     if jitter_voxels[1] <= 0 and shift_mm <= 0 and rotation_deg <= 0:
         if not (density >= thresholds[0]).any():

@@ -11,8 +11,9 @@ Resuming: a patient with ``OUT/<patient>/result.json`` is finished and skipped; 
 (never run, in flight when the last run died, or failed) runs again (the temporary folders of the
 patients in flight are removed first; one cohort run per OUT at a time: a second start exits 2 naming
 the first, see :data:`LOCK_NAME`), so a crash loses at most the
-patients in flight and a fixed input is picked up by the next run. ``results.csv`` is rebuilt from
-the folders after every patient (atomically), so it always agrees with them. A failure never stops
+patients in flight and a fixed input is picked up by the next run. ``results.csv`` is read from the
+folders once at the start, kept in memory and rewritten (atomically) after every patient, so it always
+agrees with them. A failure never stops
 the cohort: :func:`run_one` turns it into a failure record with a one-line reason.
 
 Parallelism (:mod:`gliofit.common.executors`): ``workers`` local processes (default: all cores, the
@@ -169,7 +170,7 @@ def _pool(workers: int | None, scheduler: str | None):
 
 
 def _drive(todo: list[Path], base: dict, workers: int | None, scheduler: str | None, on_done) -> int:
-    """Run ``todo`` on a pool, calling ``on_done(patient)`` after each; returns how many ran.
+    """Run ``todo`` on a pool, calling ``on_done(patient, row)`` after each; returns how many ran.
 
     A worker process that dies (a crash in native code) breaks a local pool: the pool is made again and the
     patients in flight run again; a patient in flight at :data:`MAX_CRASHES` such deaths is recorded as failed.
@@ -188,18 +189,19 @@ def _drive(todo: list[Path], base: dict, workers: int | None, scheduler: str | N
             for fut in executor.wait_first(list(in_flight)):
                 folder = in_flight.pop(fut)
                 try:
-                    fut.result()
+                    row = fut.result()["row"]
                 except BrokenProcessPool:
                     broken = True
                     crashes[folder.name] += 1
                     if crashes[folder.name] < MAX_CRASHES:
                         pending.insert(0, folder)
                         continue
-                    write_json({"patient": folder.name, "error": "the worker process died (a crash in native "
-                                "code or out of memory)", "kind": "BrokenProcessPool"},
-                               Path(base["out_dir"]) / _FAILED / f"{folder.name}.json")
+                    record = {"patient": folder.name, "error": "the worker process died (a crash in native "
+                              "code or out of memory)", "kind": "BrokenProcessPool"}
+                    write_json(record, Path(base["out_dir"]) / _FAILED / f"{folder.name}.json")
+                    row = failure_row(record)
                 ran += 1
-                on_done(folder.name)
+                on_done(folder.name, row)
             if broken:
                 pending[:0] = list(in_flight.values())
                 in_flight.clear()
@@ -233,12 +235,12 @@ def run_cohort(cohort_dir: str | Path, db: str | Path, out_dir: str | Path, *, w
     from gliofit.simulations_db.manifest import read_manifest
 
     if workers is not None and scheduler is not None:
-        raise InputError("give either --workers or --scheduler, not both")
+        raise InputError("give either workers or scheduler, not both", parameter=("workers", "scheduler"))
     if workers is not None and int(workers) < 1:
-        raise InputError(f"--workers must be >= 1, got {workers}")
+        raise InputError(f"workers must be >= 1, got {workers}", parameter="workers")
     if options.get("registration", "syn") not in REGISTRATIONS:
-        raise InputError(f"--registration must be one of {', '.join(REGISTRATIONS)}, "
-                         f"got {options['registration']!r}")
+        raise InputError(f"registration must be one of {', '.join(REGISTRATIONS)}, "
+                         f"got {options['registration']!r}", parameter="registration")
     folders = find_patients(cohort_dir)
     db_path = Path(db)
     read_manifest(db_path)                                  # not a database: one line before any patient runs
@@ -250,23 +252,29 @@ def run_cohort(cohort_dir: str | Path, db: str | Path, out_dir: str | Path, *, w
         todo = [p for p in folders if not _finished(out, p.name)]
         t0 = time.perf_counter()
         ran = 0
+        table = {row["patient"]: row for row in collect_rows(out, names)}   # read once; kept up to date below
+
+        def rows() -> list[dict]:
+            return [table[n] for n in names if n in table]
+
         if todo:
             base = {"out_dir": str(out.resolve()), "db": str(db_path.resolve()), "options": options}
             k = None if scheduler else min(len(todo), int(workers) if workers else (os.cpu_count() or 1))
             with progress_bar(disable=not progress) as bar:
                 task = bar.add_task("patients", total=len(folders), completed=len(folders) - len(todo))
 
-                def on_done(_: str) -> None:
-                    write_results_csv(collect_rows(out, names), out / "results.csv")
+                def on_done(name: str, row: dict) -> None:
+                    table[name] = row
+                    write_results_csv(rows(), out / "results.csv")
                     bar.update(task, advance=1)
 
                 ran = _drive(todo, base, k, scheduler, on_done)
-        rows = collect_rows(out, names)
-        files = {"results_csv": str(write_results_csv(rows, out / "results.csv"))}
+        final = rows()
+        files = {"results_csv": str(write_results_csv(final, out / "results.csv"))}
         if report:
             from gliofit.pipelines.report import write_cohort_report
 
-            files.update({k: str(v) for k, v in write_cohort_report(out, rows).items()})
-        ok = sum(r["status"] == "ok" for r in rows)
-        return {"patients": len(folders), "ok": ok, "failed": len(rows) - ok, "skipped": len(folders) - len(todo),
+            files.update({k: str(v) for k, v in write_cohort_report(out, final).items()})
+        ok = sum(r["status"] == "ok" for r in final)
+        return {"patients": len(folders), "ok": ok, "failed": len(final) - ok, "skipped": len(folders) - len(todo),
                 "ran": ran, "seconds": round(time.perf_counter() - t0, 2), **files}

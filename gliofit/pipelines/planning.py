@@ -152,7 +152,7 @@ def make_plan(
     InputError
         Shapes differ, margin <= 0, density outside [0, 1] or not finite, no core and no whole tumour.
     """
-    margin = check_positive(margin_mm, "margin_mm (--margin-mm)")
+    margin = check_positive(margin_mm, "margin_mm")
     d = _check_density(density, "density")
     aff = np.asarray(affine, dtype=np.float64)
     if aff.shape != (4, 4) or not np.all(np.isfinite(aff)):
@@ -320,9 +320,9 @@ def plan_files(
     density's grid and affine; ``plan.json`` holds :attr:`Plan.summary` (``coverage`` and ``recurrence``
     filled when a recurrence is given).
     """
-    margin = check_positive(margin_mm, "--margin-mm")
+    margin = check_positive(margin_mm, "margin_mm")
     if labels not in LABEL_CHOICES:
-        raise InputError(f"--labels must be one of {', '.join(LABEL_CHOICES)}, got {labels!r}")
+        raise InputError(f"labels must be one of {', '.join(LABEL_CHOICES)}, got {labels!r}", parameter="labels")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: output path is a file, not a folder")

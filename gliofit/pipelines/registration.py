@@ -30,8 +30,8 @@ ITK reads ``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS`` once per process, at its
 first image operation, so ``threads`` only counts before a process's first
 ANTs call (a later, different value is ignored with a warning).
 
-Coordinates: nibabel affines are RAS, ITK is LPS; converted only in
-:func:`ants_image`.
+Coordinates: nibabel affines are RAS, ITK is LPS; :func:`ants_image` converts with
+:func:`gliofit.common.grids.lps_geometry`.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from scipy import ndimage
 
 from gliofit._version import __version__
 from gliofit.common.errors import InputError
-from gliofit.common.grids import spacing_mm
+from gliofit.common.grids import lps_geometry, spacing_mm
 from gliofit.common.io import atomic_write, write_json
 from gliofit.growth.atlas import Atlas
 
@@ -74,7 +74,6 @@ SYN_ITERATIONS = (40, 20, 0)
 PREFIX = "patient_to_atlas_"
 JSON_NAME = "registration.json"
 _THREADS_ENV = "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"
-_LPS = np.diag([-1.0, -1.0, 1.0])
 _ANTS_SUFFIX = re.compile(r"\d+(GenericAffine\.mat|InverseWarp\.nii\.gz|Warp\.nii\.gz)$")
 _threads_in_effect: int | None = None
 
@@ -83,10 +82,9 @@ def ants_image(data: np.ndarray, affine: np.ndarray):
     """An ANTs float32 image of an (X, Y, Z) array on a RAS ``affine`` (origin, spacing, direction in LPS)."""
     import ants
 
-    a = np.asarray(affine, dtype=np.float64)
-    sp = spacing_mm(a)
-    return ants.from_numpy(np.ascontiguousarray(data, dtype=np.float32), origin=tuple(float(v) for v in _LPS @ a[:3, 3]),
-                           spacing=tuple(float(s) for s in sp), direction=(_LPS @ a[:3, :3]) / sp)
+    origin, sp, direction = lps_geometry(affine)
+    return ants.from_numpy(np.ascontiguousarray(data, dtype=np.float32), origin=tuple(float(v) for v in origin),
+                           spacing=tuple(float(s) for s in sp), direction=direction)
 
 
 def ants_array(img) -> np.ndarray:

@@ -14,18 +14,17 @@
    transforms (linear), on the patient's grid;
 6. ``plan``: standard and model-based target volumes (:mod:`gliofit.pipelines.planning`), limited to
    the atlas brain mapped onto the patient (``brain_mask.nii.gz``) joined with the tumour;
-7. ``report``: ``report.png`` and a self-contained ``report.html`` (:mod:`gliofit.pipelines.report`).
+7. ``report``: ``report.png`` and a self-contained ``report.html`` (:mod:`gliofit.pipelines.report`);
+   the html shows the timings, so they (``total`` included) are read just before it is written.
 
 Nothing half-written: every file goes into a hidden sibling folder ``.<OUT>.part-<pid>`` that is renamed
-to ``OUT`` when complete (an existing ``OUT`` folder is replaced), so ``OUT/result.json`` exists only
+to ``OUT`` when complete (:func:`gliofit.common.io.atomic_directory`) (an existing ``OUT`` folder is replaced), so ``OUT/result.json`` exists only
 for a finished patient — what ``cohort`` relies on to resume.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +32,10 @@ import numpy as np
 
 from gliofit.common.errors import InputError
 from gliofit.common.grids import check_same_grid
+from gliofit.common.io import atomic_directory, write_json, write_text
 from gliofit.common.labels import detect_convention, tumour_masks
 from gliofit.common.nifti import load_volume, save_volume
+from gliofit.common.timing import Stopwatch
 from gliofit.pipelines.patient import find_patient
 from gliofit.segmentation.brats_convert import LAYOUTS, BratsCase
 
@@ -77,7 +78,7 @@ def brain_on_patient_grid(atlas, registration, shape: tuple[int, int, int], affi
                           tumour: np.ndarray) -> np.ndarray:
     """The atlas brain (grey + white matter >= 0.1, as the solver's domain) mapped onto the patient
     grid (nearest neighbour), joined with the tumour (which may have displaced tissue). Bool (X, Y, Z)."""
-    brain = (atlas.gm + atlas.wm) >= 0.1
+    brain = atlas.domain
     if registration is None:
         from gliofit.common.grids import resample_linear
 
@@ -108,19 +109,83 @@ def _match_masks(density: np.ndarray, parameters: dict) -> tuple[np.ndarray, np.
     return density >= parameters["threshold_edema"], density >= parameters["threshold_core"]
 
 
-def _write_report(folder: Path, result: dict, patient: BratsCase, labels: np.ndarray, affine: np.ndarray,
-                  density: np.ndarray, res, plan) -> None:
-    """report.png (T1c, labels, matched masks, density, both targets) and report.html in ``folder``."""
-    from gliofit.common.wording import parameters_title
-    from gliofit.pipelines.report import patient_figure, write_patient_report
+@dataclass
+class _Scan:
+    """What the load and segmentation stages read: the T1, the label map and its tumour masks."""
 
-    mri = load_volume(patient.images[1], "T1c")[0]
-    match_wt, match_core = _match_masks(density, res.parameters)
-    fig = patient_figure(mri=mri, mri_name="T1c (T1 with gadolinium)", segmentation=labels, density=density,
-                         match_whole_tumor=match_wt, match_core=match_core,
-                         plans={"standard": plan.standard, "model": plan.model}, affine=affine,
-                         title=parameters_title(res.parameters, res.uncertainty, res.fit, name=patient.name))
-    write_patient_report(folder, result, fig, plan=result.get("plan"))
+    t1: np.ndarray
+    t1_affine: np.ndarray
+    seg_path: Path
+    labels: np.ndarray
+    affine: np.ndarray
+    masks: dict[str, np.ndarray]
+
+
+def _load_and_segment(patient: BratsCase, model: Any, device: str, tmp: Path, watch: Stopwatch) -> _Scan:
+    """Stages ``load`` and ``segmentation``: the T1, then the label map (given: ``load``; predicted)."""
+    with watch.stage("load"):
+        t1, t1_affine = load_volume(patient.images[0], "T1")
+    with watch.stage("segmentation" if patient.seg is None else "load"):
+        seg_path, labels, affine = _segmentation(patient, model, device, tmp)
+        _check_same_grid(seg_path if patient.seg is None else patient.seg, labels.shape, affine, t1.shape, t1_affine)
+        masks = tumour_masks(labels.astype(np.int64), detect_convention(labels, str(seg_path)),
+                             str(patient.images[0].parent))
+        if not masks["whole_tumor"].any():
+            raise InputError(f"{patient.images[0].parent}: the segmentation holds no tumour voxels")
+    return _Scan(t1, t1_affine, seg_path, labels, affine, masks)
+
+
+def _infer(db, scan: _Scan, reg, atlas, watch: Stopwatch, **options):
+    """Stage ``query`` (with the inverse solver's own ``load`` and ``registration`` seconds)."""
+    from gliofit.inverse.api import infer
+
+    res = infer(db, scan.seg_path, registration=reg, in_atlas_space=reg is None, atlas=atlas, **options)
+    for stage in ("load", "registration", "query"):
+        watch.add(stage, res.timings[stage])
+    return res
+
+
+def _write_densities(res, atlas, scan: _Scan, tmp: Path, watch: Stopwatch) -> np.ndarray:
+    """Stage ``density``: the best match's density on the atlas grid and on the patient's; the latter."""
+    with watch.stage("density"):
+        density_patient = res.density_on_input_grid()
+        save_volume(res.density_array, atlas.affine, tmp / "tumor_density_atlas.nii.gz")
+        save_volume(density_patient, scan.affine, tmp / "tumor_density.nii.gz")
+    return density_patient
+
+
+def _write_plan(atlas, reg, scan: _Scan, density_patient: np.ndarray, margin_mm: float, tmp: Path,
+                watch: Stopwatch):
+    """Stage ``plan``: the brain on the patient grid, both target volumes and plan.json; (plan, summary)."""
+    from gliofit.pipelines.planning import make_plan
+
+    with watch.stage("plan"):
+        brain = brain_on_patient_grid(atlas, reg, scan.labels.shape, scan.affine, scan.masks["whole_tumor"])
+        save_volume(brain, scan.affine, tmp / "brain_mask.nii.gz", dtype=np.uint8)
+        plan = make_plan(density_patient, scan.masks["core"], scan.affine, brain=brain, margin_mm=margin_mm,
+                         whole_tumor=scan.masks["whole_tumor"])
+        save_volume(plan.standard, scan.affine, tmp / "target_standard.nii.gz", dtype=np.uint8)
+        save_volume(plan.model, scan.affine, tmp / "target_model.nii.gz", dtype=np.uint8)
+        summary = dict(plan.summary) | {"brain": "atlas brain on the patient grid + tumour"}
+        write_json(summary, tmp / "plan.json")
+    return plan, summary
+
+
+def _report_figure(tmp: Path, patient: BratsCase, scan: _Scan, density: np.ndarray, res, plan,
+                   watch: Stopwatch) -> dict[str, Path]:
+    """Stage ``report``, its costly part: report.png (T1c, labels, matched masks, density, both targets)."""
+    from gliofit.common.figures import save_figure
+    from gliofit.common.wording import parameters_title
+    from gliofit.pipelines.report import patient_figure
+
+    with watch.stage("report"):
+        mri = load_volume(patient.images[1], "T1c")[0]
+        match_wt, match_core = _match_masks(density, res.parameters)
+        fig = patient_figure(mri=mri, mri_name="T1c (T1 with gadolinium)", segmentation=scan.labels,
+                             density=density, match_whole_tumor=match_wt, match_core=match_core,
+                             plans={"standard": plan.standard, "model": plan.model}, affine=scan.affine,
+                             title=parameters_title(res.parameters, res.uncertainty, res.fit, name=patient.name))
+        return {"report.png": save_figure(fig, tmp / "report.png")}
 
 
 def run_patient(patient_dir: str | Path, db, out_dir: str | Path, *, model: Any = None, device: str = "cpu",
@@ -149,81 +214,41 @@ def run_patient(patient_dir: str | Path, db, out_dir: str | Path, *, model: Any 
     """
     import gliofit
     from gliofit.inverse.api import atlas_of
-    from gliofit.common.io import write_json
-    from gliofit.pipelines.planning import make_plan
+    from gliofit.pipelines.report import patient_html
 
     if registration not in REGISTRATIONS:
-        raise InputError(f"--registration must be one of {', '.join(REGISTRATIONS)}, got {registration!r}")
+        raise InputError(f"registration must be one of {', '.join(REGISTRATIONS)}, got {registration!r}",
+                         parameter="registration")
     out = output_folder_ready(out_dir)
-    t0 = time.perf_counter()
-    timings = dict.fromkeys(STAGES, 0.0)
-    patient = find_patient(patient_dir)
-    own_db = isinstance(db, (str, Path))
-    if own_db:
-        db = gliofit.open_database(db)
-    atlas = atlas if atlas is not None else atlas_of(db)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.part-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    watch = Stopwatch(STAGES[:-1])
+    with watch.stage("load"):
+        patient = find_patient(patient_dir)
+        own_db = isinstance(db, (str, Path))
+        if own_db:
+            db = gliofit.open_database(db)
     try:
-        t1, t1_affine = load_volume(patient.images[0], "T1")
-        timings["load"] = time.perf_counter() - t0
-        ts = time.perf_counter()
-        seg_path, labels, affine = _segmentation(patient, model, device, tmp)
-        _check_same_grid(seg_path if patient.seg is None else patient.seg, labels.shape, affine, t1.shape, t1_affine)
-        masks = tumour_masks(labels.astype(np.int64), detect_convention(labels, str(seg_path)), str(patient.images[0].parent))
-        if not masks["whole_tumor"].any():
-            raise InputError(f"{patient.images[0].parent}: the segmentation holds no tumour voxels")
-        timings["segmentation" if patient.seg is None else "load"] += time.perf_counter() - ts
-
-        tr = time.perf_counter()
-        reg = _register(patient, t1, t1_affine, atlas, registration, masks["whole_tumor"], tmp)
-        timings["registration"] = time.perf_counter() - tr
-
-        res = gliofit.infer(db, seg_path, registration=reg, in_atlas_space=reg is None, top_k=top_k,
-                            refine=refine, density=density, method=method, atlas=atlas)
-        timings["load"] += res.timings["load"]              # reading the masks onto the database grid
-        timings["registration"] += res.timings["registration"]
-        timings["query"] = res.timings["query"]
-
-        td = time.perf_counter()
-        density_atlas = res.density_array
-        density_patient = res.density_on_input_grid()
-        save_volume(density_atlas, atlas.affine, tmp / "tumor_density_atlas.nii.gz")
-        save_volume(density_patient, affine, tmp / "tumor_density.nii.gz")
-        timings["density"] = time.perf_counter() - td
-
-        tp = time.perf_counter()
-        brain = brain_on_patient_grid(atlas, reg, labels.shape, affine, masks["whole_tumor"])
-        save_volume(brain, affine, tmp / "brain_mask.nii.gz", dtype=np.uint8)
-        plan = make_plan(density_patient, masks["core"], affine, brain=brain, margin_mm=margin_mm,
-                         whole_tumor=masks["whole_tumor"])
-        save_volume(plan.standard, affine, tmp / "target_standard.nii.gz", dtype=np.uint8)
-        save_volume(plan.model, affine, tmp / "target_model.nii.gz", dtype=np.uint8)
-        plan_summary = dict(plan.summary) | {"brain": "atlas brain on the patient grid + tumour"}
-        write_json(plan_summary, tmp / "plan.json")
-        timings["plan"] = time.perf_counter() - tp
-
-        result = res.to_dict()
-        result["space"] = "patient" if reg is not None else "atlas"
-        result["patient"] = {"name": patient.name, "folder": str(patient.images[0].parent.resolve()), "layout": patient.layout,
-                             "segmentation": "given" if patient.seg is not None else "model",
-                             "registration": registration}
-        result["plan"] = plan_summary
-        tq = time.perf_counter()
-        result["timings_s"] = {k: round(v, 4) for k, v in timings.items()}
-        if figure:
-            _write_report(tmp, result, patient, labels, affine, density_patient, res, plan)
-        timings["report"] = time.perf_counter() - tq
-        timings["total"] = time.perf_counter() - t0
-        result["timings_s"] = {k: round(v, 4) for k, v in timings.items()}
-        write_json(result, tmp / "result.json")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        with watch.stage("load"):
+            atlas = atlas if atlas is not None else atlas_of(db)
+        with atomic_directory(out) as tmp:
+            scan = _load_and_segment(patient, model, device, tmp, watch)
+            with watch.stage("registration"):
+                reg = _register(patient, scan.t1, scan.t1_affine, atlas, registration, scan.masks["whole_tumor"],
+                                tmp)
+            res = _infer(db, scan, reg, atlas, watch, top_k=top_k, refine=refine, density=density, method=method)
+            density_patient = _write_densities(res, atlas, scan, tmp, watch)
+            plan, plan_summary = _write_plan(atlas, reg, scan, density_patient, margin_mm, tmp, watch)
+            result = res.to_dict()
+            result["space"] = "patient" if reg is not None else "atlas"
+            result["patient"] = {"name": patient.name, "folder": str(patient.images[0].parent.resolve()),
+                                 "layout": patient.layout, "registration": registration,
+                                 "segmentation": "given" if patient.seg is not None else "model"}
+            result["plan"] = plan_summary
+            images = _report_figure(tmp, patient, scan, density_patient, res, plan, watch) if figure else None
+            result["timings_s"] = watch.timings(ndigits=4)   # measured before report.html and result.json show it
+            if images is not None:
+                write_text(patient_html(result, images=images, plan=plan_summary), tmp / "report.html")
+            write_json(result, tmp / "result.json")
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
         if own_db:
             db.close()
     return result

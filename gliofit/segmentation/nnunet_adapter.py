@@ -69,7 +69,7 @@ class TrainerSettings:
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
-            raise InputError(f"--variant must be one of {sorted(VARIANTS)}, got {self.variant!r}")
+            raise InputError(f"variant must be one of {sorted(VARIANTS)}, got {self.variant!r}", parameter="variant")
         for name in ("epochs", "iterations_per_epoch", "val_iterations_per_epoch"):
             if int(getattr(self, name)) < 1:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")

@@ -142,7 +142,7 @@ def render_phantom(grid: Atlas, labels: np.ndarray, truth: PhantomTruth,
     truth : supplies noise level, bias strength and per-modality scales.
     rng : the phantom's generator (bias fields and noise are drawn from it).
     """
-    brain = (grid.gm + grid.wm + grid.csf) >= 0.1
+    brain = grid.brain
     total = np.maximum(grid.gm + grid.wm + grid.csf, 1e-6)
     sigma_vox = 0.6 * 1.0 / np.asarray(grid.spacing_mm)  # soften label edges by ~0.6 mm
     weights = {name: gaussian_filter((labels == v).astype(np.float32), sigma_vox)
@@ -215,13 +215,13 @@ def make_phantoms(out_dir: str | Path, cases: int, *, seed: int = 0, layout: str
     The case folders, in order.
     """
     if layout not in LAYOUTS:
-        raise InputError(f"--layout must be one of {sorted(LAYOUTS)}, got {layout!r}")
+        raise InputError(f"layout must be one of {sorted(LAYOUTS)}, got {layout!r}", parameter="layout")
     if int(cases) < 1:
-        raise InputError(f"--cases must be at least 1, got {cases}")
+        raise InputError(f"cases must be at least 1, got {cases}", parameter="cases")
     if atlas is None:
         from gliofit.growth.atlas import load_atlas
         atlas = load_atlas()
-    grid = atlas if resolution_mm is None else resample_atlas(atlas, check_positive(resolution_mm, "--resolution (mm)"))
+    grid = atlas if resolution_mm is None else resample_atlas(atlas, check_positive(resolution_mm, "resolution_mm"))
     sim_res = max(min(grid.spacing_mm), check_positive(sim_resolution_mm, "simulation resolution (mm)"))
     sim_grid = grid if np.isclose(sim_res, min(grid.spacing_mm)) else resample_atlas(atlas, sim_res)
     out = Path(out_dir)

@@ -200,7 +200,7 @@ class STUNet(nn.Module):
     @classmethod
     def from_variant(cls, variant: str | STUNetVariant, in_channels: int, num_classes: int,
                      strides: Sequence | None = None, kernel_sizes: Sequence | None = None,
-                     deep_supervision: bool = False) -> "STUNet":
+                     deep_supervision: bool = False) -> STUNet:
         """Build one of :data:`VARIANTS` (``"small"``, ``"base"``, ``"large"``, ``"huge"``)."""
         v = variant if isinstance(variant, STUNetVariant) else VARIANTS.get(str(variant))
         if v is None:
@@ -209,7 +209,7 @@ class STUNet(nn.Module):
 
     @classmethod
     def from_plan(cls, variant: str | STUNetVariant, configuration: object, in_channels: int, num_classes: int,
-                  deep_supervision: bool = False) -> "STUNet":
+                  deep_supervision: bool = False) -> STUNet:
         """Build from an nnU-Net v2 configuration (a ``ConfigurationManager`` or its plan dict).
 
         Uses the plan's pooling strides (``pool_op_kernel_sizes``, or ``strides``
@@ -225,7 +225,7 @@ class STUNet(nn.Module):
         return cls.from_variant(variant, in_channels, num_classes, strides, kernels, deep_supervision)
 
     @property
-    def decoder(self) -> "STUNet":
+    def decoder(self) -> STUNet:
         """nnU-Net v2 trainers toggle ``network.decoder.deep_supervision``; here that is this module."""
         return self
 

@@ -44,9 +44,9 @@ def resolve_training_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise InputError(f"--device must be cpu, cuda or auto, got {device!r}")
+        raise InputError(f"device must be cpu, cuda or auto, got {device!r}", parameter="device")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("--device cuda requested but no CUDA GPU is available")
+        raise InputError("device cuda requested but no CUDA GPU is available", parameter="device")
     return torch.device(device)
 
 
@@ -161,7 +161,7 @@ def _run(dataset_dir: Path, out: Path, settings: TrainerSettings, dev: torch.dev
         n_cases = len(list((raw / "labelsTr").glob("*" + dataset_json.get("file_ending", ".nii.gz"))))
         fold = ("all" if n_cases < 5 else 0) if fold is None else fold
         if fold != "all" and not (isinstance(fold, int) and 0 <= fold <= 4):
-            raise InputError(f"--fold must be 0..4 or 'all', got {fold!r}")
+            raise InputError(f"fold must be 0..4 or 'all', got {fold!r}", parameter="fold")
         log = work / "nnunet.log"
         with open(log, "a") as fh, contextlib.redirect_stdout(fh):
             plans = plan_dataset(dataset_id)

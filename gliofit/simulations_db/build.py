@@ -202,9 +202,9 @@ def build_database(db_dir: str | Path, n_simulations: int, resolution_mm: float 
     """
     n = int(n_simulations)
     if n <= 0:
-        raise InputError(f"--simulations must be a positive integer, got {n_simulations}")
+        raise InputError(f"n_simulations must be a positive integer, got {n_simulations}", parameter="n_simulations")
     if workers is not None and scheduler is not None:
-        raise InputError("give either --workers or --scheduler, not both")
+        raise InputError("give either workers or scheduler, not both", parameter=("workers", "scheduler"))
     device = _check_device(device)
     db_dir = Path(db_dir)
     if database_url:

@@ -66,7 +66,7 @@ class Heartbeat:
             except Exception:  # noqa: BLE001 - a missed beat is retried; the lease is generous
                 pass
 
-    def __enter__(self) -> "Heartbeat":
+    def __enter__(self) -> Heartbeat:
         self._thread.start()
         return self
 

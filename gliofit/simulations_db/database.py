@@ -95,9 +95,9 @@ class Database:
             out[k] = np.asarray(raw[k], dtype=np.float64)
         out["bbox"] = np.stack([np.asarray(raw[k], dtype=np.int64) for k in ("x0", "y0", "z0", "x1", "y1", "z1")],
                                axis=1) if rows else np.zeros((0, 6), dtype=np.int64)
-        self._shards, codes = (np.unique(np.asarray(raw["shard"], dtype=object).astype(str), return_inverse=True)
-                               if rows else (np.array([], dtype=str), np.zeros(0, dtype=np.int64)))
-        self._shards = [str(v) for v in self._shards]
+        shards, codes = (np.unique(np.asarray(raw["shard"], dtype=object).astype(str), return_inverse=True)
+                         if rows else (np.array([], dtype=str), np.zeros(0, dtype=np.int64)))
+        self._shards = [str(v) for v in shards]
         out["shard"] = codes.astype(np.int32)
         return out
 

@@ -30,6 +30,7 @@ import numpy as np
 
 from gliofit.common.errors import InputError
 from gliofit.common.grids import voxel_to_world
+from gliofit.common.units import DEFAULT_DIFFUSIVITY_RATIO
 from gliofit.growth.atlas import Atlas
 
 __all__ = ["Design", "SnapshotRule", "origin_weights"]
@@ -57,13 +58,13 @@ class Design:
     rho_min_per_day: float = 0.002
     rho_max_per_day: float = 0.2
     grey_weight: float = 0.25
-    diffusivity_ratio: float = 10.0
+    diffusivity_ratio: float = DEFAULT_DIFFUSIVITY_RATIO
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Design":
+    def from_dict(cls, d: dict) -> Design:
         return cls(**d)
 
     def unit_points(self, indices: np.ndarray) -> np.ndarray:
@@ -155,7 +156,7 @@ class SnapshotRule:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SnapshotRule":
+    def from_dict(cls, d: dict) -> SnapshotRule:
         return cls(**d)
 
     def times(self, D_mm2_per_day: float, rho_per_day: float) -> np.ndarray:

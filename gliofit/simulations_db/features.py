@@ -98,7 +98,7 @@ class FeatureSpec:
 
     @classmethod
     def for_grid(cls, grid_shape: tuple[int, int, int], spacing_mm: float, *,
-                 cell_mm: float = DEFAULT_CELL_MM) -> "FeatureSpec":
+                 cell_mm: float = DEFAULT_CELL_MM) -> FeatureSpec:
         """The default spec for a grid: cells of about ``cell_mm`` mm (at least one voxel)."""
         if not (math.isfinite(float(spacing_mm)) and float(spacing_mm) > 0):
             raise InputError(f"spacing_mm must be a positive number, got {spacing_mm!r}")
@@ -127,7 +127,7 @@ class FeatureSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FeatureSpec":
+    def from_dict(cls, d: dict) -> FeatureSpec:
         """Rebuild a spec written by :meth:`to_dict`; raise :class:`InputError` if malformed."""
         try:
             return cls(grid_shape=tuple(d["grid_shape"]), spacing_mm=float(d["spacing_mm"]),

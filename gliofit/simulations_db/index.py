@@ -198,7 +198,7 @@ class FaissIndex:
         return path
 
     @classmethod
-    def load(cls, path: str | Path, *, verify: bool = False) -> "FaissIndex":
+    def load(cls, path: str | Path, *, verify: bool = False) -> FaissIndex:
         """Read an index written by :meth:`save`; ``verify`` also checks the file's sha256."""
         path, meta_path = Path(path), _meta_path(Path(path))
         for p in (path, meta_path):

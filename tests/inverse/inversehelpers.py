@@ -1,7 +1,7 @@
-"""Shared fixtures of the inverse-solver tests: the atlas, one small database, synthetic queries.
+"""Helpers of the inverse-solver tests: the small database's recipe and synthetic queries.
 
 The database (100 simulations at 6 mm, 4 snapshots each up to 1500 days) is built once per
-session. Queries are grown by the same solver on the database grid from design points the
+session (``conftest.py``). Queries are grown by the same solver on the database grid from design points the
 database does not hold (indices past its end), at times between its snapshots: known
 parameters that are NOT an entry.
 """
@@ -13,12 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from gliofit.common.nifti import save_volume
-from gliofit.growth.atlas import load_atlas
-from gliofit.simulations_db.build import build_database
-from gliofit.simulations_db.database import open_database
 from gliofit.simulations_db.design import SnapshotRule
 from gliofit.growth.solver import simulate_one
 
@@ -26,36 +22,6 @@ N_SIMULATIONS = 100
 RESOLUTION_MM = 6.0
 RULE = SnapshotRule(count=4)
 GLIOFIT = str(Path(sys.executable).with_name("gliofit"))
-
-
-_ONCE: dict = {}
-"""Built once per process: each test module imports these fixtures, which pytest would otherwise
-treat as separate session fixtures (one build per module)."""
-
-
-@pytest.fixture(scope="session")
-def atlas1():
-    """The 1 mm ICBM152 atlas (loaded once)."""
-    if "atlas" not in _ONCE:
-        _ONCE["atlas"] = load_atlas("icbm152")
-    return _ONCE["atlas"]
-
-
-@pytest.fixture(scope="session")
-def small_db_path(tmp_path_factory) -> Path:
-    if "db" not in _ONCE:
-        path = tmp_path_factory.mktemp("inverse") / "DB"
-        build_database(path, N_SIMULATIONS, resolution_mm=RESOLUTION_MM, seed=0, workers=1, snapshots=RULE,
-                       progress=False)
-        _ONCE["db"] = path
-    return _ONCE["db"]
-
-
-@pytest.fixture(scope="session")
-def small_db(small_db_path):
-    db = open_database(small_db_path)
-    yield db
-    db.close()
 
 
 @dataclass
@@ -123,4 +89,4 @@ def write_labels(path: Path, labels: np.ndarray, affine: np.ndarray) -> Path:
     return save_volume(labels, affine, path, dtype=np.uint8)
 
 
-__all__ = ["atlas1", "small_db_path", "small_db", "Case", "grow_cases", "write_labels", "GLIOFIT", "RESOLUTION_MM"]
+__all__ = ["Case", "grow_cases", "write_labels", "GLIOFIT", "RESOLUTION_MM"]

@@ -8,7 +8,7 @@ import subprocess
 import nibabel as nib
 import numpy as np
 import pytest
-from inversehelpers import GLIOFIT, atlas1, grow_cases, small_db, small_db_path, write_labels  # noqa: F401
+from inversehelpers import GLIOFIT, grow_cases, write_labels
 from typer.testing import CliRunner
 
 import gliofit

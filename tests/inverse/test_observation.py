@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from inversehelpers import atlas1, small_db, small_db_path, write_labels  # noqa: F401
+from inversehelpers import write_labels
 
 from gliofit.common.errors import InputError
 from gliofit.common.grids import world_to_voxel

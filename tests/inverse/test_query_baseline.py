@@ -6,7 +6,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from inversehelpers import small_db, small_db_path  # noqa: F401
 
 from gliofit.inverse.baseline import exhaustive_query, soft_agreement, soft_scores
 from gliofit.inverse.query import CORE_GRID, EDEMA_GRID, query, score_candidates

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from inversehelpers import atlas1, small_db, small_db_path  # noqa: F401
 
 from gliofit.common.grids import resample_linear, voxel_to_world
 from gliofit.common.nifti import save_volume

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelinehelpers import GLIOFIT, atlas1, phantom_cohort, pipeline_db  # noqa: F401 - fixtures
+from pipelinehelpers import GLIOFIT
 
 from gliofit.pipelines.cohort import csv_columns, run_cohort
 

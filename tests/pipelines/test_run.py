@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipelinehelpers import GLIOFIT, atlas1, phantom_cohort, pipeline_db  # noqa: F401 - fixtures
+from pipelinehelpers import GLIOFIT
 
 from gliofit.common.labels import detect_convention, tumour_masks
 from gliofit.pipelines.run import STAGES, run_patient

@@ -6,10 +6,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 from sqlalchemy import select
 
-from gliofit.simulations_db.build import build_database
 from gliofit.simulations_db.database import open_database
 from gliofit.simulations_db.design import SnapshotRule
 from gliofit.simulations_db.schema import simulations_t
@@ -18,14 +16,6 @@ RESOLUTION_MM = 6.0
 RULE = SnapshotRule(count=4, t_max_days=300.0)
 GLIOFIT = str(Path(sys.executable).with_name("gliofit"))
 """The console script next to this interpreter."""
-
-
-@pytest.fixture(scope="session")
-def reference_db(tmp_path_factory) -> Path:
-    """20 simulations at 6 mm (K = 4 up to 300 days), seed 0, built in this process: the expected content."""
-    db = tmp_path_factory.mktemp("reference") / "DB"
-    build_database(db, 20, resolution_mm=RESOLUTION_MM, seed=0, workers=1, snapshots=RULE, progress=False)
-    return db
 
 
 def cli_build_args(db: Path, n: int, *extra: str) -> list[str]:
@@ -70,5 +60,5 @@ def n_unique_sims(c: dict) -> int:
     return len({r[0] for r in c["simulations"]})
 
 
-__all__ = ["reference_db", "RESOLUTION_MM", "RULE", "GLIOFIT", "cli_build_args", "content", "assert_same_content", "shard_files",
+__all__ = ["RESOLUTION_MM", "RULE", "GLIOFIT", "cli_build_args", "content", "assert_same_content", "shard_files",
            "n_unique_sims", "np"]

@@ -9,7 +9,7 @@ import subprocess
 import time
 
 import pytest
-from dbhelpers import GLIOFIT, assert_same_content, cli_build_args, content, reference_db  # noqa: F401 - fixture
+from dbhelpers import GLIOFIT, assert_same_content, cli_build_args, content
 
 from gliofit.simulations_db.verify import verify_database
 

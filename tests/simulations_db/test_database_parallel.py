@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from dbhelpers import RESOLUTION_MM, RULE, assert_same_content, content, reference_db  # noqa: F401 - fixture
+from dbhelpers import RESOLUTION_MM, RULE, assert_same_content, content
 
 from gliofit.simulations_db.build import build_database
 from gliofit.simulations_db.database import open_database

@@ -1,10 +1,18 @@
-"""PostgreSQL: two builders on one database at once lose and duplicate nothing (skipped without a server)."""
+"""PostgreSQL: two builders on one database at once lose and duplicate nothing.
+
+The server is the one named by ``GLIOFIT_TEST_POSTGRES_URL`` (``.ci/run`` starts one), else one this
+session starts with ``.ci/postgres``. Without a server the test is skipped, except under CI
+(``CI`` set), where it fails.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import time
 import uuid
+from pathlib import Path
 
 import pytest
 from dbhelpers import GLIOFIT
@@ -13,23 +21,48 @@ from sqlalchemy import create_engine, func, select, text
 from gliofit.simulations_db.schema import build_runs_t, entries_t, simulations_t
 from gliofit.simulations_db.verify import verify_database
 
-SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+URL_VARIABLE = "GLIOFIT_TEST_POSTGRES_URL"
+SERVER_SCRIPT = Path(__file__).resolve().parents[2] / ".ci" / "postgres"
+
+
+def _no_server(reason: str):
+    if os.environ.get("CI"):
+        pytest.fail(f"CI is set but no PostgreSQL server: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """The URL of a PostgreSQL server: the given one, or one started for this session."""
+    if os.environ.get(URL_VARIABLE):
+        yield os.environ[URL_VARIABLE]
+        return
+    started = subprocess.run([str(SERVER_SCRIPT), "start"], capture_output=True, text=True)
+    if started.returncode != 0:
+        _no_server(f"{URL_VARIABLE} is not set and .ci/postgres could not start one: {started.stderr.strip()}")
+    folder, url = started.stdout.split()
+    try:
+        yield url
+    finally:
+        subprocess.run([str(SERVER_SCRIPT), "stop", folder], check=False)
 
 
 @pytest.fixture
-def pg_url():
+def pg_url(pg_server):
     """A fresh schema on the test server (dropped afterwards) and a URL whose search_path is it."""
+    engine = create_engine(pg_server, connect_args={"connect_timeout": 5})
     try:
-        engine = create_engine(SERVER, connect_args={"connect_timeout": 3})
         with engine.begin() as conn:
             conn.execute(text("SELECT 1"))
     except Exception as exc:  # noqa: BLE001 - any failure to connect means: no server here
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 does not answer ({type(exc).__name__})")
+        _no_server(f"PostgreSQL at {engine.url.render_as_string(hide_password=True)} does not answer "
+                   f"({type(exc).__name__})")
     schema = "gliofit_test_" + uuid.uuid4().hex[:12]
     with engine.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in pg_server else "?"
     try:
-        yield f"{SERVER}?options=-csearch_path%3D{schema}"
+        yield f"{pg_server}{sep}options=-csearch_path%3D{schema}"
     finally:
         with engine.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
@@ -37,18 +70,14 @@ def pg_url():
 
 
 def _args(db, n: int, *extra: str) -> list[str]:
-    # 4 mm and up to 400 days: slow enough (~0.5 s a simulation) that the two builders overlap
-    return [GLIOFIT, "db", "build", str(db), "--simulations", str(n), "--resolution", "4", "--snapshots", "4",
-            "--max-days", "400", "--workers", "1", "--batch-size", "1", "--no-progress", *extra]
+    return [GLIOFIT, "db", "build", str(db), "--simulations", str(n), "--resolution", "6", "--snapshots", "4",
+            "--max-days", "300", "--workers", "1", "--batch-size", "1", "--no-progress", *extra]
 
 
-def _done(url: str) -> int:
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return conn.execute(text("SELECT count(*) FROM simulations WHERE status = 'done'")).scalar()
-    finally:
-        engine.dispose()
+def _claims_per_run(conn) -> dict[int, int]:
+    rows = conn.execute(select(simulations_t.c.claimed_by, func.count()).where(simulations_t.c.status == "claimed")
+                        .group_by(simulations_t.c.claimed_by)).all()
+    return {int(r): int(k) for r, k in rows if r is not None}
 
 
 @pytest.mark.slow
@@ -58,9 +87,23 @@ def test_two_builders_at_once_lose_and_duplicate_nothing(tmp_path, pg_url):
     assert r.returncode == 0, r.stderr
     assert not (db / "gliofit.sqlite").exists()                # the rows live on the server
     n = 12
-    procs = [subprocess.Popen(_args(db, n), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]                                # the URL comes from the manifest
-    outs = [p.communicate(timeout=400) for p in procs]
+    # Barrier: while this connection holds the entries table, no builder can commit a simulation; release
+    # it only once both builders have claimed work, so each of them commits some (no timing involved).
+    barrier = create_engine(pg_url)
+    with barrier.connect() as hold:
+        hold.execute(text("LOCK TABLE entries IN EXCLUSIVE MODE"))     # reads still pass
+        procs = [subprocess.Popen(_args(db, n), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]                            # the URL comes from the manifest
+        deadline = time.monotonic() + 300
+        with barrier.connect() as watch:
+            while len(_claims_per_run(watch)) < 2:
+                watch.rollback()
+                assert all(p.poll() is None for p in procs), [p.communicate()[1] for p in procs]
+                assert time.monotonic() < deadline, "the two builders never held claims at the same time"
+                time.sleep(0.2)
+        hold.rollback()                                        # release the entries table
+    barrier.dispose()
+    outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[1] for o in outs]
     engine = create_engine(pg_url)
     with engine.connect() as conn:
@@ -72,7 +115,7 @@ def test_two_builders_at_once_lose_and_duplicate_nothing(tmp_path, pg_url):
                                     .group_by(entries_t.c.simulation_id)).all())
     engine.dispose()
     assert [s for s, _ in runs] == ["finished"] * 3
-    assert runs[1][1] > 0 and runs[2][1] > 0, f"the two builders did not overlap: {runs}"
+    assert runs[1][1] > 0 and runs[2][1] > 0, f"a builder committed nothing: {runs}"
     assert sum(k for _, k in runs) == n                        # every simulation committed exactly once
     assert [s[0] for s in sims] == list(range(n)) and {s[1] for s in sims} == {"done"}
     assert all(per_sim.get(i, 0) == k for i, _, k in sims)

@@ -1,0 +1,28 @@
+"""Fixtures of the pipeline tests: one small database and phantom patient folders (built once per session)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pipelinehelpers import PHANTOM_MM
+
+from gliofit.segmentation.phantoms import make_phantoms
+from gliofit.simulations_db.build import build_database
+from gliofit.simulations_db.design import SnapshotRule
+
+
+@pytest.fixture(scope="session")
+def pipeline_db(tmp_path_factory) -> Path:
+    """80 simulations at 6 mm, 4 snapshots each."""
+    path = tmp_path_factory.mktemp("pipeline") / "DB"
+    build_database(path, 80, resolution_mm=6.0, seed=0, workers=1, snapshots=SnapshotRule(count=4),
+                   progress=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def phantom_cohort(tmp_path_factory, atlas1) -> list[Path]:
+    """Three BraTS 2023 phantom patient folders at 3 mm (MRI + segmentation + truth.json)."""
+    root = tmp_path_factory.mktemp("cohort") / "COHORT"
+    return make_phantoms(root, 3, seed=11, resolution_mm=PHANTOM_MM, atlas=atlas1, sim_resolution_mm=PHANTOM_MM)
