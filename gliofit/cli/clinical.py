@@ -9,7 +9,7 @@ import typer
 
 from gliofit.cli.errors import cli_errors
 
-__all__ = ["import_dicom", "preprocess", "predict_gbm"]
+__all__ = ["import_dicom"]
 
 
 @cli_errors

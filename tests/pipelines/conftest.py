@@ -26,3 +26,15 @@ def phantom_cohort(tmp_path_factory, atlas1) -> list[Path]:
     """Three BraTS 2023 phantom patient folders at 3 mm (MRI + segmentation + truth.json)."""
     root = tmp_path_factory.mktemp("cohort") / "COHORT"
     return make_phantoms(root, 3, seed=11, resolution_mm=PHANTOM_MM, atlas=atlas1, sim_resolution_mm=PHANTOM_MM)
+
+
+@pytest.fixture(scope="session")
+def dicom_study(tmp_path_factory, phantom_cohort):
+    """The first phantom as an oblique DICOM study with skull, bias, motion and a localiser."""
+    from dicomhelpers import PATIENT_ID, PATIENT_NAME, PIXEL_SCALE
+
+    from gliofit.pipelines.dicom_phantom import write_dicom_study
+
+    out = tmp_path_factory.mktemp("dicom") / "STUDY"
+    return write_dicom_study(phantom_cohort[0], out, seed=1, pixel_scale=PIXEL_SCALE, patient_id=PATIENT_ID,
+                             patient_name=PATIENT_NAME)

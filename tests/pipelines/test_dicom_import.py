@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -12,9 +11,7 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from dicomhelpers import (PATIENT_ID, PATIENT_NAME, copy_study, dicom_study, gliofit,  # noqa: F401 - fixtures
-                          series_files)
-from pipelinehelpers import atlas1, phantom_cohort  # noqa: F401 - fixtures
+from dicomhelpers import PATIENT_ID, PATIENT_NAME, copy_study, gliofit, series_files
 
 from gliofit.common.errors import InputError
 from gliofit.common.grids import voxel_to_world
