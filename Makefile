@@ -29,11 +29,12 @@ format-check: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The tests, and the examples in the package's docstrings (doctests).
 test: lint typecheck
-	$(BIN)/python -m pytest -n auto tests
+	$(BIN)/python -m pytest -n auto --doctest-modules tests gliofit
 
 test-fast: lint typecheck
-	$(BIN)/python -m pytest -n auto -m "not slow" tests
+	$(BIN)/python -m pytest -n auto -m "not slow" --doctest-modules tests gliofit
 
 bench: $(STAMP)
 	@for b in benchmarks/[a-z]*.py; do echo "== $$b"; $(BIN)/python $$b --quick || exit 1; done

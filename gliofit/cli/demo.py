@@ -27,7 +27,7 @@ def demo(
 ) -> None:
     """Build (once, cached) a small database and a phantom patient with known parameters, run the pipeline.
 
-    The first run builds the database (a few minutes on two cores); later runs take well under a minute.
+    The first run builds the database (minutes); later runs reuse it.
     Prints true against recovered parameters and the Dice on stderr, a JSON summary on stdout, and writes
     OUT/ as `gliofit run` does (result.json, report.png/html, densities, target volumes), plus truth.json.
     """

@@ -1,13 +1,13 @@
 """The best estimate's tumour-cell density on the 1 mm atlas grid.
 
-Two ways, chosen by measurement (``benchmarks/inverse_density.py``, numbers in
-docs/architecture.md):
+Two ways, chosen by measurement (``benchmarks/inverse_density.py``, figures in
+benchmarks/RESULTS.md):
 
 ``"upsample"`` (default) the entry's stored density (uint8, database grid),
     trilinearly interpolated onto the atlas grid: milliseconds.
 ``"resimulate"`` the entry's parameters run again by the forward solver on
     the atlas at 1 mm (:func:`~gliofit.growth.solver.simulate_one`):
-    tens of seconds on two cores.
+    tens of seconds.
 """
 
 from __future__ import annotations

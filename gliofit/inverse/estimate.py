@@ -25,7 +25,7 @@ or too flat for a dense one. Measured on 80 queries grown from parameters not
 in the database (1,500 simulations at 6 mm, best mean Dice 0.6–0.7), the 95%
 intervals covered the truth of mu_D in 90%, of mu_rho in 98% and of the
 origin in 95% of cases; a fixed τ = 0.02 covered only 35–60%
-(docs/architecture.md). The floor TAU_MIN = 0.01 keeps near-perfect fits
+(benchmarks/RESULTS.md). The floor TAU_MIN = 0.01 keeps near-perfect fits
 from collapsing onto one entry. From the weights: weighted mean, weighted
 standard deviation and the 95% interval as weighted 2.5% and 97.5% quantiles
 (midpoint interpolation), per parameter and per origin axis. Seed points of

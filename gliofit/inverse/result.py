@@ -2,7 +2,7 @@
 
 >>> res = gliofit.infer(db, "seg.nii.gz")       # doctest: +SKIP
 >>> res.parameters["mu_D_mm"], res.uncertainty["mu_D_mm"]["ci95"]   # doctest: +SKIP
->>> res.save("OUT")    # result.json, tumor_density_atlas.nii.gz, tumor_density.nii.gz, report.png
+>>> res.save("OUT")    # doctest: +SKIP
 """
 
 from __future__ import annotations

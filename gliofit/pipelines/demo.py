@@ -11,9 +11,8 @@
    against recovered values and the Dice are returned and ``OUT/`` receives everything ``run`` writes
    plus truth.json.
 
-The database is 2 mm (:data:`DEMO_RESOLUTION_MM`), 300 simulations (~1,900 entries): about 0.8 s of CPU per
-simulation with the solver's default steps (measured on two shared cores), so the first run takes a few
-minutes on two cores (all cores build in parallel).
+The database is 2 mm (:data:`DEMO_RESOLUTION_MM`), 300 simulations (~1,900 entries), built on all cores; the
+first run takes minutes (benchmarks/RESULTS.md), later ones reuse it.
 """
 
 from __future__ import annotations

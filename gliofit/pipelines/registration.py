@@ -11,21 +11,11 @@ by :data:`TUMOUR_MARGIN_MM`) is the moving mask of both runs, which ANTs
 passes as ``--masks [NA,moving]``: a fixed-image sample whose mapped point
 falls in the tumour is dropped from the metric.
 
-Measured on 2 shared cores (1 mm atlas 197 x 233 x 189; a 1 mm 240 x 240 x 155
-patient, the atlas T1 turned by 7 degrees and shifted by 9 mm, with a dark
-15 mm tumour): ``kind="SyN"`` 12 s with one thread, 9 s with two; ``"Affine"``
-5 s; each 1 mm :meth:`AntsRegistration.to_atlas` or ``to_patient`` 2 s (one
-thread) or 1 s (two). Mapped points lay 0.2 mm (mean; 1.9 mm at most) from the
-truth over the brain and 0.2 mm (0.3 mm at most) in the tumour; the tumour
-mask reached its atlas place with Dice 0.97 and came back with 0.997. The same
-SyN on the 1 mm images took 58 s for a mean error of 0.1 mm. A 3 mm margin
-instead of 6 doubled the error in the tumour (SyN's coarse levels smooth the
-tumour's contrast outward).
+Timings and accuracy on a synthetic patient moved by a known transform are in benchmarks/RESULTS.md.
 
 Repeatability: a fixed ANTs seed (``seed + 1``: ANTs takes 0 as "seed from
-the clock") and one ITK thread (the default) give bit-identical transforms.
-With two threads the same seed gave mappings that differed run to run by
-0.04 mm on average and up to 0.8 mm (SyN; about 0.01 mm for the affine).
+the clock") and one ITK thread (the default) give bit-identical transforms;
+with more threads the mappings vary slightly from run to run.
 ITK reads ``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS`` once per process, at its
 first image operation, so ``threads`` only counts before a process's first
 ANTs call (a later, different value is ignored with a warning).

@@ -2,7 +2,7 @@
 
 >>> db = open_database("DB")                     # doctest: +SKIP
 >>> db.info()["entries"]                         # doctest: +SKIP
->>> crops = db.read_entries(db.entries["id"][:1000])   # [(bbox, uint8 crop), ...]
+>>> crops = db.read_entries(db.entries["id"][:1000])   # doctest: +SKIP
 """
 
 from __future__ import annotations

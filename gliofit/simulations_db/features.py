@@ -53,7 +53,7 @@ __all__ = [
 FEATURE_VERSION = 1
 """Bumped whenever the vector layout or weighting changes (stored with every index)."""
 DEFAULT_CELL_MM = 16.0
-"""Default coarse cell edge in mm (8 voxels at 2 mm); chosen by measured recall, see docs/architecture.md."""
+"""Default coarse cell edge in mm (8 voxels at 2 mm); chosen by measured recall, see benchmarks/RESULTS.md."""
 _SMOOTH = np.array([0.25, 0.5, 0.25], dtype=np.float64)
 
 

@@ -11,7 +11,7 @@ Kinds (Euclidean distance on the feature vectors; ids are database entry ids):
     The same PCA, then an inverted file over
     ``nlist ≈ 4·sqrt(n)`` k-means lists (``IndexIVFFlat``), both trained on a
     seeded sample of at most :data:`TRAIN_SAMPLE` vectors; ``nprobe`` is set so
-    that the top-200 candidates keep the recall target (docs/architecture.md).
+    that the top-200 candidates keep the recall target (benchmarks/RESULTS.md).
 ``hnsw``
     The same PCA, then an HNSW graph (M = 32, efSearch >= k).
 ``auto``

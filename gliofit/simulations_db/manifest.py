@@ -38,7 +38,7 @@ class Manifest:
     snapshots : the snapshot rule (:class:`SnapshotRule`) as a dict.
     thresholds : ``{"edema": 0.25, "core": 0.675}`` used for the stored volumes.
     quantisation : how densities are stored (``{"dtype": "uint8", "scale": 255}``).
-    features : the index engineer's ``FeatureSpec.to_dict()`` (may be empty).
+    features : the feature layout, ``FeatureSpec.to_dict()`` (may be empty).
     database_url : SQL URL when not the default SQLite file in the directory.
     """
 

@@ -1,8 +1,7 @@
 """(Re)build a database's FAISS index from the stored entry features and record its version in SQL.
 
-The features of every entry are computed when the entry is written (by the
-index engineer's :func:`~gliofit.simulations_db.features.entry_features`) and
-kept in ``entries.features``, so rebuilding never re-reads arrays. Rebuilding
+The features of every entry are computed when the entry is written
+(:func:`~gliofit.simulations_db.features.entry_features`) and kept in ``entries.features``, so rebuilding never re-reads arrays. Rebuilding
 streams them: a seeded sample of at most ``TRAIN_SAMPLE`` trains the index,
 then the entries are added ``batch`` rows at a time, so memory stays bounded
 (10^6 entries of 2,642 float32 are 10.5 GB; they are never held at once). The

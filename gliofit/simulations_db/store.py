@@ -16,9 +16,8 @@ Encoding of one entry (a density ``u`` in [0, 1] on the database grid):
   barely depends on the level). A 16-byte header holds the visible box
   (relative to the crop) and the first part's length. Masks at any threshold
   >= 0.05 -- what re-ranking reads -- are zero-copy views of the memory-mapped
-  shard: no decompression at all. (Measured at 2 mm on this 2-core machine:
-  inflating the visible boxes of 1,000 entries took ~32 ms CPU, the whole
-  crops ~70 ms; the raw visible part costs ~60% more disk than compressing it.)
+  shard: no decompression at all (the raw visible part costs more disk than
+  compressing it would, and saves its inflation on every query).
 * checked by the CRC-32 of the whole record (stored in SQL).
 
 A shard is one file of concatenated records written by one task: it is

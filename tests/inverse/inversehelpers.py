@@ -57,7 +57,7 @@ def grow_cases(db, n: int, *, seed: int = 1, min_voxels: int = 60) -> list[Case]
     second-to-last snapshot) and changes every parameter: D and rho by factors in [0.8, 1.25], the
     seed point anywhere inside its voxel (uniform, up to half a voxel along each axis), and T to a
     time between two snapshots.
-    A dense database is this close to any patient; a sparse one is not, see docs/architecture.md.
+    A dense database is this close to any patient; a sparse one is not, see benchmarks/RESULTS.md.
     """
     rng = np.random.default_rng(seed)
     rule = SnapshotRule.from_dict(db.manifest.snapshots)

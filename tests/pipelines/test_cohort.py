@@ -84,6 +84,7 @@ def test_cohort_resumes_skipping_finished_patients(local_run, cohort_dir, pipeli
     assert len(_rows(again)) == 4
 
 
+@pytest.mark.slow
 def test_dask_cluster_gives_the_same_results(local_run, cohort_dir, pipeline_db, tmp_path) -> None:
     from distributed import LocalCluster
 
@@ -108,6 +109,7 @@ def test_bad_cohort_input_exits_2(tmp_path, pipeline_db) -> None:
         assert proc.returncode == 2 and needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_sigkill_mid_cohort_then_resume_finishes_exactly(tmp_path, cohort_dir, pipeline_db) -> None:
     """Kill the cohort (and its workers) once the first patient is done; the rerun finishes the rest, leaving
     no temporary folder and no duplicate row."""

@@ -43,7 +43,7 @@ def _start_and_kill(db, at_done: int, timeout_s: float = 120.0) -> int:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_build_then_same_command_gives_exact_result(reference_db, tmp_path):  # noqa: F811
+def test_sigkill_mid_build_then_same_command_gives_exact_result(reference_db, tmp_path):
     db = tmp_path / "DB"
     first = _start_and_kill(db, 2)
     second = _start_and_kill(db, first + 4)

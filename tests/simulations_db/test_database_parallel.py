@@ -11,7 +11,7 @@ from gliofit.simulations_db.verify import verify_database
 
 
 @pytest.mark.slow
-def test_local_pool_of_two_equals_inline_build(reference_db, tmp_path):  # noqa: F811
+def test_local_pool_of_two_equals_inline_build(reference_db, tmp_path):
     db = tmp_path / "DB"
     report = build_database(db, 20, resolution_mm=RESOLUTION_MM, seed=0, workers=2, batch_size=2,
                             snapshots=RULE, progress=False)
@@ -21,7 +21,7 @@ def test_local_pool_of_two_equals_inline_build(reference_db, tmp_path):  # noqa:
 
 
 @pytest.mark.slow
-def test_dask_local_cluster_builds_the_same_entries(reference_db, tmp_path):  # noqa: F811
+def test_dask_local_cluster_builds_the_same_entries(reference_db, tmp_path):
     distributed = pytest.importorskip("distributed")
     db = tmp_path / "DB"
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
