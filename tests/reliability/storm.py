@@ -54,7 +54,7 @@ def build_storm(db: Path, n: int, args: list[str], kills: int, seed: int, index_
         target = n if at_index else min(n, before + int(rng.integers(0, 4)))
         delay_s = float(rng.uniform(0.0, 0.6 if at_index else 0.3))
         proc = _start(args)
-        wait_until(lambda: done_simulations(db) >= target or proc.poll() is not None, timeout_s, 0.02)
+        wait_until(lambda: done_simulations(db) >= target or proc.poll() is not None, timeout_s, 0.02)  # noqa: B023 - called here
         time.sleep(delay_s)
         if proc.poll() is not None:
             report.finished_early += 1
@@ -89,7 +89,7 @@ def cohort_storm(out: Path, args: list[str], kills: int, seed: int, worker_share
         kill_worker = rng.random() < worker_share
         delay_s = float(rng.uniform(0.0, 6.0))
         proc = _start(args)
-        wait_until(lambda: any(out.glob(".*.part-*")) or proc.poll() is not None, timeout_s, 0.05)
+        wait_until(lambda: any(out.glob(".*.part-*")) or proc.poll() is not None, timeout_s, 0.05)  # noqa: B023 - called here
         time.sleep(delay_s)
         if proc.poll() is not None:
             report.finished_early += 1
