@@ -72,6 +72,40 @@ def interleaved_rates(root: Path, n: int, rounds: int, resolution_mm: float, wor
     return out
 
 
+def solver_cpu_seconds(db: Path, n: int, batch: int = 8) -> dict:
+    """CPU seconds (this process, one thread) per simulation of the solver alone, one by one vs batched.
+
+    The same design indices and snapshot times as the build; batches alternate with their one-by-one
+    runs. CPU time, unlike wall time, barely moves with the load of other jobs.
+    """
+    import torch
+
+    from gliofit.growth.solver import SolverConfig, simulate
+    from gliofit.simulations_db.manifest import read_manifest
+    from gliofit.simulations_db.worker import load_grid
+
+    torch.set_num_threads(1)
+    m, grid = read_manifest(db), load_grid(db)
+    p = m.design_obj.parameters(grid, np.arange(n))
+    times = [m.snapshot_rule.times(D, r) for D, r in zip(p["D_mm2_per_day"], p["rho_per_day"])]
+    cpu = {"one_by_one": 0.0, "batched": 0.0}
+    for start in range(0, n, batch):
+        idx = list(range(start, min(n, start + batch)))
+        c0 = time.process_time()
+        for i in idx:
+            simulate(grid, [p["D_mm2_per_day"][i]], [p["rho_per_day"][i]], [p["origin_mm"][i]], [times[i]],
+                     config=SolverConfig(**ONE_BY_ONE))
+        c1 = time.process_time()
+        k = max(len(times[i]) for i in idx)
+        padded = np.array([np.concatenate([times[i], np.full(k - len(times[i]), times[i][-1])]) for i in idx])
+        simulate(grid, p["D_mm2_per_day"][idx], p["rho_per_day"][idx], p["origin_mm"][idx], padded)
+        cpu["one_by_one"] += c1 - c0
+        cpu["batched"] += time.process_time() - c1
+    return {"solver_cpu_s_per_simulation_one_by_one": cpu["one_by_one"] / n,
+            "solver_cpu_s_per_simulation_batched": cpu["batched"] / n,
+            "solver_cpu_speedup": cpu["one_by_one"] / cpu["batched"], "solver_cpu_simulations": n}
+
+
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return 2.0 * float((a & b).sum()) / max(float(a.sum() + b.sum()), 1.0)
 
@@ -177,6 +211,11 @@ def main() -> None:
               f"{out['one_by_one_simulations_per_hour']:.0f}/h, batched {out['batched_simulations_per_hour']:.0f}/h, "
               f"speed-up {out['speedup']:.2f}x (load average {out['load_average_start']:.1f} -> "
               f"{out['load_average_end']:.1f})", flush=True)
+        out.update(solver_cpu_seconds(root / "batched", n))
+        print(f"solver alone, CPU seconds per simulation (one thread): one by one "
+              f"{out['solver_cpu_s_per_simulation_one_by_one']:.2f}, batched "
+              f"{out['solver_cpu_s_per_simulation_batched']:.2f}, speed-up {out['solver_cpu_speedup']:.2f}x",
+              flush=True)
         out.update(dice_against_euler(root / "batched", n_dice))
         print("Dice vs Euler (mean, min) whole tumour / core: one by one "
               f"{out['dice_mean_one_by_one_0.25']:.4f}/{out['dice_mean_one_by_one_0.675']:.4f}, batched "

@@ -32,7 +32,7 @@ CPU_BATCH = 8
 """Most simulations per task on the CPU (fewer so every worker gets work)."""
 CUDA_MAX_BATCH = 256
 """Most simulations per CUDA solver batch (host memory of the snapshots bounds it too)."""
-_PRELOAD = ("gliofit.simulations_db.worker", "gliofit.growth.solver")
+_PRELOAD = ("gliofit.simulations_db.worker", "gliofit.growth.solver", "gliofit.growth.cpu_batch")
 """Modules the local pool's forkserver imports once."""
 _CREATION_LEFTOVERS = {GRID_NAME, "arrays", "index", "gliofit.sqlite", "gliofit.sqlite-wal", "gliofit.sqlite-shm"}
 
