@@ -43,6 +43,8 @@ def plan(
         "volumes_cm3": summary["volumes_cm3"],
         "threshold": round(summary["threshold"], 6),
         "coverage": summary["coverage"],
+        "zero_density_voxels": summary["zero_density_voxels"],
+        "warnings": summary["warnings"],
         "files": sorted(p.name for p in paths.values()),
     }
     typer.echo(json.dumps(line))

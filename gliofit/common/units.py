@@ -16,6 +16,10 @@ __all__ = [
     "DEFAULT_THRESHOLD_EDEMA",
     "DEFAULT_THRESHOLD_CORE",
     "DEFAULT_DIFFUSIVITY_RATIO",
+    "SEED_SIGMA_MM",
+    "SEED_PEAK",
+    "SEED_INDEPENDENT",
+    "seed_record",
     "derived_parameters",
 ]
 
@@ -25,6 +29,22 @@ DEFAULT_THRESHOLD_CORE = 0.675
 """Fraction of carrying capacity visible on T1Gd (tumour core)."""
 DEFAULT_DIFFUSIVITY_RATIO = 10.0
 """White-matter over grey-matter diffusivity."""
+SEED_SIGMA_MM = 1.5
+"""Standard deviation of the Gaussian seed every simulation starts from, mm."""
+SEED_PEAK = 1.0
+"""Peak of that seed, fraction of carrying capacity."""
+SEED_INDEPENDENT = ("infiltration_length_mm", "velocity_mm_per_day")
+"""Parameters that do not depend on the seed (T, mu_D_mm and mu_rho do: docs/growth.md)."""
+
+
+def seed_record(sigma_mm: float = SEED_SIGMA_MM, peak: float = SEED_PEAK) -> dict:
+    """What T = 0 means: the Gaussian seed as recorded in the database manifest and result.json.
+
+    ``mass`` is the seed's integral, peak x (2 pi)^(3/2) sigma³, in mm³ of tumour at carrying
+    capacity; a seed of mass m starts ln(m / mass) / rho days later than one of mass m (docs/growth.md).
+    """
+    return {"kind": "gaussian", "sigma_mm": float(sigma_mm), "peak": float(peak),
+            "mass_mm3": float(peak * (2.0 * np.pi) ** 1.5 * sigma_mm**3)}
 
 
 def derived_parameters(D_mm2_per_day, rho_per_day, T_days) -> dict[str, np.ndarray | float]:

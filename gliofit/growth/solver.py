@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from gliofit.common.errors import InputError, check_positive
-from gliofit.common.units import DEFAULT_DIFFUSIVITY_RATIO
+from gliofit.common.units import DEFAULT_DIFFUSIVITY_RATIO, SEED_PEAK, SEED_SIGMA_MM, seed_record
 from gliofit.growth.atlas import TISSUE_THRESHOLD, Atlas
 from gliofit.growth import kernels
 from gliofit.growth.stencil import ActiveBox, DiffusionField, rkl2_coefficients, seed_density
@@ -70,9 +70,13 @@ class SolverConfig:
     rho_dt_max: float = 0.2
     active_box: bool = True
     box_eps: float = 1e-6
-    seed_sigma_mm: float = 1.5
-    seed_amplitude: float = 1.0
+    seed_sigma_mm: float = SEED_SIGMA_MM
+    seed_amplitude: float = SEED_PEAK
     compile: bool | None = None
+
+    def seed(self) -> dict:
+        """The seed as recorded in manifests and result.json (:func:`~gliofit.common.units.seed_record`)."""
+        return seed_record(self.seed_sigma_mm, self.seed_amplitude)
 
 
 def validate_origin(grid: Atlas, origin_mm: Sequence[float]) -> None:

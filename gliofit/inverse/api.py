@@ -18,12 +18,13 @@ import numpy as np
 from gliofit.common.errors import InputError
 from gliofit.common.timing import Stopwatch
 from gliofit.common.units import DEFAULT_DIFFUSIVITY_RATIO
-from gliofit.inverse.density import DENSITY_METHODS, best_density, resimulated_density
+from gliofit.inverse.density import (DENSITY_METHODS, best_density, resimulated_density, seed_of,
+                                    simulated_density)
 from gliofit.inverse.estimate import entry_parameters, match_weights, parameters_of, summarise, temperature
 from gliofit.inverse.observation import observe
 from gliofit.inverse.query import DEFAULT_TOP_K, Matches, query
 from gliofit.inverse.result import TIMING_KEYS, Result
-from gliofit.growth.atlas import Atlas, load_atlas, to_atlas_grid
+from gliofit.growth.atlas import Atlas, load_atlas
 
 __all__ = ["METHODS", "N_MATCHES", "infer", "atlas_of"]
 
@@ -67,8 +68,6 @@ def _refined(db, atlas: Atlas, params: dict, out: dict, density: str):
     """Parameters and density function of a refine outcome (density simulated on the database grid and
     upsampled, or at 1 mm for ``density="resimulate"``)."""
     from gliofit.common.units import derived_parameters
-    from gliofit.growth.solver import simulate_one
-
     new = dict(params)
     new.update({"D_mm2_per_day": float(out["D_mm2_per_day"]), "rho_per_day": float(out["rho_per_day"]),
                 "T_days": float(out["T_days"]), "origin_mm": [float(v) for v in out["origin_mm"]]})
@@ -78,9 +77,7 @@ def _refined(db, atlas: Atlas, params: dict, out: dict, density: str):
     def density_fn() -> np.ndarray:
         if density == "resimulate":
             return resimulated_density(new, atlas, diffusivity_ratio=ratio)
-        u = simulate_one(db.grid, new["D_mm2_per_day"], new["rho_per_day"], new["origin_mm"], new["T_days"],
-                         diffusivity_ratio=ratio)
-        return np.clip(to_atlas_grid(u, db.grid, atlas), 0.0, 1.0).astype(np.float32)
+        return simulated_density(new, db.grid, atlas, diffusivity_ratio=ratio)
 
     return new, density_fn
 
@@ -111,7 +108,9 @@ def infer(db, seg, *, labels: str = "auto", core=None, t1=None, in_atlas_space: 
     method : ``"index"`` (FAISS + exact Dice, default) or ``"exhaustive"`` (the published baseline).
     weights : (whole tumour, core) weights of the mean Dice.
     thresholds_search : search the imaging thresholds per candidate (index method).
-    density : ``"upsample"`` (default) or ``"resimulate"`` the best match at 1 mm.
+    density : ``"upsample"`` (default: the estimate solved uncropped on the database grid, interpolated to
+        1 mm), ``"resimulate"`` (solved at 1 mm) or ``"stored"`` (the match's cropped stored density);
+        :mod:`gliofit.inverse.density`.
     atlas : the database's atlas at 1 mm if already loaded (default: loaded from the manifest).
     registration : a registration of the patient to the atlas found beforehand (see
         :func:`~gliofit.inverse.observation.observe`); the density goes back through it.
@@ -146,7 +145,7 @@ def infer(db, seg, *, labels: str = "auto", core=None, t1=None, in_atlas_space: 
     fit = _fit(m.dice[0], m.weights)
     best_id = int(m.ids[0])
     density_fn = functools.partial(best_density, db, best_id, best, atlas, density)
-    extra: dict[str, Any] = {"method": method, "candidates": m.n_candidates, "scored": len(m.ids),
+    extra: dict[str, Any] = {"seed": seed_of(db.manifest), "method": method, "candidates": m.n_candidates, "scored": len(m.ids),
              "temperature": temperature(m.mean_dice), "effective_matches": float(1.0 / np.sum(w ** 2))}
     if refine:
         tr = time.perf_counter()

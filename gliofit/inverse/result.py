@@ -89,6 +89,7 @@ class Result:
             "space": self.space,
             "database": self.database,
             "parameters": self.parameters,
+            "seed": self.extra.get("seed"),
             "uncertainty": self.uncertainty,
             "fit": self.fit,
             "matches": self.matches,

@@ -15,7 +15,10 @@ the standard plan.
   brain; ties (typically density exactly 0 far from the tumour) go to the
   voxels closest to the core (then to the lowest voxel index), so the volumes
   are equal to the voxel. ``threshold`` is the lowest density inside it
-  (fraction of carrying capacity).
+  (fraction of carrying capacity). When the density is positive on fewer
+  voxels than the target needs (a cropped density, or one that ends at the
+  brain's edge), the rest are voxels of density 0 chosen by distance alone:
+  ``summary["zero_density_voxels"]`` counts them and a warning says so.
 - **Brain**: the ``brain`` mask when given, always joined with the tumour (core
   and whole tumour), so a slightly misregistered brain mask never cuts the
   tumour out of a target. :func:`plan_files` takes ``brain_path``, else a
@@ -71,6 +74,7 @@ class Plan:
     affine : (4, 4) voxel-to-world mm matrix of the grid.
     summary : ``volumes_cm3`` (core, whole_tumor, standard, model), ``margin_mm``, ``threshold``,
         ``basis``, ``brain``, ``voxels``, ``dice_standard_model``, ``core_voxels_forced``,
+        ``zero_density_voxels`` (voxels of the model target outside the core where the density is 0),
         ``coverage`` (None until a recurrence is scored), ``warnings``.
     """
 
@@ -179,6 +183,11 @@ def make_plan(
     n = int(standard.sum())
     model = _model_target(d, core_m, allowed, dist, n)
     summary = _summary(d, core_m, wt, standard, model, spacing, aff, margin, basis, brain_m is not None)
+    zero = summary["zero_density_voxels"]
+    if zero:
+        warnings.append(f"the model target needs {zero} of its {n} voxels where the density is 0 (chosen by "
+                        "distance to the core, not by the model): the density does not reach the standard "
+                        "target's volume")
     summary["warnings"] = warnings
     return Plan(standard=standard, model=model, threshold=summary["threshold"], affine=aff, summary=summary)
 
@@ -208,6 +217,7 @@ def _summary(d: np.ndarray, core: np.ndarray, wt: np.ndarray | None, standard: n
         "spacing_mm": [round(float(s), 6) for s in spacing],
         "dice_standard_model": round(2.0 * overlap / (n_std + n_mod), 4) if n_std + n_mod else 0.0,
         "core_voxels_forced": forced,
+        "zero_density_voxels": int((rest & (d <= 0.0)).sum()),
         "coverage": None,
     }
 

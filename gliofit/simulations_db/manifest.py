@@ -14,7 +14,7 @@ from pathlib import Path
 
 from gliofit.common.errors import InputError
 from gliofit.common.io import atomic_write
-from gliofit.common.units import DEFAULT_THRESHOLD_CORE, DEFAULT_THRESHOLD_EDEMA
+from gliofit.common.units import DEFAULT_THRESHOLD_CORE, DEFAULT_THRESHOLD_EDEMA, seed_record
 from gliofit.simulations_db.design import Design, SnapshotRule
 
 __all__ = ["FORMAT_VERSION", "MANIFEST_NAME", "Manifest", "read_manifest", "write_manifest", "manifest_path"]
@@ -39,6 +39,9 @@ class Manifest:
     thresholds : ``{"edema": 0.25, "core": 0.675}`` used for the stored volumes.
     quantisation : how densities are stored (``{"dtype": "uint8", "scale": 255}``).
     features : the feature layout, ``FeatureSpec.to_dict()`` (may be empty).
+    seed : the initial condition every simulation starts from at T = 0
+        (:func:`~gliofit.common.units.seed_record`); a manifest without one gets the default seed,
+        which every database was built with before it was recorded.
     database_url : SQL URL when not the default SQLite file in the directory.
     """
 
@@ -52,6 +55,7 @@ class Manifest:
     thresholds: dict = field(default_factory=lambda: {"edema": DEFAULT_THRESHOLD_EDEMA, "core": DEFAULT_THRESHOLD_CORE})
     quantisation: dict = field(default_factory=lambda: {"dtype": "uint8", "scale": 255})
     features: dict = field(default_factory=dict)
+    seed: dict = field(default_factory=seed_record)
     database_url: str | None = None
     format_version: int = FORMAT_VERSION
 

@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from inversehelpers import GLIOFIT, grow_cases, write_labels
+from scipy import ndimage
 from typer.testing import CliRunner
 
 import gliofit
@@ -16,6 +17,7 @@ from gliofit.cli import app
 from gliofit.common.nifti import save_volume
 from gliofit.inverse.estimate import PARAMETER_KEYS
 from gliofit.growth.atlas import to_atlas_grid
+from gliofit.growth.solver import SolverConfig, simulate_one
 
 runner = CliRunner()
 
@@ -64,8 +66,10 @@ def test_result_json_has_exactly_the_interface_keys(tmp_path, small_db, case_seg
     html = (tmp_path / "OUT" / "report.html").read_text()
     assert "data:image/png;base64," in html and "mu_D_mm" in html and html.rstrip().endswith("</html>")
     d = json.loads((tmp_path / "OUT" / "result.json").read_text())
-    assert set(d) == {"gliofit_version", "space", "database", "parameters", "uncertainty", "fit", "matches",
+    assert set(d) == {"gliofit_version", "space", "database", "parameters", "seed", "uncertainty", "fit", "matches",
                       "timings_s", "warnings"}
+    assert d["seed"] == {"kind": "gaussian", "sigma_mm": 1.5, "peak": 1.0, "mass_mm3": pytest.approx(53.2, abs=0.1),
+                         "independent_of_seed": ["infiltration_length_mm", "velocity_mm_per_day"]}
     assert d["gliofit_version"] == gliofit.__version__ and d["space"] == "atlas"
     assert set(d["database"]) == {"path", "entries", "atlas", "resolution_mm"}
     assert d["database"]["entries"] == len(small_db.entries["id"]) and d["database"]["resolution_mm"] == 6.0
@@ -92,14 +96,24 @@ def test_result_json_has_exactly_the_interface_keys(tmp_path, small_db, case_seg
     assert inp.shape == small_db.grid.shape and np.allclose(inp.affine, small_db.grid.affine)
 
 
-def test_density_is_the_best_entry_upsampled(small_db, case_seg, atlas1):
+def test_density_is_the_best_entry_solved_uncropped(small_db, case_seg, atlas1):
     res = gliofit.infer(small_db, case_seg, atlas=atlas1)
-    want = np.clip(to_atlas_grid(small_db.density(res.matches[0]["entry_id"]), small_db.grid, atlas1), 0, 1)
+    ratio = float(small_db.manifest.design["diffusivity_ratio"])
+    u = simulate_one(small_db.grid, *(res.parameters[k] for k in ("D_mm2_per_day", "rho_per_day", "origin_mm",
+                                                                   "T_days")), diffusivity_ratio=ratio,
+                     config=SolverConfig(active_box=False))
     assert isinstance(res.density, nib.Nifti1Image)
-    assert np.allclose(np.asarray(res.density.dataobj), want, atol=1e-6)
+    assert np.allclose(np.asarray(res.density.dataobj), np.clip(to_atlas_grid(u, small_db.grid, atlas1), 0, 1),
+                       atol=1e-6)
     assert np.allclose(res.density.affine, atlas1.affine)
-
-
+    # the same tumour as the stored entry where the entry was stored, and positive past its crop, in all
+    # tissue within a plan's 15 mm of the visible tumour
+    stored = small_db.density(res.matches[0]["entry_id"])
+    kept = stored > 0
+    assert np.abs(u[kept] - stored[kept]).max() < 0.02
+    near = ndimage.distance_transform_edt(stored < 0.25, sampling=small_db.grid.spacing_mm) <= 15.0
+    assert (small_db.grid.domain & near & ~kept).any()
+    assert np.all(u[small_db.grid.domain & near] > 0)
 def test_conventions_give_the_same_result(tmp_path, small_db, atlas1, cases):
     c, g = cases[1], small_db.grid
     lab23 = c.labels("brats2023")
