@@ -12,7 +12,6 @@ from gliofit.inverse.density import simulated_density
 from gliofit.inverse.synthetic import grow_patient, onset_days
 from gliofit.pipelines.planning import make_plan
 
-from inversehelpers import atlas1  # noqa: F401 - session fixture
 
 
 def test_pure_diffusion_in_a_box_is_the_analytic_gaussian_out_to_the_walls(make_box_atlas):
@@ -47,7 +46,7 @@ def test_growth_in_a_box_decreases_monotonically_away_from_the_origin(make_box_a
 
 
 @pytest.fixture(scope="module")
-def patient_and_density(atlas1):  # noqa: F811
+def patient_and_density(atlas1):
     patient_grid, db_grid = resample_atlas(atlas1, 2.0), resample_atlas(atlas1, 4.0)   # small and fast
     D, rho = 0.05, 0.1
     params = {"D_mm2_per_day": D, "rho_per_day": rho, "T_days": onset_days(D, rho) + 120.0,
