@@ -7,6 +7,7 @@ days. The data identify only D·T and rho·T, hence ``mu_D_mm = sqrt(D·T)`` and
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -40,11 +41,12 @@ SEED_INDEPENDENT = ("infiltration_length_mm", "velocity_mm_per_day")
 def seed_record(sigma_mm: float = SEED_SIGMA_MM, peak: float = SEED_PEAK) -> dict:
     """What T = 0 means: the Gaussian seed as recorded in the database manifest and result.json.
 
-    ``mass`` is the seed's integral, peak x (2 pi)^(3/2) sigma³, in mm³ of tumour at carrying
-    capacity; a seed of mass m starts ln(m / mass) / rho days later than one of mass m (docs/growth.md).
+    ``mass_mm3`` is the seed's integral, peak x (2 pi)^(3/2) sigma³, in mm³ of tumour at carrying
+    capacity. A seed of mass m reaches the same small tumour ln(m / mass_mm3) / rho days sooner
+    (about half that for a large one): docs/growth.md.
     """
     return {"kind": "gaussian", "sigma_mm": float(sigma_mm), "peak": float(peak),
-            "mass_mm3": float(peak * (2.0 * np.pi) ** 1.5 * sigma_mm**3)}
+            "mass_mm3": float(peak * (2.0 * math.pi) ** 1.5 * sigma_mm**3)}
 
 
 def derived_parameters(D_mm2_per_day, rho_per_day, T_days) -> dict[str, np.ndarray | float]:
