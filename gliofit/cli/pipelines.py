@@ -62,7 +62,8 @@ def run(
     transforms/, report.png and report.html. Prints a one-line JSON summary.
     """
     from gliofit.common.errors import check_positive
-    from gliofit.pipelines.run import output_folder_ready, run_patient
+    from gliofit.common.progress import StageLines
+    from gliofit.pipelines.run import STAGES, output_folder_ready, run_patient
 
     output_folder_ready(output)
     check_positive(margin_mm, "--margin-mm")
@@ -76,6 +77,7 @@ def run(
         top_k=top_k,
         refine=refine,
         margin_mm=margin_mm,
+        on_stage=None if quiet else StageLines(STAGES[:-1], job=patient_dir.name),
     )
     for w in res.get("warnings", []):
         typer.echo(f"gliofit: warning: {output}: {w}", err=True)

@@ -68,13 +68,14 @@ class StageLines:
     """Say on a stream (stderr) which stage of a job starts, as it starts: ``gliofit: 0:12 [3/7] registration``.
 
     Call the object with a stage name whenever work on that stage begins; a repeated name (a stage entered
-    again) prints nothing. The time is the job's elapsed m:ss, so consecutive lines give each stage's
-    duration. Stages with a progress bar of their own (segmentation, an exhaustive query) show it below
-    their line.
+    again) prints nothing, nor does the first stage (:attr:`unannounced`). The time is the job's elapsed
+    m:ss, so consecutive lines give each stage's duration. Stages with a progress bar of their own
+    (segmentation, an exhaustive query) show it below their line.
 
     >>> say = StageLines(("load", "query"), job="P001", stream=sys.stdout)
-    >>> say("load")                                                          # doctest: +ELLIPSIS
-    gliofit: P001 0:00 [1/2] load
+    >>> say("load")
+    >>> say("query")
+    gliofit: P001 0:00 [2/2] query
     """
 
     def __init__(
@@ -86,11 +87,16 @@ class StageLines:
         self.enabled = enabled
         self._start = time.perf_counter()
         self._current: str | None = None
+        self.unannounced = {self.stages[0]} if self.stages else set()
+        """Stages shown without a line: the first (reading and checking the input) ends in one error line
+        when the input is bad, with no stage line before it."""
 
     def __call__(self, stage: str) -> None:
         if stage == self._current or not self.enabled:
             return
         self._current = stage
+        if stage in self.unannounced:
+            return
         m, s = divmod(int(time.perf_counter() - self._start), 60)
         n = f"[{self.stages.index(stage) + 1}/{len(self.stages)}] " if stage in self.stages else ""
         job = f"{self.job} " if self.job else ""

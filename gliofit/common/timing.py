@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 __all__ = ["Stopwatch"]
@@ -23,13 +23,21 @@ class Stopwatch:
     not entered read 0.
     """
 
-    def __init__(self, stages: Iterable[str] = ()) -> None:
+    def __init__(self, stages: Iterable[str] = (), on_stage: Callable[[str], None] | None = None) -> None:
         self._start = time.perf_counter()
         self.seconds: dict[str, float] = dict.fromkeys(stages, 0.0)
+        self.on_stage = on_stage
+        """Called with a stage's name as work on it begins (e.g. a line on stderr); None: silent."""
+
+    def announce(self, name: str) -> None:
+        """Tell :attr:`on_stage` that work on stage ``name`` begins (done by :meth:`stage` itself)."""
+        if self.on_stage is not None:
+            self.on_stage(name)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         """Add the seconds the ``with`` block takes (also when it raises) to stage ``name``."""
+        self.announce(name)
         t = time.perf_counter()
         try:
             yield

@@ -24,6 +24,7 @@ for a finished patient — what ``cohort`` relies on to resume.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,8 @@ def output_folder_ready(out: str | Path) -> Path:
     return p
 
 
-def _segmentation(patient: BratsCase, model: Any, device: str, tmp: Path) -> tuple[Path, np.ndarray, np.ndarray]:
+def _segmentation(patient: BratsCase, model: Any, device: str, tmp: Path,
+                  progress: bool = False) -> tuple[Path, np.ndarray, np.ndarray]:
     """The label map (given or predicted), written to ``tmp/segmentation.nii.gz``; (path, labels, affine)."""
     dst = tmp / "segmentation.nii.gz"
     if patient.seg is not None:
@@ -69,7 +71,7 @@ def _segmentation(patient: BratsCase, model: Any, device: str, tmp: Path) -> tup
         raise InputError(f"{want}: no segmentation in the patient folder and no --model given")
     from gliofit.segmentation.predict import segment
 
-    labels, affine = segment(*patient.images, model, device=device, labels="brats2023")
+    labels, affine = segment(*patient.images, model, device=device, labels="brats2023", progress=progress)
     save_volume(labels, affine, dst, dtype=np.uint8)
     return dst, labels, affine
 
@@ -126,7 +128,7 @@ def _load_and_segment(patient: BratsCase, model: Any, device: str, tmp: Path, wa
     with watch.stage("load"):
         t1, t1_affine = load_volume(patient.images[0], "T1")
     with watch.stage("segmentation" if patient.seg is None else "load"):
-        seg_path, labels, affine = _segmentation(patient, model, device, tmp)
+        seg_path, labels, affine = _segmentation(patient, model, device, tmp, progress=watch.on_stage is not None)
         _check_same_grid(seg_path if patient.seg is None else patient.seg, labels.shape, affine, t1.shape, t1_affine)
         masks = tumour_masks(labels.astype(np.int64), detect_convention(labels, str(seg_path)),
                              str(patient.images[0].parent))
@@ -139,7 +141,9 @@ def _infer(db, scan: _Scan, reg, atlas, watch: Stopwatch, **options):
     """Stage ``query`` (with the inverse solver's own ``load`` and ``registration`` seconds)."""
     from gliofit.inverse.api import infer
 
-    res = infer(db, scan.seg_path, registration=reg, in_atlas_space=reg is None, atlas=atlas, **options)
+    watch.announce("query")
+    res = infer(db, scan.seg_path, registration=reg, in_atlas_space=reg is None, atlas=atlas,
+                progress=watch.on_stage is not None, **options)
     for stage in ("load", "registration", "query"):
         watch.add(stage, res.timings[stage])
     return res
@@ -190,7 +194,8 @@ def _report_figure(tmp: Path, patient: BratsCase, scan: _Scan, density: np.ndarr
 
 def run_patient(patient_dir: str | Path, db, out_dir: str | Path, *, model: Any = None, device: str = "cpu",
                 registration: str = "syn", top_k: int = 200, refine: bool = False, margin_mm: float = 15.0,
-                density: str = "upsample", method: str = "index", atlas=None, figure: bool = True) -> dict:
+                density: str = "upsample", method: str = "index", atlas=None, figure: bool = True,
+                on_stage: Callable[[str], None] | None = None) -> dict:
     """Run the whole pipeline for one patient folder and write ``out_dir``.
 
     Parameters
@@ -206,6 +211,8 @@ def run_patient(patient_dir: str | Path, db, out_dir: str | Path, *, model: Any 
     margin_mm : the standard plan's margin around the tumour core, mm.
     atlas : the database's 1 mm atlas if already loaded.
     figure : write report.png (the html report embeds it).
+    on_stage : called with each stage's name (:data:`STAGES`) as it begins; when given, the segmentation
+        and an exhaustive query also show their progress bars on stderr.
 
     Returns
     -------
@@ -220,7 +227,7 @@ def run_patient(patient_dir: str | Path, db, out_dir: str | Path, *, model: Any 
         raise InputError(f"registration must be one of {', '.join(REGISTRATIONS)}, got {registration!r}",
                          parameter="registration")
     out = output_folder_ready(out_dir)
-    watch = Stopwatch(STAGES[:-1])
+    watch = Stopwatch(STAGES[:-1], on_stage=on_stage)
     with watch.stage("load"):
         patient = find_patient(patient_dir)
         own_db = isinstance(db, (str, Path))
