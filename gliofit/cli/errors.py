@@ -67,6 +67,15 @@ def install_hint(exc: ModuleNotFoundError) -> str | None:
     return None if extra is None else f"{exc.name} is not installed: pip install 'gliofit[{extra}]'"
 
 
+def _database_unreachable(exc: BaseException) -> str | None:
+    """One line for a lost or refused SQL connection (a server restarted or down); None for other errors."""
+    sa = sys.modules.get("sqlalchemy.exc")
+    if sa is None or not isinstance(exc, (sa.OperationalError, sa.InterfaceError)):
+        return None
+    reason = " ".join(str(getattr(exc, "orig", None) or exc).split("(Background on")[0].split())
+    return f"database connection failed: {reason}; run the same command again to resume"
+
+
 def cli_errors(func: F) -> F:
     """Decorate a command: InputError, unusable user paths and a full, over-quota or read-only disk -> exit 2;
     anything else -> exit 1."""
@@ -92,6 +101,9 @@ def cli_errors(func: F) -> F:
             hint = install_hint(exc) if isinstance(exc, ModuleNotFoundError) else None
             if hint is not None:
                 fail(hint, 1)
+            lost = _database_unreachable(exc)
+            if lost is not None:
+                fail(lost, 1)
             print(f"gliofit: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
                   file=sys.stderr)
             raise typer.Exit(1) from None
