@@ -110,3 +110,24 @@ def migrate(
     from gliofit.simulations_db.database import migrate_database
 
     typer.echo(json.dumps(migrate_database(db, database_url)))
+
+
+@db_app.command("calibrate")
+@cli_errors
+def calibrate(
+    db: Path = typer.Argument(..., help="Database directory."),
+    patients: int = typer.Option(40, "--patients", help="Synthetic calibration patients (grown once, cached)."),
+    seed: int = typer.Option(90001, "--seed", help="Seed of the calibration patients (not the test patients')."),
+    patient_resolution: float = typer.Option(1.5, "--patient-resolution", help="Growth grid of the patients, mm."),
+    patients_dir: Path = typer.Option(None, "--patients-dir", help="Cache of the patients (default: DB/calibration-patients/...)."),
+    refine_budget: int = typer.Option(None, "--refine-budget", help="Forward runs of each refinement (default 40)."),
+    output: Path = typer.Option(None, "-o", "--output", help="Calibration file (default: DB/gliofit-calibration.json)."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bars."),
+) -> None:
+    """Calibrate the intervals of `infer` on synthetic patients with known truth (split conformal)."""
+    from gliofit.inverse.calibration import calibrate as run_calibrate
+
+    report = run_calibrate(db, patients=patients, seed=seed, patient_resolution_mm=patient_resolution,
+                           patients_dir=patients_dir, refine_budget=refine_budget, out=output,
+                           progress=not no_progress)
+    typer.echo(json.dumps(report))

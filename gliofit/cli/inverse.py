@@ -22,7 +22,9 @@ def infer(
     t1: Path = typer.Option(None, "--t1", help="Patient T1 on the segmentation's grid: register it to the atlas."),
     in_atlas_space: bool = typer.Option(False, "--in-atlas-space", help="The segmentation's affine is atlas world mm."),
     top_k: int = typer.Option(200, "--top-k", help="Candidates taken from the index."),
-    refine: bool = typer.Option(False, "--refine", help="Short local search with the forward solver from the best match."),
+    refine: bool = typer.Option(True, "--refine/--no-refine", help="Refine the best (shift-aligned) match with the forward solver (default on)."),
+    refine_budget: int = typer.Option(None, "--refine-budget", help="Forward runs of the refinement (default 40)."),
+    calibration: Path = typer.Option(None, "--calibration", help="Calibration file (default: DB/gliofit-calibration.json)."),
     method: str = typer.Option("index", "--method", help="index (FAISS + exact Dice) or exhaustive (published baseline)."),
     density: str = typer.Option("upsample", "--density", help="Best-match density at 1 mm: upsample or resimulate."),
     weights: tuple[float, float] = typer.Option((0.5, 0.5), "--weights", help="Whole-tumour and core weights of the mean Dice."),
@@ -30,14 +32,17 @@ def infer(
 ) -> None:
     """Find the growth-model parameters whose simulated tumour best matches the segmentation."""
     from gliofit.common.errors import InputError
+    from gliofit.inverse.api import check_refine
     from gliofit.inverse.api import infer as run_infer
 
     if output.exists() and not output.is_dir():
         raise InputError(f"{output}: output path is a file, not a folder")
     if t1 is not None and in_atlas_space:
         raise InputError("give either --t1 or --in-atlas-space, not both")
+    check_refine(refine, refine_budget)
     res = run_infer(db, seg, labels=labels, core=core, t1=t1, in_atlas_space=in_atlas_space, top_k=top_k,
-                    refine=refine, method=method, density=density, weights=weights, thresholds_search=not no_threshold_search,
+                    refine=refine, refine_budget=refine_budget, method=method, density=density, weights=weights,
+                    thresholds_search=not no_threshold_search, calibration=calibration,
                     progress=method == "exhaustive")
     files = res.save(output)
     for w in res.to_dict()["warnings"]:
@@ -46,8 +51,10 @@ def infer(
     summary = {
         "output": str(output),
         "space": res.space,
+        "space_note": res.observation.space_note,
         "parameters": {k: p[k] for k in ("mu_D_mm", "mu_rho", "infiltration_length_mm", "origin_mm")},
         "ci95": {k: u[k]["ci95"] for k in ("mu_D_mm", "mu_rho", "infiltration_length_mm")},
+        "calibration": res.calibration["method"],
         "fit": res.fit,
         "timings_s": {k: round(v, 3) for k, v in res.timings.items()},
         "files": sorted(str(f.name) for f in files.values()),

@@ -47,7 +47,8 @@ def run(
     registration: str = _REGISTRATION,
     margin_mm: float = _MARGIN,
     top_k: int = _TOP_K,
-    refine: bool = typer.Option(False, "--refine", help="Short local search with the forward solver."),
+    refine: bool = typer.Option(True, "--refine/--no-refine", help="Refine the best match with the forward solver (default on)."),
+    refine_budget: int = typer.Option(None, "--refine-budget", help="Forward runs of the refinement (default 40)."),
     quiet: bool = typer.Option(
         False,
         "--quiet",
@@ -63,8 +64,10 @@ def run(
     """
     from gliofit.common.errors import check_positive
     from gliofit.common.progress import StageLines
+    from gliofit.inverse.api import check_refine
     from gliofit.pipelines.run import STAGES, output_folder_ready, run_patient
 
+    check_refine(refine, refine_budget)
     output_folder_ready(output)
     check_positive(margin_mm, "--margin-mm")
     res = run_patient(
@@ -76,6 +79,7 @@ def run(
         registration=registration,
         top_k=top_k,
         refine=refine,
+        refine_budget=refine_budget,
         margin_mm=margin_mm,
         on_stage=None if quiet else StageLines(STAGES[:-1], job=patient_dir.name),
     )

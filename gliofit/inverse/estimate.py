@@ -100,17 +100,17 @@ def weighted_quantile(x: np.ndarray, w: np.ndarray, q) -> np.ndarray:
     return np.interp(q, c, xs)
 
 
-def _stats(x: np.ndarray, w: np.ndarray) -> tuple[float, float, list[float]]:
+def _stats(x: np.ndarray, w: np.ndarray) -> tuple[float, float, list[float], list[float]]:
     mean = float(np.sum(w * x))
     std = float(np.sqrt(max(np.sum(w * (x - mean) ** 2), 0.0)))
-    lo, hi = weighted_quantile(x, w, [0.025, 0.975])
-    return mean, std, [float(lo), float(hi)]
+    lo, q1, q3, hi = weighted_quantile(x, w, [0.025, 0.25, 0.75, 0.975])
+    return mean, std, [float(lo), float(hi)], [float(q1), float(q3)]
 
 
 def summarise(params: dict[str, np.ndarray], weights: np.ndarray, *, origin_spacing_mm: float = 0.0) -> dict:
-    """``uncertainty`` of result.json: ``{key: {"mean", "std", "ci95": [low, high]}}``.
+    """Uncalibrated ``uncertainty``: ``{key: {"mean", "std", "ci95": [low, high], "ci50": [low, high]}}``.
 
-    For ``origin_mm`` mean and std are [x, y, z] and ci95 is ``[[x, y, z] low, [x, y, z] high]``,
+    For ``origin_mm`` mean and std are [x, y, z] and ci95 / ci50 are ``[[x, y, z] low, [x, y, z] high]``,
     widened by ``origin_spacing_mm / 2`` (the database grid's voxel: seed points are voxel centres).
     """
     out = {}
@@ -121,8 +121,9 @@ def summarise(params: dict[str, np.ndarray], weights: np.ndarray, *, origin_spac
             cols = [_stats(v[:, a], weights) for a in range(v.shape[1])]
             out[k] = {"mean": [c[0] for c in cols],
                       "std": [float(np.sqrt(c[1] ** 2 + origin_spacing_mm ** 2 / 12.0)) for c in cols],
-                      "ci95": [[c[2][0] - half for c in cols], [c[2][1] + half for c in cols]]}
+                      "ci95": [[c[2][0] - half for c in cols], [c[2][1] + half for c in cols]],
+                      "ci50": [[c[3][0] - half for c in cols], [c[3][1] + half for c in cols]]}
         else:
-            m, s, ci = _stats(v, weights)
-            out[k] = {"mean": m, "std": s, "ci95": ci}
+            m, s, ci, ci50 = _stats(v, weights)
+            out[k] = {"mean": m, "std": s, "ci95": ci, "ci50": ci50}
     return out

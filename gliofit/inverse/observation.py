@@ -7,14 +7,15 @@ to it.
 
 Spaces
 ------
-*Atlas space*: the segmentation's affine maps into the atlas's world mm (the
-1 mm ICBM152 grid itself, or any grid whose axes run along the atlas's axes,
-no flips, and whose centre lies on the atlas grid). It is put on the database
-grid directly.
+*Atlas space*: the segmentation's affine maps into the atlas's world mm. The caller says so
+(``in_atlas_space=True``), or it is detected, only when the segmentation's shape and affine equal
+those of the 1 mm atlas grid or of the database grid (:attr:`Observation.space_note` says which). It
+is put on the database grid directly. A grid that merely lies along the atlas's axes is not taken for
+atlas space: a segmentation whose affine was shifted would otherwise be read in the wrong place.
 
 *Patient space*: anything else. A patient T1 (``t1=``) is registered to the
 atlas T1 (:mod:`gliofit.inverse.registration`) and the masks follow the found
-transform; ``in_atlas_space=True`` instead asserts the affine is in atlas mm.
+transform; without a T1 (or ``in_atlas_space=True``) such input is an InputError.
 
 Resampling (documented, exact by construction for axis-aligned grids)
 -------------------------------------------------------------------
@@ -41,7 +42,7 @@ from gliofit.growth.atlas import Atlas
 from gliofit.inverse.registration import AtlasRegistration
 
 __all__ = ["Observation", "LABEL_MODES", "MASK_FRACTION", "observe", "masks_from_file", "is_atlas_space",
-           "to_grid_masks"]
+           "same_grid", "to_grid_masks"]
 
 LABEL_MODES = ("auto", "brats2021", "brats2023", "masks")
 MASK_FRACTION = 0.5
@@ -63,6 +64,7 @@ class Observation:
     input_shape, input_affine : the input's grid (outputs go back onto it).
     registration : the :class:`~gliofit.inverse.registration.Registration` of a patient-space input.
     timings_s : ``load`` and ``registration`` seconds.
+    space_note : how the space was decided (declared, detected from the grid, registered).
     """
 
     wt: np.ndarray
@@ -76,6 +78,7 @@ class Observation:
     input_affine: np.ndarray
     registration: AtlasRegistration | None = None
     timings_s: dict = field(default_factory=dict)
+    space_note: str = ""
 
     def to_input_grid(self, atlas_volume: np.ndarray, atlas: Atlas) -> np.ndarray:
         """Map a float volume on the atlas grid onto the input's grid (trilinear; float32)."""
@@ -159,6 +162,12 @@ def is_atlas_space(affine: np.ndarray, shape: tuple[int, ...], atlas: Atlas) -> 
     return bool(np.all(ijk >= -0.5) and np.all(ijk <= np.asarray(atlas.shape) - 0.5))
 
 
+def same_grid(affine: np.ndarray, shape: tuple[int, ...], grid: Atlas, tol_mm: float = 1e-3) -> bool:
+    """True when a volume's shape equals ``grid.shape`` and its affine equals ``grid.affine`` (to ``tol_mm``)."""
+    return (tuple(int(s) for s in shape) == tuple(grid.shape)
+            and bool(np.allclose(np.asarray(affine, dtype=np.float64), grid.affine, atol=tol_mm)))
+
+
 def to_grid_masks(fraction: np.ndarray, src_affine: np.ndarray, grid: Atlas) -> np.ndarray:
     """A mask (or a coverage fraction in [0, 1]) on ``grid``: area fraction, then >= :data:`MASK_FRACTION`."""
     frac = resample_area(np.asarray(fraction, dtype=np.float64), src_affine, grid.affine, grid.shape)
@@ -214,12 +223,19 @@ def observe(
             wt_atlas = np.asarray(registration.to_atlas(wt, affine, atlas)) >= MASK_FRACTION - _EPS
             core_atlas = np.asarray(registration.to_atlas(co, affine, atlas)) >= MASK_FRACTION - _EPS
             space = "patient"
+            note = "patient space: registered to the atlas"
     else:
         with watch.stage("load"):
-            if not in_atlas_space and not is_atlas_space(affine, wt.shape, atlas):
-                raise InputError(f"{seg}: is not in atlas space (its grid does not lie along the {atlas.name} "
-                                 "atlas); give t1 to register it, or in_atlas_space if it is",
-                                 parameter=("t1", "in_atlas_space"))
+            if in_atlas_space:
+                note = "atlas space: declared (in_atlas_space)"
+            elif same_grid(affine, wt.shape, atlas):
+                note = f"atlas space: detected (shape and affine equal the {atlas.name} atlas grid)"
+            elif same_grid(affine, wt.shape, grid):
+                note = "atlas space: detected (shape and affine equal the database grid)"
+            else:
+                raise InputError(f"{seg}: is not in atlas space (its shape and affine are not those of the "
+                                 f"{atlas.name} atlas grid); give t1 to register it, or in_atlas_space if its "
+                                 "affine is atlas world mm", parameter=("t1", "in_atlas_space"))
             wt_atlas = to_grid_masks(wt, affine, atlas)
             core_atlas = to_grid_masks(co, affine, atlas)
             space = "atlas"
@@ -231,4 +247,4 @@ def observe(
             raise InputError(f"{seg}: the tumour covers no database voxel ({grid.spacing_mm[0]:g} mm) after "
                              "resampling; is it inside the atlas's brain, and larger than half a voxel?")
     return Observation(wt_grid, core_grid, wt_atlas, core_atlas & wt_atlas, seg, convention, space,
-                       tuple(int(s) for s in wt.shape), affine, registration, dict(watch.seconds))
+                       tuple(int(s) for s in wt.shape), affine, registration, dict(watch.seconds), note)

@@ -11,7 +11,17 @@
    FACTS.md, plus the database's own). The whole-tumour Dice depends only on the
    edema threshold and the core Dice only on the core one, so the best pair of a
    candidate is found with 3 + 3 Dice counts, not 9.
-4. Ranking by ``w_wt * dice_wt + w_core * dice_core`` (weights normalised,
+4. Shift search (a continuous seed point): the stored seed points sit on the database grid, several mm
+   apart, so each candidate is also scored after an integer translation of its crop. The translation
+   that best aligns the centres of mass of the whole tumours (the entry's at the database's edema
+   threshold; at most :data:`ALIGN_MAX_MM`) is the centre of a window of ±:data:`SHIFT_WINDOW_VOX`
+   voxels; every candidate is scored unshifted and at that centre, and the :data:`SHIFT_TOP` best are
+   scored at every translation of the window (all thresholds of step 3 at each). A translation is allowed
+   only when the translated seed point stays in tissue. Scoring uses the candidate's voxels as flat
+   indices into a padded code grid (whole tumour 1, core 2): one gather per translation, then the overlap
+   at every threshold at once (a small matrix product). The entry's parameters hold with the seed point
+   translated (to first order: tissue boundaries differ); :attr:`Matches.shifts` records the translation.
+5. Ranking by ``w_wt * dice_wt + w_core * dice_core`` (weights normalised,
    default 0.5/0.5), ties broken by entry id.
 """
 
@@ -26,8 +36,9 @@ from gliofit.simulations_db.dice import dice_scores, volume_window
 from gliofit.simulations_db.features import FeatureSpec, query_features
 from gliofit.simulations_db.store import threshold_level
 
-__all__ = ["Matches", "EDEMA_GRID", "CORE_GRID", "DEFAULT_TOP_K", "DEFAULT_MIN_DICE", "query", "check_weights",
-           "threshold_grid", "score_candidates", "rank"]
+__all__ = ["Matches", "EDEMA_GRID", "CORE_GRID", "DEFAULT_TOP_K", "DEFAULT_MIN_DICE", "SHIFT_WINDOW_VOX",
+           "ALIGN_MAX_MM", "SHIFT_TOP", "query", "check_weights", "threshold_grid", "score_candidates",
+           "shift_candidates", "rank"]
 
 EDEMA_GRID = (0.15, 0.25, 0.35)
 """Whole-tumour (FLAIR) thresholds searched at query time (fraction of capacity)."""
@@ -36,6 +47,12 @@ CORE_GRID = (0.55, 0.675, 0.8)
 DEFAULT_TOP_K = 200
 DEFAULT_MIN_DICE = 0.3
 """The volume pre-filter keeps entries that could still reach whole-tumour Dice 0.3."""
+SHIFT_WINDOW_VOX = 2
+"""Half-width of the translation window searched around the centre-of-mass alignment, database voxels."""
+ALIGN_MAX_MM = 12.0
+"""Largest centre-of-mass alignment applied, mm per axis."""
+SHIFT_TOP = 48
+"""Candidates (best after the unshifted / aligned pass) scored at every translation of the window."""
 
 
 @dataclass
@@ -50,6 +67,7 @@ class Matches:
     score : (n,) float64 ranking score (weighted mean Dice, or the soft score of the baseline).
     weights : (w_wt, w_core) normalised.
     n_candidates : entries proposed (index) or visited (exhaustive).
+    shifts : (n, 3) int translation of each entry's crop on the database grid, voxels (zeros: none).
     """
 
     ids: np.ndarray
@@ -58,6 +76,11 @@ class Matches:
     score: np.ndarray
     weights: tuple[float, float]
     n_candidates: int
+    shifts: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.shifts is None:
+            self.shifts = np.zeros((len(self.ids), 3), dtype=np.int64)
 
     @property
     def mean_dice(self) -> np.ndarray:
@@ -66,7 +89,8 @@ class Matches:
 
     def head(self, n: int) -> Matches:
         s = slice(0, int(n))
-        return Matches(self.ids[s], self.dice[s], self.thresholds[s], self.score[s], self.weights, self.n_candidates)
+        return Matches(self.ids[s], self.dice[s], self.thresholds[s], self.score[s], self.weights, self.n_candidates,
+                       self.shifts[s])
 
 
 def check_weights(weights) -> tuple[float, float]:
@@ -119,15 +143,130 @@ def score_candidates(db, wt: np.ndarray, core: np.ndarray, ids: np.ndarray, edem
 
 
 def rank(ids: np.ndarray, dice: np.ndarray, thresholds: np.ndarray, weights: tuple[float, float],
-         n_candidates: int) -> Matches:
+         n_candidates: int, shifts: np.ndarray | None = None) -> Matches:
     """Order by weighted mean Dice (descending), ties by entry id."""
     score = dice @ np.asarray(weights)
     order = np.lexsort((ids, -score))
-    return Matches(ids[order], dice[order], thresholds[order], score[order], weights, n_candidates)
+    sh = None if shifts is None else shifts[order]
+    return Matches(ids[order], dice[order], thresholds[order], score[order], weights, n_candidates, sh)
+
+
+class _CodeGrid:
+    """The query as one padded, flat uint8 grid (whole tumour 1, core 2) for gathers at translations."""
+
+    def __init__(self, wt: np.ndarray, core: np.ndarray, pad: int) -> None:
+        code = wt.astype(np.uint8) + 2 * (core & wt).astype(np.uint8)
+        self.pad = int(pad)
+        self.flat = np.pad(code, self.pad).ravel()
+        shape = np.asarray(code.shape) + 2 * self.pad
+        self.strides = np.array([shape[1] * shape[2], shape[2], 1], dtype=np.int64)
+        self.n_wt, self.n_core = int(np.count_nonzero(wt)), int(np.count_nonzero(core & wt))
+        idx = np.argwhere(wt)
+        self.com = idx.mean(axis=0) if len(idx) else np.zeros(3)
+
+
+def _window(w: int) -> np.ndarray:
+    r = np.arange(-w, w + 1)
+    return np.stack(np.meshgrid(r, r, r, indexing="ij"), axis=-1).reshape(-1, 3)
+
+
+def _dice_at(g: _CodeGrid, flat_idx: np.ndarray, lev_e: np.ndarray, lev_c: np.ndarray, vol_e: np.ndarray,
+             vol_c: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Best whole-tumour and core Dice over the thresholds at each translation (flat ``offsets`` (S,)).
+
+    Returns (S,) wt Dice, (S,) core Dice, (S,) index of the edema level, (S,) index of the core level.
+    """
+    codes = g.flat[flat_idx[None, :] + offsets[:, None]]
+    ov_e = (codes & 1).astype(np.float32) @ lev_e
+    ov_c = (codes >> 1).astype(np.float32) @ lev_c
+    d_e = 2.0 * ov_e / np.maximum(g.n_wt + vol_e, 1)
+    d_c = np.where(g.n_core + vol_c > 0, 2.0 * ov_c / np.maximum(g.n_core + vol_c, 1), 1.0)
+    ie, ic = np.argmax(d_e, axis=1), np.argmax(d_c, axis=1)
+    rows = np.arange(len(offsets))
+    return d_e[rows, ie], d_c[rows, ic], ie, ic
+
+
+def shift_candidates(db, wt: np.ndarray, core: np.ndarray, ids: np.ndarray, crops: list, edema: tuple[float, ...],
+                     core_thresholds: tuple[float, ...], weights: tuple[float, float], *,
+                     window_vox: int = SHIFT_WINDOW_VOX, align_max_mm: float = ALIGN_MAX_MM,
+                     top: int = SHIFT_TOP) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Best Dice of each entry over integer translations of its crop (module docstring, step 4).
+
+    Parameters
+    ----------
+    db : the open database (grid, tissue, entries).
+    wt, core : (X, Y, Z) bool query masks on the database grid.
+    ids : (n,) entry ids; crops : their ``(bbox, uint8 crop)`` (``read_visible`` or ``read_entries``).
+    edema, core_thresholds : thresholds searched; weights : (w_wt, w_core) of the score.
+    window_vox : half-width of the window around the alignment, voxels; align_max_mm : largest alignment, mm.
+    top : candidates searched over the whole window.
+
+    Returns
+    -------
+    dice : (n, 2) float64; thresholds : (n, 2) float64; shifts : (n, 3) int64 voxels.
+    """
+    n = len(ids)
+    grid = db.grid
+    spacing = np.asarray(grid.spacing_mm, dtype=np.float64)
+    align_max = np.floor(align_max_mm / spacing + 1e-9).astype(np.int64)
+    g = _CodeGrid(wt, core, int(align_max.max()) + window_vox + 1)
+    domain = np.pad(grid.domain, g.pad).ravel()
+    le = np.array([threshold_level(t) for t in edema])
+    lc = np.array([threshold_level(t) for t in core_thresholds])
+    l_db = threshold_level(float(db.manifest.thresholds["edema"]))
+    lo_level = int(min(le.min(), lc.min()))
+    e = db.entries
+    rows = db.rows_of(ids)
+    origins = np.stack([e["origin_x_mm"][rows], e["origin_y_mm"][rows], e["origin_z_mm"][rows]], axis=1)
+    inv = np.linalg.inv(grid.affine)
+    seed_vox = np.rint(origins @ inv[:3, :3].T + inv[:3, 3]).astype(np.int64) + g.pad
+    win = _window(window_vox)
+    w = np.asarray(weights, dtype=np.float64)
+    prepared = []
+    first = np.zeros((n, 2, 2))           # (candidate, [unshifted, aligned], [wt, core])
+    first_th = np.zeros((n, 2, 2), dtype=np.int64)
+    first_shift = np.zeros((n, 2, 3), dtype=np.int64)
+    for i, (bbox, crop) in enumerate(crops):
+        p = np.argwhere(crop >= lo_level)
+        v = crop[tuple(p.T)]
+        flat = (p + np.asarray(bbox[:3]) + g.pad) @ g.strides
+        lev_e = (v[:, None] >= le[None, :]).astype(np.float32)
+        lev_c = (v[:, None] >= lc[None, :]).astype(np.float32)
+        vol_e, vol_c = lev_e.sum(axis=0), lev_c.sum(axis=0)
+        vis = v >= l_db
+        com = (p[vis].mean(axis=0) + np.asarray(bbox[:3])) if vis.any() else g.com
+        centre = np.clip(np.rint(g.com - com).astype(np.int64), -align_max, align_max)
+        prepared.append((flat, lev_e, lev_c, vol_e, vol_c, centre))
+        cand = np.stack([np.zeros(3, dtype=np.int64), centre])
+        ok = domain[(seed_vox[i] + cand) @ g.strides]
+        de, dc, ie, ic = _dice_at(g, flat, lev_e, lev_c, vol_e, vol_c, cand @ g.strides)
+        de, dc = np.where(ok, de, -1.0), np.where(ok, dc, -1.0)
+        first[i] = np.stack([de, dc], axis=1)
+        first_th[i] = np.stack([ie, ic], axis=1)
+        first_shift[i] = cand
+    score2 = first @ w                                        # (n, 2)
+    pick = np.argmax(score2, axis=1)
+    r = np.arange(n)
+    dice, th_idx, shifts = first[r, pick], first_th[r, pick], first_shift[r, pick]
+    order = np.argsort(-score2[r, pick], kind="stable")[: int(top)]
+    for i in order:
+        flat, lev_e, lev_c, vol_e, vol_c, centre = prepared[i]
+        cand = centre[None, :] + win
+        ok = domain[(seed_vox[i] + cand) @ g.strides]
+        if not ok.any():
+            continue
+        cand = cand[ok]
+        de, dc, ie, ic = _dice_at(g, flat, lev_e, lev_c, vol_e, vol_c, cand @ g.strides)
+        sc = w[0] * de + w[1] * dc
+        k = int(np.argmax(sc))
+        if sc[k] > dice[i] @ w:
+            dice[i], th_idx[i], shifts[i] = (de[k], dc[k]), (ie[k], ic[k]), cand[k]
+    thresholds = np.stack([np.asarray(edema)[th_idx[:, 0]], np.asarray(core_thresholds)[th_idx[:, 1]]], axis=1)
+    return dice.astype(np.float64), thresholds.astype(np.float64), shifts
 
 
 def query(db, wt: np.ndarray, core: np.ndarray, *, top_k: int = DEFAULT_TOP_K, weights=(0.5, 0.5),
-          thresholds_search: bool = True, min_dice: float = DEFAULT_MIN_DICE) -> Matches:
+          thresholds_search: bool = True, min_dice: float = DEFAULT_MIN_DICE, shift: bool = True) -> Matches:
     """Rank database entries against the query masks (the index method).
 
     Parameters
@@ -138,6 +277,7 @@ def query(db, wt: np.ndarray, core: np.ndarray, *, top_k: int = DEFAULT_TOP_K, w
     weights : (whole tumour, core) weights of the ranking score.
     thresholds_search : search the imaging thresholds per candidate (else the database's).
     min_dice : the volume pre-filter's Dice bound.
+    shift : search translations of each candidate (step 4; else its stored seed point only).
 
     Returns
     -------
@@ -157,5 +297,9 @@ def query(db, wt: np.ndarray, core: np.ndarray, *, top_k: int = DEFAULT_TOP_K, w
     if keep.any():
         ids = ids[keep]
     edema, core_th = threshold_grid(db.manifest.thresholds, thresholds_search)
-    dice, th = score_candidates(db, wt, core, ids, edema, core_th)
-    return rank(ids, dice, th, w, n_candidates)
+    if not shift or len(ids) == 0:
+        dice, th = score_candidates(db, wt, core, ids, edema, core_th)
+        return rank(ids, dice, th, w, n_candidates)
+    crops = db.read_entries(ids) if min(edema + core_th) < 0.05 else db.read_visible(ids)
+    dice, th, shifts = shift_candidates(db, wt, core, ids, crops, edema, core_th, w)
+    return rank(ids, dice, th, w, n_candidates, shifts)

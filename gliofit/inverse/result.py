@@ -40,12 +40,15 @@ class Result:
     database : path, entries, atlas, resolution_mm of the database used.
     observation : the :class:`~gliofit.inverse.observation.Observation` (masks on both grids).
     atlas : the atlas grid the density lives on.
-    extra : method details not in result.json (method, candidates, temperature, refine report).
+    calibration : how the intervals were calibrated (``method``, ``coverage95`` as measured for the database;
+        result.json's ``calibration``).
+    extra : method details not in result.json (method, candidates, temperature, refine report, warnings).
     """
 
     def __init__(self, *, parameters: dict, uncertainty: dict, matches: list[dict], fit: dict, timings: dict,
                  space: str, database: dict, observation: Observation, atlas: Atlas,
-                 density_fn: Callable[[], np.ndarray], extra: dict | None = None) -> None:
+                 density_fn: Callable[[], np.ndarray], extra: dict | None = None,
+                 calibration: dict | None = None) -> None:
         self.parameters = parameters
         self.uncertainty = uncertainty
         self.matches = matches
@@ -56,6 +59,7 @@ class Result:
         self.observation = observation
         self.atlas = atlas
         self.extra = extra or {}
+        self.calibration = calibration or {"method": "none", "coverage95": {}}
         self._density_fn = density_fn
         self._density: np.ndarray | None = None
 
@@ -78,6 +82,11 @@ class Result:
 
         return nib.Nifti1Image(self.density_array, self.atlas.affine)
 
+    @property
+    def warnings(self) -> list[str]:
+        """One-line warnings for the user: a poor fit, an uncalibrated database, a stale calibration."""
+        return fit_warnings(self.fit) + [w for w in self.extra.get("warnings", []) if w]
+
     def density_on_input_grid(self) -> np.ndarray:
         """(X, Y, Z) float32 density on the segmentation's own grid and affine."""
         return np.clip(self.observation.to_input_grid(self.density_array, self.atlas), 0.0, 1.0).astype(np.float32)
@@ -91,10 +100,11 @@ class Result:
             "parameters": self.parameters,
             "seed": self.extra.get("seed"),
             "uncertainty": self.uncertainty,
+            "calibration": self.calibration,
             "fit": self.fit,
             "matches": self.matches,
             "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
-            "warnings": fit_warnings(self.fit),
+            "warnings": self.warnings,
         }
 
     def to_json(self, path: str | Path) -> Path:

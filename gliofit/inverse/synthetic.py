@@ -40,10 +40,10 @@ from gliofit.common.nifti import load_volume, save_volume
 from gliofit.common.units import DEFAULT_THRESHOLD_CORE, DEFAULT_THRESHOLD_EDEMA, derived_parameters
 from gliofit.growth.atlas import Atlas, resample_atlas, to_atlas_grid
 from gliofit.simulations_db.design import origin_weights
-from gliofit.growth.solver import SolverConfig, simulate, simulate_one
+from gliofit.growth.solver import SolverConfig, simulate
 
 __all__ = ["SyntheticPatient", "sample_parameters", "onset_days", "grow_patient", "segmentation_noise", "masks_to_labels",
-           "read_patient", "REFERENCE_RANGES"]
+           "read_patient", "grow_cohort", "REFERENCE_RANGES", "RECURRENCE_DAYS"]
 
 REFERENCE_RANGES = {"D_mm2_per_day": (0.02, 1.5), "rho_per_day": (0.002, 0.2), "T_days": (50.0, 1500.0)}
 """FACTS.md reference ranges of the forward model's parameters."""
@@ -51,6 +51,8 @@ VISIBLE_VOLUME_CM3 = (3.0, 250.0)
 """Range of the whole-tumour volume that :func:`sample_parameters` aims at (log-uniform), cm³."""
 MIN_CORE_CM3 = 0.5
 """Smallest core volume a sampled tumour must show, cm³."""
+RECURRENCE_DAYS = (60.0, 240.0)
+"""The recurrence is the true model grown on for ΔT days, ΔT uniform in this range (PREDICT-GBM protocol)."""
 
 
 def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
@@ -268,12 +270,14 @@ class SyntheticPatient:
     density : (X, Y, Z) float32 true density in [0, 1] on the atlas grid (without misregistration).
     labels : (X, Y, Z) uint8 observed labels, BraTS 2023 convention, on the atlas grid.
     affine : (4, 4) voxel -> world mm of the atlas grid.
+    recurrence_density : (X, Y, Z) float32 true density ``truth["recurrence_days"]`` after T, or None.
     """
 
     truth: dict
     density: np.ndarray
     labels: np.ndarray
     affine: np.ndarray = field(repr=False)
+    recurrence_density: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def whole_tumor(self) -> np.ndarray:
@@ -288,7 +292,8 @@ class SyntheticPatient:
         return (self.density >= self.truth["threshold_edema"], self.density >= self.truth["threshold_core"])
 
     def write(self, out_dir: str | Path, *, density: bool = True) -> Path:
-        """Write ``seg.nii.gz`` (uint8), optionally ``density.nii.gz`` (float32), then ``truth.json``.
+        """Write ``seg.nii.gz`` (uint8), optionally ``density.nii.gz`` (float32) and ``recurrence.nii.gz`` (float32,
+        when grown), then ``truth.json``.
 
         Each file is written atomically (temporary sibling, then rename) and ``truth.json`` last, so a folder
         with ``truth.json`` is complete.
@@ -300,6 +305,8 @@ class SyntheticPatient:
         save_volume(self.labels, self.affine, out / "seg.nii.gz", dtype=np.uint8)
         if density:
             save_volume(self.density, self.affine, out / "density.nii.gz")
+        if self.recurrence_density is not None:
+            save_volume(self.recurrence_density, self.affine, out / "recurrence.nii.gz")
         write_json(self.truth, out / "truth.json")
         return out
 
@@ -313,7 +320,10 @@ def read_patient(case_dir: str | Path, *, density: bool = True) -> SyntheticPati
     labels, affine = load_volume(d / "seg.nii.gz", "synthetic segmentation")
     dens = (load_volume(d / "density.nii.gz", "synthetic density")[0] if density and (d / "density.nii.gz").is_file()
             else np.zeros(labels.shape))
-    return SyntheticPatient(truth, np.asarray(dens, dtype=np.float32), np.asarray(labels, dtype=np.uint8), affine)
+    rec = (np.asarray(load_volume(d / "recurrence.nii.gz", "synthetic recurrence density")[0], dtype=np.float32)
+           if density and (d / "recurrence.nii.gz").is_file() else None)
+    return SyntheticPatient(truth, np.asarray(dens, dtype=np.float32), np.asarray(labels, dtype=np.uint8), affine,
+                            rec)
 
 
 def grow_patient(atlas: Atlas, params: dict, *, rng: np.random.Generator, resolution_mm: float = 1.0,
@@ -321,7 +331,7 @@ def grow_patient(atlas: Atlas, params: dict, *, rng: np.random.Generator, resolu
                  shift_mm: float = 2.0, rotation_deg: float = 2.0,
                  thresholds: tuple[float, float] = (DEFAULT_THRESHOLD_EDEMA, DEFAULT_THRESHOLD_CORE),
                  rim_mm: tuple[float, float] = (2.0, 5.0), config: SolverConfig = SolverConfig(),
-                 on_step=None) -> SyntheticPatient:
+                 recurrence_days: float | None = None, on_step=None) -> SyntheticPatient:
     """Grow a tumour with ``params`` and segment it with noise, on the grid of ``atlas``.
 
     Parameters
@@ -337,6 +347,8 @@ def grow_patient(atlas: Atlas, params: dict, *, rng: np.random.Generator, resolu
     thresholds : (edema, core) imaging thresholds.
     rim_mm : range of the enhancing rim thickness (mm), drawn uniformly.
     config : solver settings; ``on_step`` is passed to the solver (progress).
+    recurrence_days : grow the same tumour on for this many days after T as well (one solver run, two
+        snapshots): :attr:`SyntheticPatient.recurrence_density`, ``truth["recurrence_days"]``.
 
     Returns
     -------
@@ -345,8 +357,11 @@ def grow_patient(atlas: Atlas, params: dict, *, rng: np.random.Generator, resolu
     grid = sim_grid if sim_grid is not None else resample_atlas(atlas, resolution_mm)
     D, rho, T = (float(params[k]) for k in ("D_mm2_per_day", "rho_per_day", "T_days"))
     origin = np.asarray(params["origin_mm"], dtype=np.float64)
-    u = simulate_one(grid, D, rho, origin, T, config=config, on_step=on_step)
-    density = np.clip(to_atlas_grid(u, grid, atlas), 0.0, 1.0).astype(np.float32)
+    times = [T] if recurrence_days is None else [T, T + float(recurrence_days)]
+    u = simulate(grid, [D], [rho], [origin], times, config=config, on_step=on_step)[0]
+    density = np.clip(to_atlas_grid(u[0], grid, atlas), 0.0, 1.0).astype(np.float32)
+    later = (None if recurrence_days is None
+             else np.clip(to_atlas_grid(u[1], grid, atlas), 0.0, 1.0).astype(np.float32))
     brain = atlas.brain
     centre = voxel_to_world(atlas.affine, np.argwhere(atlas.domain).mean(axis=0))
     if jitter_voxels[1] <= 0 and shift_mm <= 0 and rotation_deg <= 0:
@@ -368,4 +383,59 @@ def grow_patient(atlas: Atlas, params: dict, *, rng: np.random.Generator, resolu
              "core_cm3": round(float(core.sum()) * voxel_cm3, 3),
              "true_whole_tumor_cm3": round(float((density >= thresholds[0]).sum()) * voxel_cm3, 3),
              "true_core_cm3": round(float((density >= thresholds[1]).sum()) * voxel_cm3, 3)}
-    return SyntheticPatient(truth, density, labels, np.asarray(atlas.affine, dtype=np.float64))
+    if recurrence_days is not None:
+        truth["recurrence_days"] = float(recurrence_days)
+    return SyntheticPatient(truth, density, labels, np.asarray(atlas.affine, dtype=np.float64), later)
+
+
+_DRAWS = 5
+"""Draws per patient of :func:`grow_cohort` until the seed point lies in tissue on the growth grid too."""
+
+
+def grid_tissue_ok(grid: Atlas, origin_mm) -> bool:
+    """True when ``origin_mm`` lies in tissue of ``grid`` (what the solver requires of a seed point)."""
+    from gliofit.growth.atlas import TISSUE_THRESHOLD
+
+    return grid.tissue_at(origin_mm) >= TISSUE_THRESHOLD
+
+
+def grow_cohort(root: str | Path, n: int, seed: int, atlas: Atlas, *, resolution_mm: float = 1.0,
+                check_mm: float = 4.0, progress: bool = True) -> tuple[list[Path], float]:
+    """Patient folders ``root/case-XXX`` (XXX = 0 .. n-1), each with its recurrence, grown when missing.
+
+    Patient ``i`` draws its parameters and noise from ``default_rng([seed, i])`` (:func:`sample_parameters`
+    on the atlas resampled at ``check_mm``, :func:`grow_patient` at ``resolution_mm``; drawn again from
+    ``default_rng([seed, i, 100 + k])`` while the seed point is not in tissue on the growth grid) and its ΔT
+    (:data:`RECURRENCE_DAYS`) from ``default_rng([seed, i, 1])``. Returns (folders, seconds spent growing).
+    """
+    import time
+
+    from gliofit.common.progress import progress_bar
+
+    root = Path(root)
+    cases = [root / f"case-{i:03d}" for i in range(int(n))]
+    missing = [c for c in cases if not ((c / "truth.json").is_file() and (c / "recurrence.nii.gz").is_file())]
+    if not missing:
+        return cases, 0.0
+    t0 = time.perf_counter()
+    sim_grid = resample_atlas(atlas, resolution_mm)
+    check_grid = resample_atlas(atlas, check_mm)
+    with progress_bar(disable=not progress) as bar:
+        task = bar.add_task("growing patients", total=len(missing))
+        for case in missing:
+            i = int(case.name.split("-")[1])
+            dt = float(np.random.default_rng([seed, i, 1]).uniform(*RECURRENCE_DAYS))
+            for attempt in range(_DRAWS):
+                key = [seed, i] if attempt == 0 else [seed, i, 100 + attempt]
+                rng = np.random.default_rng(key)
+                params = sample_parameters(rng, check_grid)
+                if grid_tissue_ok(sim_grid, params["origin_mm"]):
+                    break
+            patient = grow_patient(atlas, params, rng=rng, resolution_mm=resolution_mm, sim_grid=sim_grid,
+                                   recurrence_days=dt)
+            patient.truth["case"] = case.name
+            patient.truth["sample"] = {"seed": key, "check_grid_mm": check_mm, **{
+                k: v for k, v in params.items() if k.startswith("check_")}}
+            patient.write(case)
+            bar.update(task, advance=1)
+    return cases, time.perf_counter() - t0

@@ -27,7 +27,7 @@ import numpy as np
 from gliofit.common.errors import InputError
 
 __all__ = ["DEMO_CASE", "DEMO_PARAMETERS", "DEMO_RESOLUTION_MM", "DEMO_SIMULATIONS", "default_cache", "run_demo",
-           "comparison_rows", "demo_database", "demo_patient_folder", "demo_simulations"]
+           "comparison_rows", "interval_checks", "demo_database", "demo_patient_folder", "demo_simulations"]
 
 DEMO_PARAMETERS = {"D_mm2_per_day": 0.3, "rho_per_day": 0.04, "T_days": 250.0, "origin_mm": (-28.0, -12.0, 22.0)}
 """A left-frontal white-matter tumour of about 130 cm³ (whole tumour at 1 mm)."""
@@ -130,14 +130,31 @@ def comparison_rows(truth: dict, result: dict) -> list[tuple[str, float, float, 
     return rows
 
 
+def interval_checks(truth: dict, result: dict) -> dict[str, bool]:
+    """Whether the 95 % interval holds the truth, per parameter of :func:`comparison_rows` and per origin axis."""
+    out = {name: bool(lo <= t <= hi) for name, t, _, (lo, hi) in comparison_rows(truth, result)}
+    lo, hi = result["uncertainty"]["origin_mm"]["ci95"]
+    for a, axis in enumerate("xyz"):
+        out[f"origin_{axis}_mm"] = bool(lo[a] <= truth["origin_mm"][a] <= hi[a])
+    return out
+
+
 def _print_table(truth: dict, result: dict, err) -> None:
-    err("parameter                     true   recovered   95% interval")
+    checks = interval_checks(truth, result)
+    err("parameter                     true   recovered   95% interval            truth")
     for name, t, r, (lo, hi) in comparison_rows(truth, result):
-        err(f"{name:24s} {t:9.4g} {r:11.4g}   [{lo:.4g}, {hi:.4g}]")
+        err(f"{name:24s} {t:9.4g} {r:11.4g}   {f'[{lo:.4g}, {hi:.4g}]':22s}  {'inside' if checks[name] else 'OUTSIDE'}")
+    lo, hi = result["uncertainty"]["origin_mm"]["ci95"]
+    for a, axis in enumerate("xyz"):
+        name = f"origin_{axis}_mm"
+        err(f"{name:24s} {truth['origin_mm'][a]:9.4g} {result['parameters']['origin_mm'][a]:11.4g}   "
+            f"{f'[{lo[a]:.4g}, {hi[a]:.4g}]':22s}  {'inside' if checks[name] else 'OUTSIDE'}")
     o = np.asarray(result["parameters"]["origin_mm"]) - np.asarray(truth["origin_mm"])
     fit = result["fit"]
+    method = (result.get("calibration") or {}).get("method", "none")
     err(f"origin error {np.linalg.norm(o):.1f} mm; Dice whole tumour {fit['dice_whole_tumor']:.3f}, "
-        f"core {fit['dice_core']:.3f}, mean {fit['dice_mean']:.3f}")
+        f"core {fit['dice_core']:.3f}, mean {fit['dice_mean']:.3f}; truth inside {sum(checks.values())} of "
+        f"{len(checks)} 95% intervals (calibration: {method})")
 
 
 def run_demo(out_dir: str | Path, *, cache: str | Path | None = None, simulations: int = DEMO_SIMULATIONS,
@@ -182,6 +199,7 @@ def run_demo(out_dir: str | Path, *, cache: str | Path | None = None, simulation
                                                 "mu_rho", "infiltration_length_mm", "velocity_mm_per_day")},
         "recovered": result["parameters"],
         "fit": result["fit"],
+        "interval_check_95": interval_checks(patient.truth, result),
         "origin_error_mm": round(float(np.linalg.norm(np.subtract(result["parameters"]["origin_mm"],
                                                                   patient.truth["origin_mm"]))), 3),
         "database": result["database"],

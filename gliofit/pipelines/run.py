@@ -193,9 +193,9 @@ def _report_figure(tmp: Path, patient: BratsCase, scan: _Scan, density: np.ndarr
 
 
 def run_patient(patient_dir: str | Path, db, out_dir: str | Path, *, model: Any = None, device: str = "cpu",
-                registration: str = "syn", top_k: int = 200, refine: bool = False, margin_mm: float = 15.0,
+                registration: str = "syn", top_k: int = 200, refine: bool = True, margin_mm: float = 15.0,
                 density: str = "upsample", method: str = "index", atlas=None, figure: bool = True,
-                on_stage: Callable[[str], None] | None = None) -> dict:
+                on_stage: Callable[[str], None] | None = None, refine_budget: int | None = None) -> dict:
     """Run the whole pipeline for one patient folder and write ``out_dir``.
 
     Parameters
@@ -206,7 +206,7 @@ def run_patient(patient_dir: str | Path, db, out_dir: str | Path, *, model: Any 
     model : STU-Net checkpoint (path or ``(net, meta)``) used when the folder holds no segmentation.
     device : ``cpu`` or ``cuda`` for the segmentation.
     registration : ``syn`` (affine + SyN), ``affine`` or ``none`` (MRI already in atlas space).
-    top_k, refine, density, method : passed to :func:`gliofit.infer` (``method="exhaustive"``: the
+    top_k, refine, refine_budget, density, method : passed to :func:`gliofit.infer` (``method="exhaustive"``: the
         published baseline's query).
     margin_mm : the standard plan's margin around the tumour core, mm.
     atlas : the database's 1 mm atlas if already loaded.
@@ -241,7 +241,8 @@ def run_patient(patient_dir: str | Path, db, out_dir: str | Path, *, model: Any 
             with watch.stage("registration"):
                 reg = _register(patient, scan.t1, scan.t1_affine, atlas, registration, scan.masks["whole_tumor"],
                                 tmp)
-            res = _infer(db, scan, reg, atlas, watch, top_k=top_k, refine=refine, density=density, method=method)
+            res = _infer(db, scan, reg, atlas, watch, top_k=top_k, refine=refine, refine_budget=refine_budget,
+                         density=density, method=method)
             density_patient = _write_densities(res, atlas, scan, tmp, watch)
             plan, plan_summary = _write_plan(atlas, reg, scan, density_patient, margin_mm, tmp, watch)
             result = res.to_dict()

@@ -53,23 +53,25 @@ def test_recovery_truth_lies_in_the_95_interval_for_most_cases(tmp_path, small_d
         narrow += bool(u["mu_D_mm"]["ci95"][1] - u["mu_D_mm"]["ci95"][0] < 0.75 * db_span
                        and np.all(origin_width <= 30.0))
         assert res.fit["dice_whole_tumor"] > 0.2                  # the best match overlaps the query
-        assert res.matches[0]["dice_whole_tumor"] == res.fit["dice_whole_tumor"]
+        assert res.matches[0]["dice_whole_tumor"] == res.extra["match_fit"]["dice_whole_tumor"]
     assert inside >= 0.75 * n, f"truth inside the 95% interval in {inside} of {n} checks"
     assert narrow >= len(cases) // 2, f"informative intervals in {narrow} of {len(cases)} cases"
 
 
 def test_result_json_has_exactly_the_interface_keys(tmp_path, small_db, case_seg):
-    res = gliofit.infer(small_db.path, case_seg)
+    res = gliofit.infer(small_db.path, case_seg, refine=False)
     files = res.save(tmp_path / "OUT")
     assert {p.name for p in files.values()} == {"result.json", "tumor_density_atlas.nii.gz", "tumor_density.nii.gz",
                                                 "report.png", "report.html"}
     html = (tmp_path / "OUT" / "report.html").read_text()
     assert "data:image/png;base64," in html and "mu_D_mm" in html and html.rstrip().endswith("</html>")
     d = json.loads((tmp_path / "OUT" / "result.json").read_text())
-    assert set(d) == {"gliofit_version", "space", "database", "parameters", "seed", "uncertainty", "fit", "matches",
-                      "timings_s", "warnings"}
+    assert set(d) == {"gliofit_version", "space", "database", "parameters", "seed", "uncertainty", "calibration",
+                      "fit", "matches", "timings_s", "warnings"}
     assert d["seed"] == {"kind": "gaussian", "sigma_mm": 1.5, "peak": 1.0, "mass_mm3": pytest.approx(53.2, abs=0.1),
                          "independent_of_seed": ["infiltration_length_mm", "velocity_mm_per_day"]}
+    assert {"method", "coverage95"} <= set(d["calibration"]) and "gliofit db calibrate" in d["calibration"]["warning"]
+    assert any("gliofit db calibrate" in w for w in d["warnings"])
     assert d["gliofit_version"] == gliofit.__version__ and d["space"] == "atlas"
     assert set(d["database"]) == {"path", "entries", "atlas", "resolution_mm"}
     assert d["database"]["entries"] == len(small_db.entries["id"]) and d["database"]["resolution_mm"] == 6.0
@@ -77,14 +79,15 @@ def test_result_json_has_exactly_the_interface_keys(tmp_path, small_db, case_seg
     assert len(d["parameters"]["origin_mm"]) == 3
     assert set(d["uncertainty"]) == set(PARAMETER_KEYS)
     for k, v in d["uncertainty"].items():
-        assert set(v) == {"mean", "std", "ci95"} and len(v["ci95"]) == 2
+        assert set(v) == {"mean", "std", "ci95", "ci50"} and len(v["ci95"]) == 2
         if k != "origin_mm":
             assert v["ci95"][0] <= v["mean"] <= v["ci95"][1] or np.isclose(v["ci95"][0], v["ci95"][1])
     assert set(d["fit"]) == {"dice_whole_tumor", "dice_core", "dice_mean"}
     assert d["fit"]["dice_mean"] == pytest.approx(0.5 * (d["fit"]["dice_whole_tumor"] + d["fit"]["dice_core"]))
     assert 1 <= len(d["matches"]) <= 10 and [m["rank"] for m in d["matches"]] == list(range(1, len(d["matches"]) + 1))
     for m in d["matches"]:
-        assert set(m) == {"rank", "entry_id", "simulation_id", "dice_whole_tumor", "dice_core", "parameters"}
+        assert set(m) == {"rank", "entry_id", "simulation_id", "dice_whole_tumor", "dice_core", "shift_voxels",
+                          "parameters"}
         assert list(m["parameters"]) == list(PARAMETER_KEYS)
     assert d["matches"][0]["parameters"] == d["parameters"]
     assert set(d["timings_s"]) == {"load", "segmentation", "registration", "query", "total"}
@@ -97,7 +100,7 @@ def test_result_json_has_exactly_the_interface_keys(tmp_path, small_db, case_seg
 
 
 def test_density_is_the_best_entry_solved_uncropped(small_db, case_seg, atlas1):
-    res = gliofit.infer(small_db, case_seg, atlas=atlas1)
+    res = gliofit.infer(small_db, case_seg, atlas=atlas1, refine=False, shift=False)
     ratio = float(small_db.manifest.design["diffusivity_ratio"])
     u = simulate_one(small_db.grid, *(res.parameters[k] for k in ("D_mm2_per_day", "rho_per_day", "origin_mm",
                                                                    "T_days")), diffusivity_ratio=ratio,
@@ -180,17 +183,51 @@ def test_console_script_patient_space_without_t1(tmp_path, small_db_path, small_
     assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "O").exists()
 
 
-def test_refine_never_makes_the_fit_worse(small_db, atlas1, cases, tmp_path):
+def test_refined_simulation_is_what_is_reported(small_db, atlas1, cases, tmp_path):
     seg = write_labels(tmp_path / "seg.nii.gz", cases[2].labels(), small_db.grid.affine)
-    plain = gliofit.infer(small_db, seg, atlas=atlas1)
-    res = gliofit.infer(small_db, seg, atlas=atlas1, refine=True, refine_budget=10)
+    plain = gliofit.infer(small_db, seg, atlas=atlas1, refine=False)
+    res = gliofit.infer(small_db, seg, atlas=atlas1, refine_budget=10)
     rep = res.extra["refine"]
-    assert rep["n_forward_runs"] <= 10 and res.fit["dice_mean"] >= plain.fit["dice_mean"]
+    assert rep["n_forward_runs"] <= 10 and rep["dice_mean"] >= rep["start_dice_mean"]
+    assert rep["adopted"] == (any(res.matches[0]["shift_voxels"]) or rep["dice_mean"] > plain.fit["dice_mean"])
     if rep["adopted"]:
+        assert res.fit["dice_mean"] == pytest.approx(rep["dice_mean"])
         assert res.parameters["D_mm2_per_day"] == pytest.approx(rep["D_mm2_per_day"])
-        assert res.density_array.shape == atlas1.shape and res.density_array.max() > 0.5
+        assert res.parameters["origin_mm"] == pytest.approx(rep["origin_mm"])
     else:
-        assert res.parameters == plain.parameters
+        assert res.parameters == plain.parameters and res.fit == plain.fit
+    assert res.density_array.shape == atlas1.shape and res.density_array.max() > 0.5
+    assert plain.matches == res.matches                       # the query is the same; refinement starts from it
+
+
+@pytest.mark.parametrize("flags", [["--no-refine", "--refine-budget", "5"], ["--refine-budget", "0"],
+                                   ["--refine-budget", "-3"]])
+def test_cli_refine_flags_bad_input_exit_2(tmp_path, small_db_path, case_seg, flags):
+    out = tmp_path / "OUT"
+    r = runner.invoke(app, ["infer", "--db", str(small_db_path), "--seg", str(case_seg), "-o", str(out), *flags])
+    assert r.exit_code == 2, r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--refine-budget" in lines[0] and not out.exists()
+
+
+def test_shifted_affine_is_not_taken_for_atlas_space(tmp_path, small_db_path, small_db, cases):
+    """A segmentation on the database grid is detected as atlas space; the same voxels with the affine
+    moved by 12 mm are not (they would put the origin 12 mm off)."""
+    g = small_db.grid
+    ok = write_labels(tmp_path / "ok.nii.gz", cases[0].labels(), g.affine)
+    moved = g.affine.copy()
+    moved[0, 3] += 12.0
+    bad = write_labels(tmp_path / "seg.nii.gz", cases[0].labels(), moved)
+    r = runner.invoke(app, ["infer", "--db", str(small_db_path), "--seg", str(ok), "-o", str(tmp_path / "A"),
+                            "--no-refine"])
+    assert r.exit_code == 0, r.output
+    assert "detected" in json.loads(r.stdout)["space_note"]
+    r = runner.invoke(app, ["infer", "--db", str(small_db_path), "--seg", str(bad), "-o", str(tmp_path / "B"),
+                            "--no-refine"])
+    assert r.exit_code == 2 and "not in atlas space" in r.stderr and not (tmp_path / "B").exists()
+    r = runner.invoke(app, ["infer", "--db", str(small_db_path), "--seg", str(bad), "-o", str(tmp_path / "C"),
+                            "--no-refine", "--in-atlas-space"])
+    assert r.exit_code == 0, r.output
 
 
 def test_top_level_api_names():

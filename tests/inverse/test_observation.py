@@ -40,7 +40,7 @@ def test_box_on_1mm_atlas_grid_maps_exactly_to_database_voxels(tmp_path, small_d
 
 @pytest.mark.parametrize("covered, inside", [(3, True), (2, False)])
 def test_partly_covered_database_voxel_needs_half_its_volume(tmp_path, small_db, atlas1, covered, inside):
-    """On a 1 mm crop of the atlas grid (any axis-aligned grid in atlas mm is atlas space)."""
+    """On a 1 mm crop of the atlas grid (declared atlas space: only the atlas's own grid is detected)."""
     lo, hi = np.array([10, 14, 12]), np.array([13, 16, 14])
     sl = list(_db_voxel_box_on_atlas(small_db, atlas1, lo, hi))
     sl[0] = slice(sl[0].start, sl[0].stop + covered)          # extend into the next database voxel along x
@@ -49,7 +49,8 @@ def test_partly_covered_database_voxel_needs_half_its_volume(tmp_path, small_db,
     crop_affine[:3, 3] = atlas1.affine[:3, :3] @ start + atlas1.affine[:3, 3]
     lab = np.zeros((40, 40, 40), np.uint8)
     lab[tuple(slice(s.start - b, s.stop - b) for s, b in zip(sl, start))] = 2
-    obs = observe(write_labels(tmp_path / "seg.nii.gz", lab, crop_affine), grid=small_db.grid, atlas=atlas1)
+    obs = observe(write_labels(tmp_path / "seg.nii.gz", lab, crop_affine), grid=small_db.grid, atlas=atlas1,
+                  in_atlas_space=True)
     assert obs.wt[hi[0], lo[1]:hi[1], lo[2]:hi[2]].all() == inside
     assert obs.wt[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]].all()
     assert obs.wt.sum() == np.prod(hi - lo) + (np.prod(hi[1:] - lo[1:]) if inside else 0)
