@@ -8,7 +8,7 @@ The database: ``--db``, else the ``--quick`` 4 mm database of ``benchmarks/_shar
 feature vectors jittered by 1 %, new ids, FAISS index rebuilt): the query then searches and loads an
 index and entry table of that size, while the arrays it reads are real simulations. The query: a
 solver tumour (not a database entry) written as a BraTS-2023 segmentation on the 1 mm atlas grid
-(``--in-atlas-space``). Each repeat runs the command twice, interleaved: warm user cache, then a
+(``--in-atlas-space``, ``--no-refine``). Each repeat runs the command twice, interleaved: warm user cache, then a
 cache directory that is empty (``GLIOFIT_CACHE_DIR``), so the atlas is read through nilearn. Reported:
 wall seconds of both, the import time of the command's modules, and the stage times result.json
 records (load, query, total). Ends with one line ``BENCH {json}``.
@@ -86,7 +86,8 @@ def run_infer(db: Path, seg: Path, out: Path, cache_dir: Path) -> dict:
     if out.exists():
         shutil.rmtree(out)
     t0 = time.perf_counter()
-    r = subprocess.run([GLIOFIT, "infer", "--db", str(db), "--seg", str(seg), "--in-atlas-space", "-o", str(out)],
+    r = subprocess.run([GLIOFIT, "infer", "--db", str(db), "--seg", str(seg), "--in-atlas-space", "--no-refine",
+                        "-o", str(out)],
                        capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     if r.returncode != 0:
@@ -141,7 +142,7 @@ def main() -> None:
         out["uncached_over_cached"] = out["uncached_wall_s"] / out["cached_wall_s"]
         out["import_s"] = float(np.median([import_seconds() for _ in range(repeats)]))
     out["load_average_end"] = os.getloadavg()[0]
-    print(f"gliofit infer (no refinement), {out['database']}: cached {out['cached_wall_s']:.2f} s wall "
+    print(f"gliofit infer --no-refine, {out['database']}: cached {out['cached_wall_s']:.2f} s wall "
           f"(load {out.get('cached_load_s', 0):.2f}, query {out.get('cached_query_s', 0):.2f}), uncached "
           f"{out['uncached_wall_s']:.2f} s; imports {out['import_s']:.2f} s; target <= 3 s "
           f"(load average {out['load_average_start']:.1f} -> {out['load_average_end']:.1f})")
