@@ -77,6 +77,7 @@ app.command("run")(pipelines.run)
 app.command("cohort")(pipelines.cohort)
 app.command("plan")(planning.plan)
 app.command("import-dicom")(clinical.import_dicom)
+app.command("preprocess")(clinical.preprocess)
 
 
 def main() -> None:

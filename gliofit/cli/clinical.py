@@ -9,7 +9,7 @@ import typer
 
 from gliofit.cli.errors import cli_errors
 
-__all__ = ["import_dicom"]
+__all__ = ["import_dicom", "preprocess"]
 
 
 @cli_errors
@@ -39,3 +39,31 @@ def import_dicom(
                            "series": {m: {"series_number": r["series_number"], "description": r["description"],
                                           "rule": r["rule"], "shape": r["shape"]} for m, r in rec["series"].items()},
                            "skipped_series": len(rec["skipped_series"]), "skipped_files": len(rec["skipped_files"])}))
+
+
+@cli_errors
+def preprocess(
+    patient_dir: Path = typer.Argument(..., help="Patient folder (BraTS layout, e.g. from import-dicom)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output patient folder (BraTS 2023 layout; its name "
+                                "is the case name; replaced when complete)."),
+    spacing_mm: float = typer.Option(1.0, "--spacing-mm", help="Isotropic output spacing, mm."),
+    no_n4: bool = typer.Option(False, "--no-n4", help="Skip the N4 bias-field correction."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+) -> None:
+    """RAS, N4, rigid co-registration of T1/T2/FLAIR to T1c, resampling, atlas-based brain mask.
+
+    Writes OUT/<name>-t1n/-t1c/-t2w/-t2f.nii.gz (zero outside the brain), brain_mask.nii.gz,
+    transforms/ and preprocess.json (every step, setting and transform). Prints one JSON line.
+    """
+    from gliofit.common.progress import progress_bar
+    from gliofit.pipelines.preprocess import PREPROCESS_STEPS, preprocess as run_preprocess
+
+    with progress_bar(disable=no_progress) as bar:
+        task = bar.add_task("preprocess", total=len(PREPROCESS_STEPS))
+        rec = run_preprocess(patient_dir, output, spacing_mm=spacing_mm, bias_correction=not no_n4,
+                             on_step=lambda s: bar.update(task, advance=1, description=s))
+        bar.update(task, completed=len(PREPROCESS_STEPS), description="preprocess")
+    brain = next(s for s in rec["steps"] if s["step"] == "brain_mask")
+    typer.echo(json.dumps({"output": str(output), "shape": rec["output_grid"]["shape"],
+                           "spacing_mm": rec["output_grid"]["spacing_mm"],
+                           "brain_cm3": brain["volume_cm3"]["refined"], "seconds": rec["seconds"]}))

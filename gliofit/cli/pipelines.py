@@ -55,12 +55,16 @@ def run(
         help="No stage lines or progress bars on stderr (warnings and "
         "errors only); the JSON summary still goes to stdout.",
     ),
+    dicom_out: bool = typer.Option(False, "--dicom-out", help="Also write rtstruct.dcm and seg.dcm on the T1c "
+                                   "series the folder was imported from (import-dicom / preprocess records)."),
 ) -> None:
     """Segment (unless a segmentation is given), register, infer, plan and report one patient.
 
     Writes OUT/: result.json (timings of every stage), segmentation.nii.gz, tumor_density.nii.gz (patient
     grid), tumor_density_atlas.nii.gz, target_standard/target_model.nii.gz, plan.json, brain_mask.nii.gz,
-    transforms/, report.png and report.html. Prints a one-line JSON summary.
+    transforms/, report.png and report.html (with --dicom-out also rtstruct.dcm and seg.dcm). A folder from
+    import-dicom that was not preprocessed is preprocessed first (OUT/preprocessed/). Prints a one-line JSON
+    summary.
     """
     from gliofit.common.errors import check_positive
     from gliofit.common.progress import StageLines
@@ -70,6 +74,11 @@ def run(
     check_refine(refine, refine_budget)
     output_folder_ready(output)
     check_positive(margin_mm, "--margin-mm")
+    t1c_series = None
+    if dicom_out:
+        from gliofit.pipelines.dicom_import import source_series
+
+        t1c_series = source_series(patient_dir, "t1c")  # before the run: a missing record fails fast
     res = run_patient(
         patient_dir,
         db,
@@ -83,6 +92,12 @@ def run(
         margin_mm=margin_mm,
         on_stage=None if quiet else StageLines(STAGES[:-1], job=patient_dir.name),
     )
+    if t1c_series is not None:
+        from gliofit.pipelines.dicom_rt import export_plan
+
+        export_plan(output, t1c_series, density=output / "tumor_density.nii.gz",
+                    seg=output / "segmentation.nii.gz", standard=output / "target_standard.nii.gz",
+                    model=output / "target_model.nii.gz")
     for w in res.get("warnings", []):
         typer.echo(f"gliofit: warning: {output}: {w}", err=True)
     p = res["parameters"]

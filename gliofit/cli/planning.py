@@ -21,6 +21,8 @@ def plan(
     recurrence: Path = typer.Option(None, "--recurrence", help="Recurrence label map or 0/1 mask on the same grid: coverage of each target."),
     brain: Path = typer.Option(None, "--brain", help="Brain mask on the same grid (default: brain_mask.nii.gz beside the density, else no limit)."),
     labels: str = typer.Option("auto", "--labels", help="Label convention: auto, brats2021 or brats2023."),
+    dicom_ref: Path = typer.Option(None, "--dicom-ref", help="The T1c DICOM series folder: also write "
+                                   "rtstruct.dcm (targets, tumour regions, iso-density 1/10/30 %) and seg.dcm."),
 ) -> None:
     """Standard target (tumour core + margin, within the brain) and the model-based target of the same volume.
 
@@ -32,6 +34,11 @@ def plan(
 
     paths = plan_files(density, seg, output, margin_mm=margin_mm, recurrence_path=recurrence, brain_path=brain,
                        labels=labels)
+    if dicom_ref is not None:
+        from gliofit.pipelines.dicom_rt import export_plan
+
+        paths |= export_plan(output, dicom_ref, density=density, seg=seg, standard=paths["target_standard"],
+                             model=paths["target_model"], labels=labels)
     summary = json.loads(paths["plan"].read_text())
     for warning in summary.get("warnings", []):
         typer.echo(f"gliofit: warning: {warning}", err=True)

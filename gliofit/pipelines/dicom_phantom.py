@@ -33,7 +33,7 @@ __all__ = ["Acquisition", "DicomStudy", "ACQUISITIONS", "write_dicom_study", "ri
            "series_grid"]
 
 _LPS = np.diag([-1.0, -1.0, 1.0])
-SKULL_MM = (2.5, 8.0)
+SKULL_MM = (4.0, 9.0)
 """The skull-like shell lies this far outside the brain, mm."""
 _SKULL_INTENSITY = {"t1": 1.1, "t1c": 1.1, "t2": 0.55, "flair": 0.7}     # times the brain's median
 
@@ -72,6 +72,7 @@ class DicomStudy:
     motion: dict[str, np.ndarray]
     affines: dict[str, np.ndarray]
     brain: tuple[np.ndarray, np.ndarray]
+    case_dir: Path
     extra: dict[str, Path] = field(default_factory=dict)
 
 
@@ -236,7 +237,7 @@ def write_dicom_study(case_dir: str | Path, out_dir: str | Path, *, seed: int = 
              "PatientSex": "O", "StudyInstanceUID": _uid("1.2.826.0.1.3680043.10.1338.1", patient_id, seed),
              "StudyDate": "20240102", "StudyTime": "101500", "StudyID": "1", "AccessionNumber": "A0001",
              "ReferringPhysicianName": "", "FrameOfReferenceUID": _uid("1.2.826.0.1.3680043.10.1338.4", seed)}
-    written = DicomStudy(out, {}, {}, {}, {}, (brain, affine))
+    written = DicomStudy(out, {}, {}, {}, {}, (brain, affine), Path(case_dir))
     for number, acq in enumerate(ACQUISITIONS, start=2):
         img, _ = load_volume(case.images[MODALITIES.index(acq.modality)], acq.modality)
         padded, padded_affine = _skull_and_bias(img, affine, brain, acq.modality, pad_vox, rng, bias_strength)

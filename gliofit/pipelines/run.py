@@ -38,6 +38,7 @@ from gliofit.common.labels import detect_convention, tumour_masks
 from gliofit.common.nifti import load_volume, save_volume
 from gliofit.common.timing import Stopwatch
 from gliofit.pipelines.patient import find_patient
+from gliofit.pipelines.preprocess import needs_preprocessing, preprocess
 from gliofit.segmentation.brats_convert import LAYOUTS, BratsCase
 
 __all__ = ["REGISTRATIONS", "STAGES", "run_patient", "output_folder_ready", "brain_on_patient_grid"]
@@ -237,6 +238,10 @@ def run_patient(patient_dir: str | Path, db, out_dir: str | Path, *, model: Any 
         with watch.stage("load"):
             atlas = atlas if atlas is not None else atlas_of(db)
         with atomic_directory(out) as tmp:
+            if needs_preprocessing(patient_dir):        # a raw import-dicom folder
+                with watch.stage("load"):
+                    preprocess(patient_dir, tmp / "preprocessed" / patient.name, atlas=atlas)
+                    patient = find_patient(tmp / "preprocessed" / patient.name)
             scan = _load_and_segment(patient, model, device, tmp, watch)
             with watch.stage("registration"):
                 reg = _register(patient, scan.t1, scan.t1_affine, atlas, registration, scan.masks["whole_tumor"],
