@@ -78,6 +78,7 @@ app.command("cohort")(pipelines.cohort)
 app.command("plan")(planning.plan)
 app.command("import-dicom")(clinical.import_dicom)
 app.command("preprocess")(clinical.preprocess)
+app.command("predict-gbm")(clinical.predict_gbm)
 
 
 def main() -> None:

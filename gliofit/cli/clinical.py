@@ -9,7 +9,7 @@ import typer
 
 from gliofit.cli.errors import cli_errors
 
-__all__ = ["import_dicom", "preprocess"]
+__all__ = ["import_dicom", "preprocess", "predict_gbm"]
 
 
 @cli_errors
@@ -67,3 +67,30 @@ def preprocess(
     typer.echo(json.dumps({"output": str(output), "shape": rec["output_grid"]["shape"],
                            "spacing_mm": rec["output_grid"]["spacing_mm"],
                            "brain_cm3": brain["volume_cm3"]["refined"], "seconds": rec["seconds"]}))
+
+
+@cli_errors
+def predict_gbm(
+    input_dir: Path = typer.Argument(..., help="Folder of Patient-X folders (or one): X-gm/-wm/-csf/-tumorseg.nii.gz."),
+    output_dir: Path = typer.Argument(..., help="Output folder: X.nii.gz (tumour-cell density on the input grid) "
+                                      "and X.json (the fit) per patient."),
+    resolution_mm: float = typer.Option(2.0, "--resolution-mm", help="Simulation grid spacing, mm."),
+    budget: int = typer.Option(40, "--budget", help="Forward simulations of the fit per patient."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+) -> None:
+    """The PREDICT-GBM model contract: fit the growth model in each patient's own tissue maps.
+
+    Labels of X-tumorseg: 1 necrosis, 2 edema, 3 enhancing. Resumable (patients with an output are
+    skipped). Prints one JSON line per patient: mu_D_mm, mu_rho, Dice of the fit.
+    """
+    from gliofit.common.progress import progress_bar
+    from gliofit.pipelines.predict_gbm import find_predict_patients, predict_gbm as run_predict
+
+    n = len(find_predict_patients(input_dir))
+    with progress_bar(disable=no_progress) as bar:
+        task = bar.add_task("predict-gbm", total=n)
+        records = run_predict(input_dir, output_dir, resolution_mm=resolution_mm, budget=budget,
+                              on_patient=lambda _x: bar.advance(task))
+    for r in records:
+        typer.echo(json.dumps({"patient": r["patient"], "mu_D_mm": round(r["mu_D_mm"], 4),
+                               "mu_rho": round(r["mu_rho"], 4), "dice_mean": round(r["dice_mean"], 4)}))
