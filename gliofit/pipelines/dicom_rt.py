@@ -71,19 +71,12 @@ class Structure:
 
 def load_reference(source: str | Path | list) -> Reference:
     """The single image series in a folder (or a list of its files), checked and sorted."""
-    from gliofit.pipelines.dicom_series import Series, _as_slice, _read_header, check_geometry, header_affine
+    from gliofit.pipelines.dicom_series import Series, check_geometry, header_affine, read_image_slices
 
     files = sorted(p for p in Path(source).rglob("*") if p.is_file()) if not isinstance(source, list) else source
     if not files:
         raise InputError(f"{source}: no files in the reference series folder")
-    slices = []
-    for f in files:
-        ds, _ = _read_header(Path(f))
-        if ds is None:
-            continue
-        sl, skip = _as_slice(Path(f), ds, Path(f).parent)
-        if sl is not None:
-            slices.append(sl)
+    slices = read_image_slices([Path(f) for f in files])
     uids = {s.series_uid for s in slices}
     where = source if not isinstance(source, list) else Path(files[0]).parent
     if not slices:

@@ -20,7 +20,7 @@ import numpy as np
 
 from gliofit.common.errors import InputError
 
-__all__ = ["Slice", "Series", "Skipped", "scan_study", "check_geometry", "read_volume", "IMAGE_SOP_CLASSES",
+__all__ = ["Slice", "Series", "Skipped", "scan_study", "read_image_slices", "header_affine", "check_geometry", "read_volume", "IMAGE_SOP_CLASSES",
            "ORIENTATION_TOL", "GAP_TOLERANCE"]
 
 IMAGE_SOP_CLASSES = {
@@ -139,6 +139,18 @@ def _as_slice(path: Path, ds, root: Path) -> tuple[Slice | None, Skipped | None]
     if len(iop) != 6 or len(ipp) != 3:
         return None, Skipped(rel, "image with a malformed orientation or position")
     return Slice(path, uid, _patient_key(ds), iop, ipp, digest, ds), None
+
+
+def read_image_slices(files: list[Path]) -> list[Slice]:
+    """The single-frame image slices among ``files`` (others are ignored)."""
+    out = []
+    for f in files:
+        ds, _ = _read_header(Path(f))
+        if ds is not None:
+            sl, _skip = _as_slice(Path(f), ds, Path(f).parent)
+            if sl is not None:
+                out.append(sl)
+    return out
 
 
 def scan_study(folder: str | Path, *, on_file=None) -> tuple[list[Series], list[Skipped]]:

@@ -38,3 +38,25 @@ def dicom_study(tmp_path_factory, phantom_cohort):
     out = tmp_path_factory.mktemp("dicom") / "STUDY"
     return write_dicom_study(phantom_cohort[0], out, seed=1, pixel_scale=PIXEL_SCALE, patient_id=PATIENT_ID,
                              patient_name=PATIENT_NAME)
+
+
+@pytest.fixture(scope="session")
+def imported_patient(tmp_path_factory, dicom_study) -> Path:
+    """The DICOM study through ``gliofit import-dicom``."""
+    from dicomhelpers import gliofit
+
+    out = tmp_path_factory.mktemp("imported") / "P001"
+    proc = gliofit("import-dicom", dicom_study.folder, "-o", out, "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+@pytest.fixture(scope="session")
+def preprocessed_patient(tmp_path_factory, imported_patient) -> Path:
+    """The imported folder through ``gliofit preprocess`` at ``PREPROCESS_MM``."""
+    from dicomhelpers import PREPROCESS_MM, gliofit
+
+    out = tmp_path_factory.mktemp("preprocessed") / "P001"
+    proc = gliofit("preprocess", imported_patient, "-o", out, "--spacing-mm", PREPROCESS_MM, "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    return out

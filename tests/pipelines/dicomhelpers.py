@@ -37,27 +37,5 @@ PREPROCESS_MM = 2.0
 """Output spacing of the preprocessing in the tests (1 mm in the benchmark)."""
 
 
-@pytest.fixture(scope="session")
-def imported_patient(tmp_path_factory, dicom_study) -> Path:
-    """The study through ``gliofit import-dicom``."""
-    if "imported" not in _ONCE:
-        out = tmp_path_factory.mktemp("imported") / "P001"
-        proc = gliofit("import-dicom", dicom_study.folder, "-o", out, "--no-progress")
-        assert proc.returncode == 0, proc.stderr
-        _ONCE["imported"] = out
-    return _ONCE["imported"]
-
-
-@pytest.fixture(scope="session")
-def preprocessed_patient(tmp_path_factory, imported_patient) -> Path:
-    """The imported folder through ``gliofit preprocess`` at :data:`PREPROCESS_MM`."""
-    if "preprocessed" not in _ONCE:
-        out = tmp_path_factory.mktemp("preprocessed") / "P001"
-        proc = gliofit("preprocess", imported_patient, "-o", out, "--spacing-mm", PREPROCESS_MM, "--no-progress")
-        assert proc.returncode == 0, proc.stderr
-        _ONCE["preprocessed"] = out
-    return _ONCE["preprocessed"]
-
-
 def dice(a, b) -> float:
     return float(2.0 * (a & b).sum() / max(a.sum() + b.sum(), 1))

@@ -6,11 +6,9 @@ import json
 
 import nibabel as nib
 import numpy as np
-import pytest
 
-from dicomhelpers import (PREPROCESS_MM, dice, dicom_study, gliofit, imported_patient,  # noqa: F401 - fixtures
-                          preprocessed_patient)
-from pipelinehelpers import atlas1, phantom_cohort  # noqa: F401 - fixtures
+
+from dicomhelpers import PREPROCESS_MM, dice, gliofit
 
 from gliofit.common.grids import resample_linear, voxel_to_world
 from gliofit.common.nifti import load_volume

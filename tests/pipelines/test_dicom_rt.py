@@ -10,9 +10,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from dicomhelpers import (dice, dicom_study, gliofit, imported_patient,  # noqa: F401 - fixtures
-                          preprocessed_patient)
-from pipelinehelpers import atlas1, phantom_cohort, pipeline_db  # noqa: F401 - fixtures
+
+from dicomhelpers import dice, gliofit
 
 from gliofit.common.grids import resample_linear, voxel_to_world
 from gliofit.common.nifti import load_volume, save_volume
@@ -23,7 +22,7 @@ NAMES = ["Target standard", "Target model", "Whole tumour", "Tumour core", "Enha
 
 
 @pytest.fixture(scope="module")
-def dicom_run(tmp_path_factory, preprocessed_patient, phantom_cohort, pipeline_db):  # noqa: F811
+def dicom_run(tmp_path_factory, preprocessed_patient, phantom_cohort, pipeline_db):
     """The preprocessed folder with the phantom's labels mapped onto its grid, run with --dicom-out,
     and the phantom's own NIfTI folder run the same way."""
     root = tmp_path_factory.mktemp("rt")
@@ -135,7 +134,7 @@ def test_plan_dicom_ref_writes_the_same_structures(tmp_path, dicom_run, dicom_st
         assert np.array_equal(a[name], b[name]), name
 
 
-def test_dicom_outputs_refuse_missing_references(tmp_path, dicom_run, dicom_study, phantom_cohort,  # noqa: F811
+def test_dicom_outputs_refuse_missing_references(tmp_path, dicom_run, dicom_study, phantom_cohort,
                                                  pipeline_db) -> None:
     proc = gliofit("run", phantom_cohort[1], "--db", pipeline_db, "-o", tmp_path / "O", "--dicom-out")
     assert proc.returncode == 2 and "no import.json or preprocess.json" in proc.stderr, proc.stderr
