@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from inversehelpers import atlas1, small_db, small_db_path, write_labels  # noqa: F401
+from inversehelpers import write_labels
 from typer.testing import CliRunner
 
 import gliofit

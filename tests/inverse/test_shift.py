@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from inversehelpers import small_db, small_db_path  # noqa: F401
 
 from gliofit.inverse.api import shifted_origins
 from gliofit.inverse.query import query
