@@ -1,7 +1,7 @@
 """Benchmark: faults, load and hostile input - kill storms, full disk, read-only and concurrent readers,
 crafted files, and a soak cohort; every figure of the reliability suite in one run.
 
-    python benchmarks/faults.py [--quick] [--only storm,disk,hostile,readers,soak]
+    python benchmarks/faults.py [--quick] [--only buildstorm,cohortstorm,disk,hostile,readers,soak]
 
 Each section builds its own tiny database (6 mm, 4 snapshots up to 300 days, seed 0) or phantom cohort
 (3 mm, in atlas space, registration none) in a temporary folder. The baselines run in this process: an
@@ -72,8 +72,8 @@ def _garbage_bytes(*roots: Path) -> int:
                if p.is_file() and any(m in p.name for m in fh.LEFTOVER_MARKS))
 
 
-def storms(work: Path, ref_db: Path, cohort: Path, build_kills: int, cohort_kills: int) -> dict:
-    """Kill storms on a build and a cohort, then one uninterrupted run of each, compared with the baselines."""
+def build_storm(work: Path, ref_db: Path, build_kills: int) -> dict:
+    """A kill storm on a build, then one uninterrupted run, compared with the baseline build."""
     from gliofit.simulations_db.verify import verify_database
 
     db = work / "STORM_DB"
@@ -83,7 +83,14 @@ def storms(work: Path, ref_db: Path, cohort: Path, build_kills: int, cohort_kill
     r = fh.gliofit(*args[1:])
     build_s = time.perf_counter() - t0
     build_exact = r.returncode == 0 and fh.db_content(db) == fh.db_content(ref_db) and verify_database(db) == []
+    return {"injected": b.injected, "index_kills": b.index_kills, "finished_early": b.finished_early,
+            "leaked_processes": b.leaked_processes, "exact_after_resume": build_exact,
+            "survived": b.injected if build_exact else 0, "seconds": round(build_s, 1),
+            "garbage_bytes": _garbage_bytes(db)}
 
+
+def cohort_storm(work: Path, ref_db: Path, cohort: Path, cohort_kills: int) -> dict:
+    """A kill storm on a cohort (parent and workers), then one uninterrupted run, compared with the baseline run."""
     ref_out = work / "REF_OUT"
     t0 = time.perf_counter()
     fh.gliofit(*_cohort_args(cohort, ref_db, ref_out)[1:])
@@ -94,15 +101,14 @@ def storms(work: Path, ref_db: Path, cohort: Path, build_kills: int, cohort_kill
     r = fh.gliofit(*_cohort_args(cohort, ref_db, out)[1:])
     cohort_s = time.perf_counter() - t0
     got, want = _table(out), _table(ref_out)
-    lost = sum(1 for name, row in want.items() if got.get(name) != row or row["status"] != "ok")
-    return {"build": {"injected": b.injected, "index_kills": b.index_kills, "finished_early": b.finished_early,
-                      "leaked_processes": b.leaked_processes, "exact_after_resume": build_exact,
-                      "survived": b.injected if build_exact else 0, "seconds": round(build_s, 1)},
-            "cohort": {"injected": c.injected, "worker_kills": c.worker_kills, "finished_early": c.finished_early,
-                       "leaked_processes": c.leaked_processes, "patients": len(want), "patients_lost": lost,
-                       "survived": c.injected if lost == 0 and r.returncode == 0 else 0,
-                       "seconds": round(cohort_s, 1), "uninterrupted_s": round(cohort_ref_s, 1)},
-            "garbage_bytes": _garbage_bytes(db, out)}
+    lost = sorted(name for name, row in want.items() if got.get(name, {}).get("status") != "ok")
+    differ = sorted(name for name, row in want.items() if got.get(name) != row)
+    return {"injected": c.injected, "worker_kills": c.worker_kills, "finished_early": c.finished_early,
+            "leaked_processes": c.leaked_processes, "patients": len(want), "patients_lost": len(lost),
+            "rows_differing_from_uninterrupted": len(differ),
+            "differing_columns": sorted({k for n in differ for k in want[n] if got.get(n, {}).get(k) != want[n][k]}),
+            "survived": c.injected if not lost and r.returncode == 0 else 0,
+            "seconds": round(cohort_s, 1), "uninterrupted_s": round(cohort_ref_s, 1), "garbage_bytes": _garbage_bytes(out)}
 
 
 def full_disk(work: Path, ref_db: Path, seg: Path) -> dict:
@@ -119,7 +125,7 @@ def full_disk(work: Path, ref_db: Path, seg: Path) -> dict:
                 r = fh.gliofit(*fh.build_args(fs / "DB", N, "--workers", "2")[1:])
                 out["resumed_exact"] += r.returncode == 0 and fh.db_content(fs / "DB") == fh.db_content(ref_db)
         with fh.small_filesystem(work / "fs_infer", "64k") as fs:
-            r = fh.gliofit("infer", "--db", str(ref_db), "--seg", str(seg), "--in-atlas-space", "-o", str(fs / "OUT"))
+            r = fh.gliofit("infer", "--db", str(ref_db), "--seg", str(seg), "--in-atlas-space", "--no-refine", "-o", str(fs / "OUT"))
             out["runs"] += 1
             out["exit2_one_line"] += r.returncode == 2 and "no space" in r.stderr
             out["garbage_bytes"] += fh.tree_bytes(fs)
@@ -139,7 +145,7 @@ def hostile_inputs(work: Path, ref_db: Path, cohort: Path) -> dict:
     for name, make in [("gzip_bomb", hostile.gzip_bomb), ("huge_header", hostile.huge_header),
                        ("nan_affine", hostile.nan_affine), ("many_volumes", hostile.many_volumes)]:
         seg = make(work / f"{name}.nii.gz")
-        r = fh.gliofit("infer", "--db", str(ref_db), "--seg", str(seg), "--in-atlas-space", "-o", str(work / name))
+        r = fh.gliofit("infer", "--db", str(ref_db), "--seg", str(seg), "--in-atlas-space", "--no-refine", "-o", str(work / name))
         tried += 1
         ok = r.returncode == 2 and not (work / name).exists()
         refused += ok
@@ -201,7 +207,7 @@ def readers(work: Path, ref_db: Path, seg: Path, queries: int) -> dict:
             d = open_database(ro)
             try:
                 for _ in range(queries):
-                    served += 0.0 <= gliofit.infer(d, seg, in_atlas_space=True, top_k=20).fit["dice_mean"] <= 1.0
+                    served += 0.0 <= gliofit.infer(d, seg, in_atlas_space=True, top_k=20, refine=False).fit["dice_mean"] <= 1.0
             finally:
                 d.close()
             out["read_only_queries_served"] = int(served)
@@ -280,7 +286,8 @@ def soak(work: Path, ref_db: Path, patients: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="6 build kills, 3 cohort kills, 20 soak patients")
-    parser.add_argument("--only", default="storm,disk,hostile,readers,soak", help="comma-separated sections")
+    parser.add_argument("--only", default="storm,disk,hostile,readers,soak",
+                        help="comma-separated sections (storm = buildstorm + cohortstorm)")
     parser.add_argument("--soak-patients", type=int, default=None, help="soak cohort size (200; 20 with --quick)")
     args = parser.parse_args()
     sections = set(args.only.split(","))
@@ -293,9 +300,12 @@ def main() -> None:
         res["reference_build_s"] = round(_build(ref_db), 1)
         seg = fh.entry_segmentation(ref_db, work / "seg.nii.gz")
         cohort = _phantoms(work / "COHORT", 2 if args.quick else 4)
-        if "storm" in sections:
-            res["storm"] = storms(work, ref_db, cohort, build_kills, cohort_kills)
-            print("kill storms:", json.dumps(res["storm"]), flush=True)
+        if "storm" in sections or "buildstorm" in sections:
+            res["build_storm"] = build_storm(work, ref_db, build_kills)
+            print("build kill storm:", json.dumps(res["build_storm"]), flush=True)
+        if "storm" in sections or "cohortstorm" in sections:
+            res["cohort_storm"] = cohort_storm(work, ref_db, cohort, cohort_kills)
+            print("cohort kill storm:", json.dumps(res["cohort_storm"]), flush=True)
         if "disk" in sections:
             res["full_disk"] = full_disk(work, ref_db, seg)
             print("full disk:", json.dumps(res["full_disk"]), flush=True)
@@ -309,12 +319,11 @@ def main() -> None:
         if "soak" in sections:
             res["soak"] = soak(work, ref_db, soak_n)
             print("soak:", json.dumps(res["soak"]), flush=True)
-    s = res.get("storm", {})
-    if s:
-        injected = s["build"]["injected"] + s["cohort"]["injected"]
-        survived = s["build"]["survived"] + s["cohort"]["survived"]
-        print(f"kills survived / injected: {survived} / {injected}; patients lost: {s['cohort']['patients_lost']}; "
-              f"storm build time / uninterrupted build: {s['build']['seconds'] / res['reference_build_s']:.2f}")
+    storms = [res[k] for k in ("build_storm", "cohort_storm") if k in res]
+    if storms:
+        print(f"kills survived / injected: {sum(s['survived'] for s in storms)} / {sum(s['injected'] for s in storms)}")
+    if "build_storm" in res:
+        print(f"storm build time / uninterrupted build: {res['build_storm']['seconds'] / res['reference_build_s']:.2f}")
     print("BENCH " + json.dumps(res))
 
 

@@ -20,7 +20,7 @@ def main(db: str, seg: str, stop: str, report: str) -> None:
             d = open_database(db)
             try:
                 versions.add(int(d.index_row()["version"]))
-                res = gliofit.infer(d, seg, in_atlas_space=True, top_k=20, density="upsample")
+                res = gliofit.infer(d, seg, in_atlas_space=True, top_k=20, refine=False)
                 assert 0.0 <= res.fit["dice_mean"] <= 1.0
                 ok += 1
             finally:

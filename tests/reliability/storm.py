@@ -44,13 +44,13 @@ def _kill_and_count_leaks(proc: subprocess.Popen, report: StormReport) -> None:
 def build_storm(db: Path, n: int, args: list[str], kills: int, seed: int, index_share: float = 0.25,
                 timeout_s: float = 300.0) -> StormReport:
     """Start ``args`` (a ``db build`` of ``n`` simulations into ``db``) ``kills`` times; SIGKILL each start
-    when a random number of further simulations is committed, or (share ``index_share``) once all are
-    and the index is being rebuilt."""
+    when a random number of further simulations is committed, or (share ``index_share`` once half are
+    committed, and always once all are) when all are and the index is being rebuilt."""
     rng = np.random.default_rng(seed)
     report = StormReport()
     for _ in range(kills):
         before = done_simulations(db)
-        at_index = before >= n or rng.random() < index_share
+        at_index = before >= n or (before >= n // 2 and rng.random() < index_share)
         target = n if at_index else min(n, before + int(rng.integers(0, 4)))
         delay_s = float(rng.uniform(0.0, 0.6 if at_index else 0.3))
         proc = _start(args)

@@ -27,7 +27,7 @@ def _assert_full(r, path) -> None:
 def test_infer_on_full_disk_leaves_no_output_folder(tiny_db, tiny_seg, tmp_path):
     with small_filesystem(tmp_path / "fs", "64k") as fs:
         out = fs / "OUT"
-        r = gliofit("infer", "--db", str(tiny_db), "--seg", str(tiny_seg), "--in-atlas-space", "-o", str(out))
+        r = gliofit("infer", "--db", str(tiny_db), "--seg", str(tiny_seg), "--in-atlas-space", "--no-refine", "-o", str(out))
         _assert_full(r, out)
         assert not out.exists()
         assert list(fs.iterdir()) == []
@@ -69,7 +69,7 @@ def test_run_on_full_disk_leaves_nothing(tiny_db, phantom_cohort, tmp_path):
     patient = sorted(phantom_cohort.iterdir())[0]
     with small_filesystem(tmp_path / "fs", "200k") as fs:
         out = fs / "OUT"
-        r = gliofit("run", str(patient), "--db", str(tiny_db), "--registration", "none", "-o", str(out))
+        r = gliofit("run", str(patient), "--db", str(tiny_db), "--registration", "none", "--no-refine", "-o", str(out))
         _assert_full(r, out)
         assert not out.exists() and leftovers(fs) == []
 

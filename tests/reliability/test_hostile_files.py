@@ -73,7 +73,7 @@ def test_replaced_faiss_index_is_caught_by_its_sql_checksum(tiny_db, tiny_seg, t
     finally:
         d.close()
     out = tmp_path / "OUT"
-    r = gliofit("infer", "--db", str(db), "--seg", str(tiny_seg), "--in-atlas-space", "-o", str(out))
+    r = gliofit("infer", "--db", str(db), "--seg", str(tiny_seg), "--in-atlas-space", "--no-refine", "-o", str(out))
     assert r.returncode == 2 and str(index_file) in one_line_error(r), r.stderr
     assert not out.exists()
 

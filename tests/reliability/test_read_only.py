@@ -60,7 +60,7 @@ def test_read_only_mount_serves_info_verify_and_infer(tiny_db, tiny_seg, tmp_pat
     with read_only_view(tiny_db, tmp_path / "RO") as ro:
         r = gliofit("db", "verify", str(ro))
         assert r.returncode == 0, r.stderr
-        r = gliofit("infer", "--db", str(ro), "--seg", str(tiny_seg), "--in-atlas-space", "-o", str(tmp_path / "OUT"))
+        r = gliofit("infer", "--db", str(ro), "--seg", str(tiny_seg), "--in-atlas-space", "--no-refine", "-o", str(tmp_path / "OUT"))
         assert r.returncode == 0, r.stderr
         assert json.loads((tmp_path / "OUT" / "result.json").read_text())["fit"]["dice_mean"] > 0.5
 
@@ -69,7 +69,7 @@ def test_read_only_mount_serves_info_verify_and_infer(tiny_db, tiny_seg, tmp_pat
 def test_read_only_mount_serves_run_and_cohort(tiny_db, phantom_cohort, tmp_path):
     with read_only_view(tiny_db, tmp_path / "RO") as ro:
         patient = sorted(phantom_cohort.iterdir())[0]
-        r = gliofit("run", str(patient), "--db", str(ro), "--registration", "none", "-o", str(tmp_path / "RUN"))
+        r = gliofit("run", str(patient), "--db", str(ro), "--registration", "none", "--no-refine", "-o", str(tmp_path / "RUN"))
         assert r.returncode == 0, r.stderr
         r = gliofit("cohort", str(phantom_cohort), "--db", str(ro), "--registration", "none", "--workers", "2",
                     "--no-progress", "-o", str(tmp_path / "COH"))
