@@ -56,6 +56,8 @@ def test_run_result_json_follows_the_contract_and_fits(one_run) -> None:
     res = json.loads((out / "result.json").read_text())
     assert res["space"] == "patient" and set(STAGES) <= set(res["timings_s"])
     assert res["timings_s"]["total"] >= res["timings_s"]["registration"] > 0
+    total = f'<td>total</td><td class="num">{res["timings_s"]["total"]:.4g}</td>'  # report.html: the measured total
+    assert total in (out / "report.html").read_text()
     for key in ("D_mm2_per_day", "rho_per_day", "T_days", "mu_D_mm", "mu_rho", "infiltration_length_mm",
                 "velocity_mm_per_day", "origin_mm", "threshold_edema", "threshold_core"):
         assert key in res["parameters"] and key in res["uncertainty"]
