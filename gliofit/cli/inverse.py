@@ -29,6 +29,10 @@ def infer(
     density: str = typer.Option("upsample", "--density", help="Best-match density at 1 mm: upsample or resimulate."),
     weights: tuple[float, float] = typer.Option((0.5, 0.5), "--weights", help="Whole-tumour and core weights of the mean Dice."),
     no_threshold_search: bool = typer.Option(False, "--no-threshold-search", help="Use the database's thresholds only."),
+    seg_later: Path = typer.Option(None, "--seg-later", help="A later segmentation of the same patient on the same grid (two-scan fit: D, rho and T separately)."),
+    core_later: Path = typer.Option(None, "--core-later", help="The later tumour-core mask (with --labels masks)."),
+    days_between: float = typer.Option(None, "--days-between", help="Days from the --seg scan to the --seg-later scan (> 0)."),
+    project_days: float = typer.Option(None, "--project-days", help="With --seg-later: also write the density this many days after the later scan."),
 ) -> None:
     """Find the growth-model parameters whose simulated tumour best matches the segmentation."""
     from gliofit.common.errors import InputError
@@ -40,6 +44,14 @@ def infer(
     if t1 is not None and in_atlas_space:
         raise InputError("give either --t1 or --in-atlas-space, not both")
     check_refine(refine, refine_budget)
+    if seg_later is not None or days_between is not None or project_days is not None or core_later is not None:
+        from gliofit.cli.two_scan import infer_two_scans_cli
+
+        infer_two_scans_cli(db, seg, seg_later, days_between, output, labels=labels, core=core, core_later=core_later,
+                            t1=t1, in_atlas_space=in_atlas_space, top_k=top_k, density=density, weights=weights,
+                            thresholds_search=not no_threshold_search, project_days=project_days, method=method,
+                            refine=refine)
+        return
     res = run_infer(db, seg, labels=labels, core=core, t1=t1, in_atlas_space=in_atlas_space, top_k=top_k,
                     refine=refine, refine_budget=refine_budget, method=method, density=density, weights=weights,
                     thresholds_search=not no_threshold_search, calibration=calibration,

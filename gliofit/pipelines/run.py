@@ -37,7 +37,7 @@ from gliofit.common.io import atomic_directory, write_json, write_text
 from gliofit.common.labels import detect_convention, tumour_masks
 from gliofit.common.nifti import load_volume, save_volume
 from gliofit.common.timing import Stopwatch
-from gliofit.pipelines.patient import find_patient
+from gliofit.pipelines.patient import FollowUp, find_followup, find_patient
 from gliofit.pipelines.preprocess import needs_preprocessing, preprocess
 from gliofit.segmentation.brats_convert import LAYOUTS, BratsCase
 
@@ -150,6 +150,32 @@ def _infer(db, scan: _Scan, reg, atlas, watch: Stopwatch, **options):
     return res
 
 
+def _infer_two_scans(db, follow: FollowUp, scan: _Scan, reg, registration: str, model: Any, device: str, atlas,
+                     tmp: Path, watch: Stopwatch, **options):
+    """The follow-up segmented (given or model), carried rigidly onto the first scan's grid
+    (``segmentation_followup.nii.gz``), and both scans fitted together (docs/longitudinal.md)."""
+    from gliofit.inverse.longitudinal import infer_two_scans
+    from gliofit.pipelines.followup import followup_on_first_grid
+
+    sub = tmp / "followup"
+    sub.mkdir(exist_ok=True)
+    with watch.stage("segmentation" if follow.case.seg is None else "load"):
+        _, labels, affine = _segmentation(follow.case, model, device, sub)
+        t1_later, t1_later_affine = load_volume(follow.case.images[0], "follow-up T1")
+        _check_same_grid(follow.case.seg or follow.case.images[0], labels.shape, affine, t1_later.shape,
+                         t1_later_affine)
+    with watch.stage("registration"):
+        on_first = followup_on_first_grid(labels, affine, t1_later, t1_later_affine, scan.t1, scan.t1_affine,
+                                          registration=registration, tumour=labels > 0,
+                                          source=str(follow.case.images[0]))
+        later = save_volume(on_first, scan.t1_affine, tmp / "segmentation_followup.nii.gz", dtype=np.uint8)
+    res = infer_two_scans(db, scan.seg_path, later, follow.days_between, registration=reg,
+                          in_atlas_space=reg is None, atlas=atlas, **options)
+    for stage in ("load", "registration", "query"):
+        watch.add(stage, res.timings[stage])
+    return res
+
+
 def _write_densities(res, atlas, scan: _Scan, tmp: Path, watch: Stopwatch) -> np.ndarray:
     """Stage ``density``: the best match's density on the atlas grid and on the patient's; the latter."""
     with watch.stage("density"):
@@ -231,6 +257,7 @@ def run_patient(patient_dir: str | Path, db, out_dir: str | Path, *, model: Any 
     watch = Stopwatch(STAGES[:-1], on_stage=on_stage)
     with watch.stage("load"):
         patient = find_patient(patient_dir)
+        follow = find_followup(patient_dir)
         own_db = isinstance(db, (str, Path))
         if own_db:
             db = gliofit.open_database(db)
@@ -246,8 +273,12 @@ def run_patient(patient_dir: str | Path, db, out_dir: str | Path, *, model: Any 
             with watch.stage("registration"):
                 reg = _register(patient, scan.t1, scan.t1_affine, atlas, registration, scan.masks["whole_tumor"],
                                 tmp)
-            res = _infer(db, scan, reg, atlas, watch, top_k=top_k, refine=refine, refine_budget=refine_budget,
-                         density=density, method=method)
+            if follow is None:
+                res = _infer(db, scan, reg, atlas, watch, top_k=top_k, refine=refine, refine_budget=refine_budget,
+                             density=density, method=method)
+            else:
+                res = _infer_two_scans(db, follow, scan, reg, registration, model, device, atlas, tmp, watch,
+                                       top_k=top_k, density=density, refine=refine)
             density_patient = _write_densities(res, atlas, scan, tmp, watch)
             plan, plan_summary = _write_plan(atlas, reg, scan, density_patient, margin_mm, tmp, watch)
             result = res.to_dict()

@@ -1,0 +1,51 @@
+"""The later scan of a patient folder onto the earlier scan's grid: rigid (ANTs, T1 to T1), tumour left out.
+
+Both scans then share the earlier scan's registration to the atlas (the same method for both), so the
+displacement of the tumour between them is growth, not a difference of two registrations.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+
+from gliofit.common.errors import InputError
+
+__all__ = ["followup_on_first_grid"]
+
+RIGID_SPACING_MM = 2.0
+"""Both T1s are compared at this spacing (their own when coarser)."""
+
+
+def followup_on_first_grid(labels: np.ndarray, affine: np.ndarray, t1_later: np.ndarray, t1_later_affine: np.ndarray,
+                           t1_first: np.ndarray, t1_first_affine: np.ndarray, *, registration: str,
+                           tumour: np.ndarray | None = None, source: str = "followup") -> np.ndarray:
+    """The later labels (on the later T1's grid) on the earlier T1's grid, uint8.
+
+    ``registration="none"`` (atlas-space input): the grids must already be equal (InputError naming
+    ``source`` otherwise); any other kind: a rigid ANTs registration of the later T1 to the earlier one,
+    the later tumour (``tumour``, bool on the later grid) masked out of the metric, and the labels carried by
+    nearest neighbour.
+    """
+    same = t1_later.shape == t1_first.shape and np.allclose(t1_later_affine, t1_first_affine, atol=1e-3)
+    if registration == "none":
+        if not same:
+            raise InputError(f"{source}: grid {t1_later.shape} differs from the earlier scan's {t1_first.shape} "
+                             "(atlas-space input: both scans must share the grid)")
+        return np.asarray(labels, dtype=np.uint8)
+    import ants
+
+    from gliofit.pipelines.registration import _coarse, _keep_mask, ants_array, ants_image
+
+    fixed = _coarse(ants_image(np.nan_to_num(t1_first.astype(np.float32)), t1_first_affine))
+    moving = _coarse(ants_image(np.nan_to_num(t1_later.astype(np.float32)), t1_later_affine))
+    keep = _keep_mask(tumour, t1_later.shape, t1_later_affine).astype(np.float32)
+    mask = _coarse(ants_image(keep, t1_later_affine), nearest=True)
+    with tempfile.TemporaryDirectory(prefix="gliofit-rigid-") as d:
+        reg = ants.registration(fixed, moving, "Rigid", outprefix=os.path.join(d, "rigid_"), moving_mask=mask)
+        out = ants.apply_transforms(ants_image(np.zeros(t1_first.shape, np.float32), t1_first_affine),
+                                    ants_image(np.asarray(labels, np.float32), affine), reg["fwdtransforms"],
+                                    interpolator="nearestNeighbor", singleprecision=True)
+        return np.rint(ants_array(out)).astype(np.uint8)

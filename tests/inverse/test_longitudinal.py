@@ -1,0 +1,177 @@
+"""Two scans: the time-rescaling query recovers D, rho, T of a pair that is a rescaled stored simulation;
+the refinement recovers a pair grown off the database; the consistency checks; the calibration fit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+from inversehelpers import GLIOFIT, atlas1, small_db, small_db_path, write_labels  # noqa: F401
+from typer.testing import CliRunner
+
+from gliofit.cli import app
+from gliofit.common.errors import InputError
+from gliofit.growth.solver import simulate
+from gliofit.inverse.longitudinal import infer_two_scans, joint_candidates, shrinkage_warning
+from gliofit.inverse.observation import Observation
+from gliofit.inverse.two_scan_calibration import Calibration, fit_calibration, load_calibration
+
+runner = CliRunner()
+
+
+def _labels(u: np.ndarray) -> np.ndarray:
+    lab = np.zeros(u.shape, np.uint8)
+    lab[u >= 0.25] = 2
+    lab[u >= 0.675] = 3
+    return lab
+
+
+def _stored_simulation(db, min_voxels: int = 40):
+    """A simulation with >= 3 snapshots whose second and third hold tumours of >= ``min_voxels`` voxels."""
+    e = db.entries
+    for sim in np.unique(e["simulation_id"]):
+        rows = np.flatnonzero(e["simulation_id"] == sim)
+        rows = rows[np.argsort(e["T_days"][rows])]
+        if len(rows) >= 3 and e["wt_voxels"][rows[1]] >= min_voxels and e["core_voxels"][rows[1]] >= 5 \
+                and e["wt_voxels"][rows[2]] > 1.5 * e["wt_voxels"][rows[1]]:
+            return rows
+    raise RuntimeError("no suitable simulation in the test database")
+
+
+def _pair(db, D, rho, origin, T, n, tmp_path):
+    u = simulate(db.grid, [D], [rho], [origin], [T, T + n])[0]
+    return (write_labels(tmp_path / "early.nii.gz", _labels(u[0]), db.grid.affine),
+            write_labels(tmp_path / "later.nii.gz", _labels(u[1]), db.grid.affine), u)
+
+
+def test_rescaled_stored_simulation_is_found_with_its_D_rho_T(small_db):
+    """(D, rho, t) -> (s D, s rho, t / s) leaves the solution unchanged: a pair of stored snapshots t1 < t2
+    matches scans (t2 - t1) / s days apart with D = s D_s, rho = s rho_s, T = t1 / s."""
+    e = small_db.entries
+    rows = _stored_simulation(small_db)
+    s = 1.7
+    D, rho = s * e["D_mm2_per_day"][rows[1]], s * e["rho_per_day"][rows[1]]
+    t1, t2 = e["T_days"][rows[1]], e["T_days"][rows[2]]
+    origin = [e["origin_x_mm"][rows[1]], e["origin_y_mm"][rows[1]], e["origin_z_mm"][rows[1]]]
+    u = simulate(small_db.grid, [D], [rho], [origin], [t1 / s, t2 / s])[0]
+    scans = [(v >= 0.25, (v >= 0.675) & (v >= 0.25)) for v in u]
+    c = joint_candidates(small_db, scans[0], scans[1], (t2 - t1) / s, top_k=100, thresholds_search=False)
+    assert c.simulation_id[0] == e["simulation_id"][rows[1]]
+    assert c.score[0] > 0.95
+    for est, truth in ((c.D_mm2_per_day[0], D), (c.rho_per_day[0], rho), (c.T_days[0], t1 / s)):
+        assert est == pytest.approx(truth, rel=0.10)
+
+
+def test_pair_off_the_database_is_recovered_by_the_two_scan_fit(small_db, atlas1, tmp_path):
+    """Truth not in the database (D x 1.2, rho x 0.85, seed moved inside its voxel, T between snapshots):
+    the two-scan fit recovers T within 30 %, rho within 35 % and the seed within one database voxel."""
+    e = small_db.entries
+    rows = _stored_simulation(small_db, min_voxels=60)
+    D, rho = 1.2 * e["D_mm2_per_day"][rows[1]], 0.85 * e["rho_per_day"][rows[1]]
+    origin = np.array([e["origin_x_mm"][rows[1]], e["origin_y_mm"][rows[1]], e["origin_z_mm"][rows[1]]]) + [1.5, -1.0, 1.0]
+    T = float(np.sqrt(e["T_days"][rows[1]] * e["T_days"][rows[2]]))
+    n = 0.5 * (e["T_days"][rows[2]] - e["T_days"][rows[1]])
+    early, later, _ = _pair(small_db, D, rho, origin, T, n, tmp_path)
+    res = infer_two_scans(small_db, early, later, n, in_atlas_space=True, atlas=atlas1, refine_budget=48)
+    p = res.parameters
+    assert p["T_days"] == pytest.approx(T + n, rel=0.30)
+    assert p["rho_per_day"] == pytest.approx(rho, rel=0.35)
+    assert np.linalg.norm(np.asarray(p["origin_mm"]) - origin) <= small_db.grid.spacing_mm[0]
+    assert min(t["fit"]["dice_mean"] for t in res.timepoints) > 0.75
+    assert res.extra["refine"]["score"] >= res.extra["refine"]["start_score"]
+    for k in ("D_mm2_per_day", "rho_per_day", "T_days"):
+        lo, hi = res.uncertainty[k]["ci95"]
+        assert lo < p[k] < hi
+
+
+def test_cli_two_scans_writes_timepoints_projection_and_warns_on_shrinkage(small_db_path, small_db, tmp_path):
+    e = small_db.entries
+    rows = _stored_simulation(small_db)
+    origin = [e["origin_x_mm"][rows[1]], e["origin_y_mm"][rows[1]], e["origin_z_mm"][rows[1]]]
+    early, later, _ = _pair(small_db, e["D_mm2_per_day"][rows[1]], e["rho_per_day"][rows[1]], origin,
+                            e["T_days"][rows[1]], e["T_days"][rows[2]] - e["T_days"][rows[1]], tmp_path)
+    out = tmp_path / "OUT"
+    # the scans swapped: the "later" tumour is much smaller -> a warning, not an error
+    r = runner.invoke(app, ["infer", "--db", str(small_db_path), "--seg", str(later), "--seg-later", str(early),
+                            "--days-between", "30", "--project-days", "60", "--in-atlas-space", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "warning:" in r.stderr and "smaller than the earlier" in r.stderr
+    res = json.loads((out / "result.json").read_text())
+    assert [t["scan"] for t in res["timepoints"]] == ["earlier", "later"]
+    assert res["timepoints"][1]["T_days"] == pytest.approx(res["timepoints"][0]["T_days"] + 30)
+    assert res["parameters"]["T_days"] == pytest.approx(res["timepoints"][1]["T_days"])
+    assert res["calibration"]["method"] and set(res["calibration"]["kappa"]) >= {"D_mm2_per_day", "origin_mm"}
+    assert res["projection"]["days_after_later_scan"] == 60 and res["warnings"]
+    for f in ("tumor_density.nii.gz", "tumor_density_projected.nii.gz", "tumor_density_projected_atlas.nii.gz"):
+        assert (out / f).is_file()
+    assert json.loads(r.stdout)["days_between"] == 30
+
+
+@pytest.mark.parametrize("days", ["0", "-5", "nan"])
+def test_cli_interval_not_positive_exit_2_one_line(small_db_path, tmp_path, days):
+    seg = write_labels(tmp_path / "a.nii.gz", np.ones((4, 4, 4), np.uint8) * 2, np.eye(4))
+    out = tmp_path / "OUT"
+    p = subprocess.run([GLIOFIT, "infer", "--db", str(small_db_path), "--seg", str(seg), "--seg-later", str(seg),
+                        f"--days-between={days}", "--in-atlas-space", "-o", str(out)], capture_output=True, text=True)
+    assert p.returncode == 2, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and "--days-between" in p.stderr
+    assert not out.exists()
+
+
+def test_cli_grids_differ_or_missing_interval_exit_2(small_db_path, small_db, tmp_path):
+    g = small_db.grid
+    lab = np.zeros(g.shape, np.uint8)
+    lab[10:14, 12:16, 12:16] = 2
+    a = write_labels(tmp_path / "a.nii.gz", lab, g.affine)
+    b = write_labels(tmp_path / "b.nii.gz", lab[1:], g.affine)
+    out = tmp_path / "OUT"
+    for extra, words in ((["--seg-later", str(b), "--days-between", "30"], "b.nii.gz: grid"),
+                         (["--seg-later", str(b)], "--days-between"),
+                         (["--days-between", "30"], "--seg-later")):
+        r = runner.invoke(app, ["infer", "--db", str(small_db_path), "--seg", str(a), "--in-atlas-space",
+                                "-o", str(out), *extra])
+        assert r.exit_code == 2, r.output
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and words in lines[0]
+        assert not out.exists()
+
+
+def _obs(mask: np.ndarray) -> Observation:
+    return Observation(mask, mask, mask, mask, "x.nii.gz", "masks", "atlas", mask.shape, np.eye(4))
+
+
+def _ball(r: float, n: int = 48) -> np.ndarray:
+    x = np.indices((n, n, n)) - (n - 1) / 2
+    return (x ** 2).sum(axis=0) <= r * r
+
+
+def test_shrinkage_warning_only_beyond_boundary_noise():
+    early = _obs(_ball(15.0))
+    assert shrinkage_warning(early, _obs(_ball(16.0))) is None          # grew
+    assert shrinkage_warning(early, _obs(_ball(14.0))) is None          # 1 mm in: within 2 mm of noise
+    msg = shrinkage_warning(early, _obs(_ball(11.0)))                  # 4 mm in: beyond
+    assert msg is not None and "smaller than the earlier" in msg
+
+
+def test_fit_calibration_gives_the_normal_quantile_for_gaussian_errors():
+    """Errors sigma * N(0, 1) in log space: kappa -> 1.96 (95 % quantile of |N(0, 1)|)."""
+    rng = np.random.default_rng(0)
+    recs = []
+    for _ in range(4000):
+        sigma = float(rng.uniform(0.05, 0.5))
+        truth = 0.1
+        recs.append({"D_mm2_per_day": (truth * np.exp(sigma * rng.normal()), sigma, truth),
+                     "origin_mm": (np.zeros(3) + 2.0 * rng.normal(size=3), [2.0] * 3, np.zeros(3))})
+    cal = fit_calibration(recs)
+    assert cal.kappa["D_mm2_per_day"] == pytest.approx(1.96, abs=0.08)
+    assert cal.kappa["origin_mm"] == pytest.approx(1.96, abs=0.08)
+
+
+def test_calibration_from_another_database_is_refused(small_db, tmp_path):
+    f = Calibration(kappa={"D_mm2_per_day": 2.0}, database={"atlas": small_db.manifest.atlas, "resolution_mm": 1.0,
+                                                             "entries": 5}).to_json(tmp_path / "cal.json")
+    with pytest.raises(InputError, match="another database"):
+        load_calibration(small_db, f)
+    assert load_calibration(small_db).source.startswith("default")
