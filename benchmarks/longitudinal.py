@@ -83,6 +83,8 @@ def _args(argv=None) -> argparse.Namespace:
     ap.add_argument("--patient-resolution", type=float, help="growth grid of the pairs, mm (default 1; quick 3)")
     ap.add_argument("--refine-budget", type=int, help="forward runs of the two-scan refinement (default 64; quick 24)")
     ap.add_argument("--seed", type=int, default=2024, help="seed of the synthetic pairs")
+    ap.add_argument("--grown-only", action="store_true", help="use only the pairs of the first --pairs already "
+                    "grown in the cache (grow none)")
     a = ap.parse_args(argv)
     a.pairs = a.pairs or (4 if a.quick else 50)
     a.patient_resolution = a.patient_resolution or (3.0 if a.quick else 1.0)
@@ -191,7 +193,11 @@ def run(a: argparse.Namespace) -> dict:
 
     atlas = load_atlas("icbm152")
     root = a.cache / f"pairs-{a.patient_resolution:g}mm-seed{a.seed}"
-    cases, grow_s = ensure_pairs(root, a.pairs, a.seed, atlas, a.patient_resolution, 4.0)
+    if a.grown_only:
+        cases = [c for c in (root / f"pair-{i:03d}" for i in range(a.pairs)) if (c / "later" / "truth.json").is_file()]
+        grow_s = 0.0
+    else:
+        cases, grow_s = ensure_pairs(root, a.pairs, a.seed, atlas, a.patient_resolution, 4.0)
     db_path = database(a)
     db = gliofit.open_database(db_path)
     rows = []
