@@ -9,8 +9,9 @@ absolute scale: CMA-ES concentrates its samples as it converges. The 95 % interv
 
     log k_hat ± kappa_k · sigma_k        (origin: x_hat ± kappa · sigma per axis),
 
-with ``kappa_k`` fitted on synthetic patients whose truth is known: the 95 % quantile of
-``|log k_hat - log k_true| / sigma_k`` over a calibration set (:func:`fit_calibration`). Coverage is then
+with ``kappa_k`` fitted on synthetic patients whose truth is known: the split-conformal 95 % quantile
+(the ``ceil((n + 1) 0.95)``-th smallest of n) of ``|log k_hat - log k_true| / sigma_k`` over a calibration set
+(:func:`fit_calibration`), the rule of the single-scan calibration (issue 15). Coverage is then
 measured on patients NOT in that set (``benchmarks/longitudinal.py`` does both halves, cross-fitted).
 A calibration is stored as JSON with the database it was fitted on; one from another database is refused.
 """
@@ -18,6 +19,7 @@ A calibration is stored as JSON with the database it was fitted on; one from ano
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -88,8 +90,15 @@ def database_identity(db) -> dict:
             "entries": len(db.entries["id"])}
 
 
+def conformal_quantile(errors, level: float) -> float:
+    """The ``ceil((n + 1) level)``-th smallest of n errors (split conformal; inf when that exceeds n)."""
+    r = np.sort(np.asarray(errors, dtype=np.float64))
+    k = math.ceil((len(r) + 1) * level)
+    return float(r[k - 1]) if 1 <= k <= len(r) else math.inf
+
+
 def fit_calibration(records: list[dict], *, level: float = 0.95, source: str = "fitted") -> Calibration:
-    """``kappa_k`` = the ``level`` quantile of the standardised errors over ``records``.
+    """``kappa_k`` = the conformal ``level`` quantile of the standardised errors over ``records``.
 
     Each record maps a key of :data:`CALIBRATED_KEYS` to ``(estimate, sigma, truth)``: for a scalar key the
     estimate and truth in their units and sigma of the log; for ``origin_mm`` three-vectors in mm.
@@ -106,7 +115,7 @@ def fit_calibration(records: list[dict], *, level: float = 0.95, source: str = "
             else:
                 z.append(abs(np.log(est) - np.log(truth)) / max(float(sigma), SIGMA_FLOOR["log"]))
         if z:
-            kappa[k] = float(np.quantile(np.asarray(z), level))
+            kappa[k] = conformal_quantile(z, level)
     if not kappa:
         raise InputError("fit_calibration: no records to fit on")
     return Calibration(kappa={**DEFAULT_CALIBRATION.kappa, **kappa}, source=source)

@@ -55,8 +55,7 @@ class TwoScanResult(Result):
             d["projection"] = {"days_after_later_scan": self.project_days,
                                "T_days": self.parameters["T_days"] + self.project_days,
                                "files": ["tumor_density_projected.nii.gz", "tumor_density_projected_atlas.nii.gz"]}
-        if self.warnings:
-            d["warnings"] = self.warnings
+        d["warnings"] = [*d.get("warnings", []), *self.warnings]
         return d
 
     def save(self, out_dir: str | Path, *, figure: bool = True) -> dict[str, Path]:

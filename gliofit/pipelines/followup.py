@@ -37,7 +37,12 @@ def followup_on_first_grid(labels: np.ndarray, affine: np.ndarray, t1_later: np.
         return np.asarray(labels, dtype=np.uint8)
     import ants
 
-    from gliofit.pipelines.registration import _coarse, _keep_mask, ants_array, ants_image
+    from gliofit.pipelines.registration import (
+        _coarse,
+        _keep_mask,
+        ants_array,
+        ants_image,
+    )
 
     fixed = _coarse(ants_image(np.nan_to_num(t1_first.astype(np.float32)), t1_first_affine))
     moving = _coarse(ants_image(np.nan_to_num(t1_later.astype(np.float32)), t1_later_affine))
