@@ -87,8 +87,10 @@ def check_interval(days_between) -> float:
 
 
 def check_same_grid(early: str | Path, later: str | Path) -> None:
-    """InputError naming ``later`` unless both NIfTI files share shape and affine (within 1e-3 mm)."""
+    """InputError naming ``later`` unless both NIfTI files share shape and affine (:func:`common.grids.check_same_grid`)."""
     import nibabel as nib
+
+    from gliofit.common.grids import check_same_grid as same_grid
 
     heads = []
     for p in (early, later):
@@ -97,10 +99,8 @@ def check_same_grid(early: str | Path, later: str | Path) -> None:
         except Exception as err:  # noqa: BLE001 - any reader failure is bad input
             raise InputError(f"{p}: cannot read NIfTI ({err})") from None
         heads.append((tuple(int(v) for v in img.shape[:3]), np.asarray(img.affine, dtype=np.float64)))
-    (s0, a0), (s1, a1) = heads
-    if s0 != s1 or not np.allclose(a0, a1, atol=1e-3):
-        raise InputError(f"{later}: grid {s1} differs from the earlier scan {early} ({s0}); "
-                         "register the later scan to the earlier one first")
+    same_grid(later, *heads[1], *heads[0], what="later scan", ref=f"the earlier scan {early} (register the later "
+              "scan to the earlier one first)")
 
 
 def _surface_voxels(mask: np.ndarray) -> int:

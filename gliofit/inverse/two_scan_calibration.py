@@ -68,7 +68,7 @@ class Calibration:
         return asdict(self)
 
     def to_json(self, path: str | Path) -> Path:
-        from gliofit.inverse.result import write_json
+        from gliofit.common.io import write_json
 
         return write_json(self.to_dict(), path)
 

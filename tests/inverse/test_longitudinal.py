@@ -8,7 +8,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from inversehelpers import GLIOFIT, atlas1, small_db, small_db_path, write_labels  # noqa: F401
+from inversehelpers import GLIOFIT, write_labels
 from typer.testing import CliRunner
 
 from gliofit.cli import app
@@ -95,25 +95,47 @@ def test_pair_off_the_database_is_recovered_by_the_two_scan_fit(small_db, atlas1
         assert lo < p[k] < hi
 
 
-def test_cli_two_scans_writes_timepoints_and_projection(small_db_path, small_db, tmp_path):
-    e = small_db.entries
-    rows = _stored_simulation(small_db)
+def _stored_pair(db, tmp_path):
+    e = db.entries
+    rows = _stored_simulation(db)
     origin = [e["origin_x_mm"][rows[1]], e["origin_y_mm"][rows[1]], e["origin_z_mm"][rows[1]]]
-    early, later, _ = _pair(small_db, e["D_mm2_per_day"][rows[1]], e["rho_per_day"][rows[1]], origin,
-                            e["T_days"][rows[1]], e["T_days"][rows[2]] - e["T_days"][rows[1]], tmp_path)
-    out = tmp_path / "OUT"
-    r = runner.invoke(app, ["infer", "--db", str(small_db_path), "--seg", str(early), "--seg-later", str(later),
-                            "--days-between", "30", "--project-days", "60", "--in-atlas-space", "-o", str(out)])
-    assert r.exit_code == 0, r.output
+    n = float(e["T_days"][rows[2]] - e["T_days"][rows[1]])
+    early, later, _ = _pair(db, e["D_mm2_per_day"][rows[1]], e["rho_per_day"][rows[1]], origin, e["T_days"][rows[1]],
+                            n, tmp_path)
+    return early, later, n
+
+
+def _check_outputs(out, n: float) -> dict:
     res = json.loads((out / "result.json").read_text())
     assert [t["scan"] for t in res["timepoints"]] == ["earlier", "later"]
-    assert res["timepoints"][1]["T_days"] == pytest.approx(res["timepoints"][0]["T_days"] + 30)
+    assert res["timepoints"][1]["T_days"] == pytest.approx(res["timepoints"][0]["T_days"] + n)
     assert res["parameters"]["T_days"] == pytest.approx(res["timepoints"][1]["T_days"])
     assert res["calibration"]["method"] and set(res["calibration"]["kappa"]) >= {"D_mm2_per_day", "origin_mm"}
-    assert res["projection"]["days_after_later_scan"] == 60 and res["days_between"] == 30
+    assert res["projection"]["days_after_later_scan"] == 60 and res["days_between"] == pytest.approx(n)
     for f in ("tumor_density.nii.gz", "tumor_density_projected.nii.gz", "tumor_density_projected_atlas.nii.gz"):
         assert (out / f).is_file()
-    assert json.loads(r.stdout)["days_between"] == 30
+    return res
+
+
+def test_two_scan_result_has_timepoints_calibration_and_projection(small_db, atlas1, tmp_path):
+    early, later, n = _stored_pair(small_db, tmp_path)
+    res = infer_two_scans(small_db, early, later, n, in_atlas_space=True, atlas=atlas1, refine_budget=12,
+                          project_days=60)
+    res.save(tmp_path / "OUT", figure=False)
+    _check_outputs(tmp_path / "OUT", n)
+    proj, now = res.projected_density_array, res.density_array
+    assert (proj >= 0.25).sum() > (now >= 0.25).sum()              # the tumour grows on
+
+
+@pytest.mark.slow
+def test_cli_two_scans_writes_timepoints_and_projection(small_db_path, small_db, tmp_path):
+    early, later, n = _stored_pair(small_db, tmp_path)
+    out = tmp_path / "OUT"
+    r = runner.invoke(app, ["infer", "--db", str(small_db_path), "--seg", str(early), "--seg-later", str(later),
+                            "--days-between", str(n), "--project-days", "60", "--in-atlas-space", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    _check_outputs(out, n)
+    assert json.loads(r.stdout)["days_between"] == pytest.approx(n)
 
 
 @pytest.mark.parametrize("days", ["0", "-5", "nan"])
@@ -134,7 +156,7 @@ def test_cli_grids_differ_or_missing_interval_exit_2(small_db_path, small_db, tm
     a = write_labels(tmp_path / "a.nii.gz", lab, g.affine)
     b = write_labels(tmp_path / "b.nii.gz", lab[1:], g.affine)
     out = tmp_path / "OUT"
-    for extra, words in ((["--seg-later", str(b), "--days-between", "30"], "b.nii.gz: grid"),
+    for extra, words in ((["--seg-later", str(b), "--days-between", "30"], "b.nii.gz: later scan grid differs"),
                          (["--seg-later", str(b)], "--days-between"),
                          (["--days-between", "30"], "--seg-later")):
         r = runner.invoke(app, ["infer", "--db", str(small_db_path), "--seg", str(a), "--in-atlas-space",

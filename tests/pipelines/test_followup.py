@@ -10,7 +10,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from pipelinehelpers import GLIOFIT, atlas1, phantom_cohort, pipeline_db  # noqa: F401 - fixtures
+from pipelinehelpers import GLIOFIT
 from scipy import ndimage
 
 from gliofit.common.errors import InputError
