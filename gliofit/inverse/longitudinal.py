@@ -340,4 +340,4 @@ def infer_two_scans(db, seg, seg_later, days_between, *, labels: str = "auto", c
                          timings=timings, space=obs_l.space, database=database, observation=obs_l, atlas=atlas,
                          density_fn=lambda: density_fn()[0], extra=extra, timepoints=timepoints,
                          calibration=cal.summary(), days_between=n_days, project_days=project_days,
-                         projected_fn=(lambda: density_fn()[1]) if project_days else None, warnings=notes)
+                         projected_fn=(lambda: density_fn()[1]) if project_days else None)

@@ -22,12 +22,13 @@ class TwoScanResult(Result):
     timepoints : per scan: segmentation, days after the first scan, T, mu_D, mu_rho and fit.
     calibration : the ``calibration`` block of result.json (method, source, kappa, coverage95).
     days_between : days between the scans. project_days : days projected past the later scan (or None).
-    warnings : consistency warnings (e.g. the later tumour smaller than the earlier).
+    (Consistency warnings, e.g. the later tumour smaller than the earlier, are in ``extra["warnings"]`` and so in
+    :attr:`Result.warnings` and result.json's ``warnings``.)
     """
 
     def __init__(self, *, timepoints: list[dict], calibration: dict, days_between: float,
                  project_days: float | None = None, projected_fn: Callable[[], np.ndarray] | None = None,
-                 warnings: list[str] | None = None, **kwargs) -> None:
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         self.timepoints = timepoints
         self.calibration = calibration
@@ -35,7 +36,6 @@ class TwoScanResult(Result):
         self.project_days = None if project_days is None else float(project_days)
         self._projected_fn = projected_fn
         self._projected: np.ndarray | None = None
-        self.warnings = list(warnings or [])
 
     @property
     def projected_density_array(self) -> np.ndarray | None:
@@ -55,7 +55,6 @@ class TwoScanResult(Result):
             d["projection"] = {"days_after_later_scan": self.project_days,
                                "T_days": self.parameters["T_days"] + self.project_days,
                                "files": ["tumor_density_projected.nii.gz", "tumor_density_projected_atlas.nii.gz"]}
-        d["warnings"] = [*d.get("warnings", []), *self.warnings]
         return d
 
     def save(self, out_dir: str | Path, *, figure: bool = True) -> dict[str, Path]:

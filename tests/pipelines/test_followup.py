@@ -76,6 +76,7 @@ def test_find_followup_and_its_errors(tmp_path, phantom_cohort):
         find_followup(lone)
 
 
+@pytest.mark.slow
 def test_run_with_a_followup_fits_both_scans(tmp_path, phantom_cohort, pipeline_db):
     folder = _with_followup(phantom_cohort[0], tmp_path / "in")
     out = tmp_path / "OUT"
