@@ -219,7 +219,7 @@ def run(a: argparse.Namespace) -> dict:
     check_mm = max(4.0, a.patient_resolution) if not a.quick else 6.0
     calib = None
     if a.calibrate:
-        from gliofit.inverse.calibration import calibrate
+        from gliofit.inverse.calibrate import calibrate
 
         croot = a.cache / f"calib-{a.patient_resolution:g}mm-seed{a.calibration_seed}"
         calib = calibrate(db, patients=a.calibrate, seed=a.calibration_seed, patient_resolution_mm=a.patient_resolution,

@@ -125,7 +125,7 @@ def calibrate(
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bars."),
 ) -> None:
     """Calibrate the intervals of `infer` on synthetic patients with known truth (split conformal)."""
-    from gliofit.inverse.calibration import calibrate as run_calibrate
+    from gliofit.inverse.calibrate import calibrate as run_calibrate
 
     report = run_calibrate(db, patients=patients, seed=seed, patient_resolution_mm=patient_resolution,
                            patients_dir=patients_dir, refine_budget=refine_budget, out=output,

@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 import gliofit
 from gliofit.cli import app
 from gliofit.common.errors import InputError
-from gliofit.inverse.calibration import (CALIBRATED_KEYS, CALIBRATION_FILE, calibrate, conformal_quantile,
-                                         fit_quantiles, leave_one_out_coverage, normalised_errors, read_calibration)
+from gliofit.inverse.calibrate import calibrate
+from gliofit.inverse.calibration import (CALIBRATED_KEYS, CALIBRATION_FILE, conformal_quantile, fit_quantiles,
+                                         leave_one_out_coverage, normalised_errors, read_calibration)
 from gliofit.inverse.synthetic import grow_cohort, read_patient
 
 runner = CliRunner()
