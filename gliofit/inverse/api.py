@@ -207,7 +207,7 @@ def infer(db, seg, *, labels: str = "auto", core=None, t1=None, in_atlas_space: 
     extra["spread"] = spread
     if calib is None:
         uncertainty = summarise(params, w, origin_spacing_mm=spacing)
-        calibration_doc = {"method": "none: the uncalibrated match summary (weighted quantiles)",
+        calibration_doc: dict[str, Any] = {"method": "none: the uncalibrated match summary (weighted quantiles)",
                            "coverage95": {}, "warning": warning}
     else:
         uncertainty = calibrated_uncertainty(best, params, w, spread, calib["quantiles"])

@@ -76,7 +76,7 @@ class Matches:
     score: np.ndarray
     weights: tuple[float, float]
     n_candidates: int
-    shifts: np.ndarray | None = None
+    shifts: np.ndarray = None  # type: ignore[assignment]  # None becomes zeros in __post_init__
 
     def __post_init__(self) -> None:
         if self.shifts is None:
