@@ -92,12 +92,16 @@ def index(
     kind: str = typer.Option("auto", "--kind", help="auto | flat | ivf | hnsw (auto: flat below ~50k entries)."),
     database_url: str = typer.Option(None, "--database-url", help=URL_HELP),
 ) -> None:
-    """(Re)build the FAISS index over every entry and record its version."""
+    """(Re)build the FAISS index over every entry and record its version.
+
+    Features of an older version are recomputed from the stored arrays first (the database then uses
+    the current feature version).
+    """
     from gliofit.simulations_db.manifest import read_manifest
     from gliofit.simulations_db.reindex import rebuild_index
 
     read_manifest(db)
-    typer.echo(json.dumps(rebuild_index(db, kind, database_url=database_url)))
+    typer.echo(json.dumps(rebuild_index(db, kind, database_url=database_url, upgrade=True, progress=True)))
 
 
 @db_app.command("migrate")

@@ -20,8 +20,17 @@ mask pairs, cheaply enough for millions of entries:
    1 cm³ and a 2 cm³ tumour at the same place pool alike), so two coordinates
    ``volume_weight * ln(1 + n_voxels)`` (whole tumour, core) are appended.
 
-Vector layout: ``[whole tumour cells (C), core cells (C), ln-volume whole
-tumour, ln-volume core]`` with ``C = prod(coarse_shape)``, float32.
+4. **A second, finer scale** (version 2). Among 10^6 entries the 10th-best
+   Dice sits among many near-equal ones whose 16 mm cells look alike; the
+   same two unit occupancies pooled on cubes of ``fine_cell_voxels`` (unsmoothed),
+   scaled by ``fine_weight``, separate them (``benchmarks/index.py``).
+
+Vector layout: ``[whole tumour cells (C), core cells (C), (version 2: whole
+tumour fine cells (F), core fine cells (F),) ln-volume whole tumour, ln-volume
+core]`` with ``C = prod(coarse_shape)``, ``F = prod(fine_shape)``, float32.
+Version 1 (one scale) is still read: a database indexed with it keeps
+working, and ``gliofit db index`` recomputes its features with the current
+version (:mod:`.reindex`).
 
 Candidates from this distance are re-ranked by exact Dice
 (:mod:`gliofit.simulations_db.dice`); the features only have to put the exact
@@ -29,8 +38,8 @@ best entries among the first few hundred, which the benchmark
 ``benchmarks/index.py`` measures.
 
 >>> spec = FeatureSpec.for_grid((77, 95, 82), spacing_mm=2.0)
->>> spec.coarse_shape, spec.dim
-((10, 12, 11), 2642)
+>>> spec.coarse_shape, spec.fine_shape, spec.dim
+((10, 12, 11), (13, 16, 14), 8466)
 """
 
 from __future__ import annotations
@@ -44,16 +53,23 @@ from gliofit.common.errors import InputError
 
 __all__ = [
     "FEATURE_VERSION",
+    "FEATURE_VERSIONS",
     "DEFAULT_CELL_MM",
+    "DEFAULT_FINE_CELL_MM",
     "FeatureSpec",
     "entry_features",
     "query_features",
 ]
 
-FEATURE_VERSION = 1
-"""Bumped whenever the vector layout or weighting changes (stored with every index)."""
+FEATURE_VERSION = 2
+"""The version new databases get; bumped whenever the vector layout or weighting changes."""
+FEATURE_VERSIONS = (1, 2)
+"""Versions this code computes: 1 (one scale), 2 (two scales)."""
 DEFAULT_CELL_MM = 16.0
 """Default coarse cell edge in mm (8 voxels at 2 mm); chosen by measured recall, see benchmarks/RESULTS.md."""
+DEFAULT_FINE_CELL_MM = 12.0
+"""Default fine cell edge in mm of version 2 (6 voxels at 2 mm); chosen by measured recall."""
+DEFAULT_FINE_WEIGHT = 1.0
 _SMOOTH = np.array([0.25, 0.5, 0.25], dtype=np.float64)
 
 
@@ -69,7 +85,9 @@ class FeatureSpec:
     core_weight : weight of the core part relative to the whole-tumour part.
     volume_weight : weight of the two ``ln(1 + n_voxels)`` coordinates.
     smooth : smooth the pooled occupancy with [1, 2, 1]/4 on the coarse grid.
-    version : :data:`FEATURE_VERSION` the spec was made with.
+    fine_cell_voxels : fine cell edge in voxels (version 2; 0 in version 1).
+    fine_weight : weight of the fine part relative to the coarse part (version 2).
+    version : one of :data:`FEATURE_VERSIONS`, the layout the vectors have.
     """
 
     grid_shape: tuple[int, int, int]
@@ -78,7 +96,9 @@ class FeatureSpec:
     core_weight: float = 1.0
     volume_weight: float = 0.1
     smooth: bool = True
-    version: int = FEATURE_VERSION
+    fine_cell_voxels: int = 0
+    fine_weight: float = DEFAULT_FINE_WEIGHT
+    version: int = 1
 
     def __post_init__(self) -> None:
         shape = tuple(int(s) for s in self.grid_shape)
@@ -90,20 +110,40 @@ class FeatureSpec:
         if int(self.cell_voxels) < 1:
             raise InputError(f"cell_voxels must be >= 1, got {self.cell_voxels!r}")
         object.__setattr__(self, "cell_voxels", int(self.cell_voxels))
-        if self.version != FEATURE_VERSION:
+        object.__setattr__(self, "fine_cell_voxels", int(self.fine_cell_voxels))
+        if self.version not in FEATURE_VERSIONS:
             raise InputError(
-                f"feature spec version {self.version} is not supported (this gliofit writes "
-                f"version {FEATURE_VERSION}); rebuild the index with `gliofit db index`"
+                f"feature spec version {self.version} is not supported (this gliofit reads versions "
+                f"{', '.join(map(str, FEATURE_VERSIONS))}); upgrade gliofit"
             )
+        if (self.version >= 2) != (self.fine_cell_voxels >= 1):
+            raise InputError(f"feature spec version {self.version} with fine_cell_voxels {self.fine_cell_voxels}: "
+                             "version 2 needs fine cells >= 1 voxel, version 1 none")
 
     @classmethod
     def for_grid(cls, grid_shape: tuple[int, int, int], spacing_mm: float, *,
-                 cell_mm: float = DEFAULT_CELL_MM) -> FeatureSpec:
-        """The default spec for a grid: cells of about ``cell_mm`` mm (at least one voxel)."""
+                 cell_mm: float = DEFAULT_CELL_MM, fine_cell_mm: float = DEFAULT_FINE_CELL_MM,
+                 version: int = FEATURE_VERSION) -> FeatureSpec:
+        """The default spec of ``version`` for a grid: cells of about ``cell_mm`` (and ``fine_cell_mm``) mm."""
         if not (math.isfinite(float(spacing_mm)) and float(spacing_mm) > 0):
             raise InputError(f"spacing_mm must be a positive number, got {spacing_mm!r}")
         cell = max(1, int(round(float(cell_mm) / float(spacing_mm))))
-        return cls(tuple(grid_shape), float(spacing_mm), cell)  # type: ignore[arg-type]
+        fine = max(1, int(round(float(fine_cell_mm) / float(spacing_mm)))) if version >= 2 else 0
+        return cls(tuple(grid_shape), float(spacing_mm), cell, fine_cell_voxels=fine,  # type: ignore[arg-type]
+                   version=version)
+
+    @property
+    def is_current(self) -> bool:
+        """Whether vectors of this spec have the layout new databases get (:data:`FEATURE_VERSION`)."""
+        return self.version == FEATURE_VERSION
+
+    def current(self) -> FeatureSpec:
+        """This grid's spec at :data:`FEATURE_VERSION` with the same coarse cells and weights."""
+        if self.is_current:
+            return self
+        fine = max(1, int(round(DEFAULT_FINE_CELL_MM / self.spacing_mm)))
+        return FeatureSpec(self.grid_shape, self.spacing_mm, self.cell_voxels, self.core_weight,
+                           self.volume_weight, self.smooth, fine, DEFAULT_FINE_WEIGHT, FEATURE_VERSION)
 
     @property
     def coarse_shape(self) -> tuple[int, int, int]:
@@ -112,13 +152,23 @@ class FeatureSpec:
         return tuple(-(-s // c) for s in self.grid_shape)  # type: ignore[return-value]
 
     @property
+    def fine_shape(self) -> tuple[int, int, int]:
+        """Number of fine cells along each axis ((0, 0, 0) in version 1)."""
+        c = self.fine_cell_voxels
+        return tuple(-(-s // c) if c else 0 for s in self.grid_shape)  # type: ignore[return-value]
+
+    @property
     def n_cells(self) -> int:
         return int(np.prod(self.coarse_shape))
 
     @property
+    def n_fine(self) -> int:
+        return int(np.prod(self.fine_shape))
+
+    @property
     def dim(self) -> int:
         """Length of a feature vector."""
-        return 2 * self.n_cells + 2
+        return 2 * self.n_cells + 2 * self.n_fine + 2
 
     def to_dict(self) -> dict:
         """JSON-ready form for the database manifest (inverse of :meth:`from_dict`)."""
@@ -133,22 +183,23 @@ class FeatureSpec:
             return cls(grid_shape=tuple(d["grid_shape"]), spacing_mm=float(d["spacing_mm"]),
                        cell_voxels=int(d["cell_voxels"]), core_weight=float(d["core_weight"]),
                        volume_weight=float(d["volume_weight"]), smooth=bool(d["smooth"]),
-                       version=int(d["version"]))
+                       fine_cell_voxels=int(d.get("fine_cell_voxels", 0)),
+                       fine_weight=float(d.get("fine_weight", DEFAULT_FINE_WEIGHT)), version=int(d["version"]))
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, InputError):
                 raise
             raise InputError(f"malformed feature spec {d!r}: {exc}") from None
 
 
-def _pooled(spec: FeatureSpec, crop: np.ndarray, offset: tuple[int, int, int]) -> np.ndarray:
-    """(n_cells,) float64 voxel counts of ``crop`` per coarse cell, smoothed if ``spec.smooth``.
+def _pooled(crop: np.ndarray, offset: tuple[int, int, int], c: int, shape: tuple[int, int, int],
+            smooth: bool) -> np.ndarray:
+    """(prod(shape),) float64 voxel counts of ``crop`` per cell of ``c`` voxels a side, smoothed if ``smooth``.
 
     The crop is summed cell by cell with ``np.add.reduceat`` along each axis (cost
     O(crop voxels), no full-grid array); smoothing runs on the small patch of
     touched cells plus one cell each way, and whatever spills past the coarse
     grid is dropped (zero boundaries).
     """
-    c = spec.cell_voxels
     patch = crop.view(np.uint8)
     first = []
     for axis, (o, s) in enumerate(zip(offset, crop.shape)):
@@ -157,7 +208,7 @@ def _pooled(spec: FeatureSpec, crop: np.ndarray, offset: tuple[int, int, int]) -
         patch = np.add.reduceat(patch, starts, axis=axis, dtype=np.int32)
         first.append(o // c)
     counts = patch.astype(np.float64)
-    if spec.smooth and counts.size:
+    if smooth and counts.size:
         padded = np.zeros([n + 2 for n in counts.shape])
         padded[1:-1, 1:-1, 1:-1] = counts
         counts = padded
@@ -170,9 +221,9 @@ def _pooled(spec: FeatureSpec, crop: np.ndarray, offset: tuple[int, int, int]) -
             out[tuple(hi)] += _SMOOTH[0] * counts[tuple(lo)]
             out[tuple(lo)] += _SMOOTH[2] * counts[tuple(hi)]
             counts = out
-    full = np.zeros(spec.coarse_shape, dtype=np.float64)
+    full = np.zeros(shape, dtype=np.float64)
     src, dst = [], []
-    for f, n, g in zip(first, counts.shape, spec.coarse_shape):
+    for f, n, g in zip(first, counts.shape, shape):
         lo_, hi_ = max(f, 0), min(f + n, g)
         dst.append(slice(lo_, hi_))
         src.append(slice(lo_ - f, hi_ - f))
@@ -224,13 +275,15 @@ def entry_features(spec: FeatureSpec, whole_tumor_crop: np.ndarray, core_crop: n
     core = _check_crop(spec, core_crop, "core_crop", off)  # type: ignore[arg-type]
     if wt.shape != core.shape:
         raise InputError(f"whole_tumor_crop {wt.shape} and core_crop {core.shape} differ in shape")
-    out = np.empty(spec.dim, dtype=np.float32)
-    n = spec.n_cells
-    out[:n] = _unit(_pooled(spec, wt, off))  # type: ignore[arg-type]
-    out[n:2 * n] = spec.core_weight * _unit(_pooled(spec, core, off))  # type: ignore[arg-type]
-    out[2 * n] = spec.volume_weight * math.log1p(int(np.count_nonzero(wt)))
-    out[2 * n + 1] = spec.volume_weight * math.log1p(int(np.count_nonzero(core)))
-    return out
+    parts = []
+    scales = [(spec.cell_voxels, spec.coarse_shape, spec.smooth, 1.0)]
+    if spec.fine_cell_voxels:
+        scales.append((spec.fine_cell_voxels, spec.fine_shape, False, spec.fine_weight))
+    for cell, shape, smooth, weight in scales:
+        parts.append(weight * _unit(_pooled(wt, off, cell, shape, smooth)))  # type: ignore[arg-type]
+        parts.append(weight * spec.core_weight * _unit(_pooled(core, off, cell, shape, smooth)))  # type: ignore[arg-type]
+    volumes = [spec.volume_weight * math.log1p(int(np.count_nonzero(m))) for m in (wt, core)]
+    return np.concatenate(parts + [np.asarray(volumes)]).astype(np.float32)
 
 
 def _bbox(mask: np.ndarray) -> tuple[tuple[int, ...], tuple[slice, ...]]:

@@ -26,7 +26,12 @@ def blob(rng: np.random.Generator, shape=GRID) -> tuple[np.ndarray, np.ndarray]:
 def test_spec_for_grid_round_trip_and_validation():
     spec = FeatureSpec.for_grid((77, 95, 82), 2.0)
     assert spec.cell_voxels == 8 and spec.coarse_shape == (10, 12, 11)
-    assert spec.dim == 2 * 10 * 12 * 11 + 2
+    assert spec.fine_cell_voxels == 6 and spec.fine_shape == (13, 16, 14)
+    assert spec.dim == 2 * 10 * 12 * 11 + 2 * 13 * 16 * 14 + 2
+    v1 = FeatureSpec.for_grid((77, 95, 82), 2.0, version=1)
+    assert v1.dim == 2 * 10 * 12 * 11 + 2 and v1.current() == spec
+    old = {k: v for k, v in v1.to_dict().items() if not k.startswith("fine")}   # as version 1 wrote it
+    assert FeatureSpec.from_dict(old) == v1
     assert FeatureSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
     assert FeatureSpec.for_grid(GRID, 6.0).cell_voxels == 3
     with pytest.raises(InputError, match="spacing_mm"):
