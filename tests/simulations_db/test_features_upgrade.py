@@ -7,7 +7,6 @@ import shutil
 from dataclasses import replace
 
 import numpy as np
-from dbhelpers import reference_db  # noqa: F401 - session fixture
 from typer.testing import CliRunner
 
 from gliofit.cli import app
@@ -50,7 +49,7 @@ def _nearest(db_dir) -> tuple[int, int]:
         db.close()
 
 
-def test_a_version_1_database_keeps_working_then_db_index_upgrades_it(reference_db, tmp_path):  # noqa: F811
+def test_a_version_1_database_keeps_working_then_db_index_upgrades_it(reference_db, tmp_path):
     db = tmp_path / "DB"
     old = _as_version_1(reference_db, db)
     assert FeatureSpec.from_dict(read_manifest(db).features) == old and old.version == 1 < FEATURE_VERSION
@@ -73,7 +72,7 @@ def test_a_version_1_database_keeps_working_then_db_index_upgrades_it(reference_
     assert np.array_equal(load_features(_engine(db, None))[1], feats)
 
 
-def test_version_2_features_hold_both_scales(reference_db):  # noqa: F811
+def test_version_2_features_hold_both_scales(reference_db):
     m = read_manifest(reference_db)
     spec = FeatureSpec.from_dict(m.features)
     assert spec.version == 2 and spec.fine_cell_voxels >= 1
