@@ -152,7 +152,8 @@ def rewrite_features(db_dir: str | Path, spec, *, database_url: str | None = Non
     from gliofit.simulations_db.features import entry_features
     from gliofit.simulations_db.store import VISIBLE_LEVEL, threshold_level
 
-    db = open_database(db_dir, database_url)
+    db = open_database(db_dir, database_url)                  # read-only: the arrays and entry ids
+    writer = _engine(db_dir, database_url)
     done = 0
     try:
         th = db.manifest.thresholds
@@ -172,12 +173,13 @@ def rewrite_features(db_dir: str | Path, spec, *, database_url: str | None = Non
                                                                       tuple(box[:3])), dtype="<f4").tobytes()}
                         for i, (box, crop) in zip(todo, read(todo))]
                 if rows:
-                    with db.engine.begin() as conn:
+                    with writer.begin() as conn:
                         conn.execute(stmt, rows)
                 done += len(rows)
                 bar.advance(task, len(chunk))
     finally:
         db.close()
+        writer.dispose()
     return done
 
 
