@@ -101,7 +101,11 @@ def index(
     from gliofit.simulations_db.reindex import rebuild_index
 
     read_manifest(db)
-    typer.echo(json.dumps(rebuild_index(db, kind, database_url=database_url, upgrade=True, progress=True)))
+    from gliofit.simulations_db.upgrade import upgrade_features
+
+    new = upgrade_features(db, database_url=database_url, progress=True)
+    typer.echo(json.dumps(rebuild_index(db, kind, database_url=database_url,
+                                        features=None if new is None else new.to_dict())))
 
 
 @db_app.command("migrate")

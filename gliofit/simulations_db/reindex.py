@@ -12,7 +12,7 @@ files are removed afterwards.
 
 A database whose manifest records features of an older version
 (:data:`~gliofit.simulations_db.features.FEATURE_VERSION`) is upgraded first
-(:func:`upgrade_features`): each entry's features are recomputed from its
+(:func:`~gliofit.simulations_db.upgrade.upgrade_features`, called by ``gliofit db index``): each entry's features are recomputed from its
 stored array and rewritten in SQL (rows already at the new length are skipped,
 so an interrupted upgrade resumes), the index is built from them, and the
 manifest records the new spec only once that index is committed; until then
@@ -27,13 +27,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import func, insert, select
 
 from gliofit.common.errors import InputError
 from gliofit.simulations_db.manifest import read_manifest, write_manifest
 from gliofit.simulations_db.schema import database_url_for, entries_t, index_versions_t, make_engine
 
-__all__ = ["rebuild_index", "upgrade_features", "rewrite_features", "latest_index", "index_is_current", "load_features",
+__all__ = ["rebuild_index", "latest_index", "index_is_current", "load_features",
            "iter_features", "file_sha256"]
 
 INDEX_DIR = "index"
@@ -119,79 +119,14 @@ def index_is_current(db_dir: str | Path, database_url: str | None = None) -> boo
     return row is not None and row["entries"] == n and (Path(db_dir) / row["path"]).is_file()
 
 
-UPGRADE_BATCH = 2_000
-"""Entries whose features are recomputed (and committed) at a time by :func:`upgrade_features`."""
-
-
-def upgrade_features(db_dir: str | Path, *, database_url: str | None = None, batch: int = UPGRADE_BATCH,
-                     progress: bool = False):
-    """Recompute the features of every entry with the current spec when the manifest's is older.
-
-    Returns the new :class:`~gliofit.simulations_db.features.FeatureSpec` (the manifest is NOT rewritten:
-    :func:`rebuild_index` records it once the index over the new features is committed), or None when the
-    features are current (or the database has no feature spec).
-    """
-    from gliofit.simulations_db.features import FeatureSpec
-
-    m = read_manifest(db_dir)
-    if not m.features or FeatureSpec.from_dict(m.features).is_current:
-        return None
-    new = FeatureSpec.from_dict(m.features).current()
-    rewrite_features(db_dir, new, database_url=database_url, batch=batch, progress=progress)
-    return new
-
-
-def rewrite_features(db_dir: str | Path, spec, *, database_url: str | None = None, batch: int = UPGRADE_BATCH,
-                     progress: bool = False) -> int:
-    """Store ``spec``'s features of every entry whose stored vector is not ``spec.dim`` long; returns how many.
-
-    Each entry's masks are read from its array (the database's thresholds), ``batch`` entries per transaction.
-    """
-    from gliofit.common.progress import progress_bar
-    from gliofit.simulations_db.database import open_database
-    from gliofit.simulations_db.features import entry_features
-    from gliofit.simulations_db.store import VISIBLE_LEVEL, threshold_level
-
-    db = open_database(db_dir, database_url)                  # read-only: the arrays and entry ids
-    writer = _engine(db_dir, database_url)
-    done = 0
-    try:
-        th = db.manifest.thresholds
-        levels = (threshold_level(th["edema"]), threshold_level(th["core"]))
-        read = db.read_visible if min(levels) >= VISIBLE_LEVEL else db.read_entries
-        ids = np.sort(db.entries["id"])
-        stmt = update(entries_t).where(entries_t.c.id == bindparam("eid")).values(features=bindparam("blob"))
-        with progress_bar(disable=not progress) as bar:
-            task = bar.add_task(f"features v{spec.version}", total=len(ids))
-            for s in range(0, len(ids), batch):
-                chunk = ids[s:s + batch]
-                with db.engine.connect() as conn:
-                    size = dict(conn.execute(select(entries_t.c.id, func.length(entries_t.c.features))
-                                             .where(entries_t.c.id.between(int(chunk[0]), int(chunk[-1])))).all())
-                todo = [int(i) for i in chunk if size.get(int(i)) != 4 * spec.dim]
-                rows = [{"eid": i, "blob": np.asarray(entry_features(spec, crop >= levels[0], crop >= levels[1],
-                                                                      tuple(box[:3])), dtype="<f4").tobytes()}
-                        for i, (box, crop) in zip(todo, read(todo))]
-                if rows:
-                    with writer.begin() as conn:
-                        conn.execute(stmt, rows)
-                done += len(rows)
-                bar.advance(task, len(chunk))
-    finally:
-        db.close()
-        writer.dispose()
-    return done
-
-
 def rebuild_index(db_dir: str | Path, kind: str = "auto", *, database_url: str | None = None, seed: int = 0,
-                  attempts: int = 3, batch: int = FEATURE_BATCH, upgrade: bool = False,
-                  progress: bool = False) -> dict:
+                  attempts: int = 3, batch: int = FEATURE_BATCH, features: dict | None = None) -> dict:
     """Build the index over all entries, save it, record it; returns ``{"kind", "entries", "version", "path",
     "features_version"}``.
 
     Features are streamed (module docstring): a seeded sample trains the index, then ``batch`` rows at
-    a time are added. With ``upgrade`` (``gliofit db index``), features of an older version are recomputed
-    first (:func:`upgrade_features`); without it the index is built from the features as stored.
+    a time are added. ``features``: a feature spec (``FeatureSpec.to_dict()``) to record in the manifest
+    once the index is committed (after :func:`~gliofit.simulations_db.upgrade.upgrade_features`).
     """
     from dataclasses import replace
 
@@ -201,14 +136,13 @@ def rebuild_index(db_dir: str | Path, kind: str = "auto", *, database_url: str |
     if kind not in KINDS:
         raise InputError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
     db_dir = Path(db_dir)
-    upgraded = upgrade_features(db_dir, database_url=database_url, progress=progress) if upgrade else None
     engine = _engine(db_dir, database_url)
     (db_dir / INDEX_DIR).mkdir(exist_ok=True)
     for _ in range(attempts):
         ids = _entry_ids(engine)
         if len(ids) == 0:
-            if upgraded is not None:
-                write_manifest(db_dir, replace(read_manifest(db_dir), features=upgraded.to_dict()))
+            if features is not None:
+                write_manifest(db_dir, replace(read_manifest(db_dir), features=features))
             return {"kind": None, "entries": 0, "version": None, "path": None}
         sample = ids[np.random.default_rng(seed).permutation(len(ids))[:TRAIN_SAMPLE]]
         index = train_index(_features_of(engine, sample), kind, len(ids), seed)
@@ -225,8 +159,8 @@ def rebuild_index(db_dir: str | Path, kind: str = "auto", *, database_url: str |
             conn.execute(insert(index_versions_t).values(
                 version=version, kind=index.kind, entries=index.ntotal, path=rel,
                 checksum=file_sha256(db_dir / rel), created_at=time.time()))
-        if upgraded is not None:
-            write_manifest(db_dir, replace(read_manifest(db_dir), features=upgraded.to_dict()))
+        if features is not None:
+            write_manifest(db_dir, replace(read_manifest(db_dir), features=features))
         _remove_older(db_dir, version)
         spec = read_manifest(db_dir).features
         return {"kind": index.kind, "entries": index.ntotal, "version": version, "path": rel,

@@ -13,7 +13,8 @@ from gliofit.cli import app
 from gliofit.simulations_db.database import open_database
 from gliofit.simulations_db.features import FEATURE_VERSION, FeatureSpec, entry_features, query_features
 from gliofit.simulations_db.manifest import read_manifest
-from gliofit.simulations_db.reindex import _engine, load_features, rebuild_index, rewrite_features
+from gliofit.simulations_db.reindex import _engine, load_features, rebuild_index
+from gliofit.simulations_db.upgrade import rewrite_features
 from gliofit.simulations_db.store import threshold_level
 from gliofit.simulations_db.verify import verify_database
 
