@@ -34,10 +34,10 @@ dicom3tools:
 	@command -v dciodvfy >/dev/null || apt-get install -y -qq dicom3tools >/dev/null 2>&1 || echo "dicom3tools not installed: the dciodvfy test will skip"
 
 # The tests, and the examples in the package's docstrings (doctests).
-test: lint typecheck dicom3tools
+test: lint format-check typecheck dicom3tools
 	$(BIN)/python -m pytest -n auto --doctest-modules tests gliofit
 
-test-fast: lint typecheck dicom3tools
+test-fast: lint format-check typecheck dicom3tools
 	$(BIN)/python -m pytest -n auto -m "not slow" --doctest-modules tests gliofit
 
 bench: $(STAMP)

@@ -17,8 +17,14 @@ def benchmark_database(db: str | None, quick: bool, tmp: Path) -> Path:
         return Path(db)
     if quick:
         path = tmp / "DB"
-        build_database(path, QUICK_SIMULATIONS, resolution_mm=QUICK_RESOLUTION_MM, seed=0,
-                       snapshots=SnapshotRule(count=6), progress=False)
+        build_database(
+            path,
+            QUICK_SIMULATIONS,
+            resolution_mm=QUICK_RESOLUTION_MM,
+            seed=0,
+            snapshots=SnapshotRule(count=6),
+            progress=False,
+        )
         return path
     from gliofit.pipelines.demo import demo_database
 

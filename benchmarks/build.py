@@ -61,11 +61,15 @@ def interleaved_rates(root: Path, n: int, rounds: int, resolution_mm: float, wor
     seconds = {"one_by_one": 0.0, "batched": 0.0}
     for r in range(1, rounds + 1):
         target = round(n * r / rounds)
-        seconds["one_by_one"] += _timed_build(root / "one_by_one", target, resolution_mm, workers=workers,
-                                              solver=ONE_BY_ONE)
+        seconds["one_by_one"] += _timed_build(
+            root / "one_by_one", target, resolution_mm, workers=workers, solver=ONE_BY_ONE
+        )
         seconds["batched"] += _timed_build(root / "batched", target, resolution_mm, workers=workers)
-        print(f"round {r}/{rounds}: {target} simulations, one by one {seconds['one_by_one']:.1f} s, "
-              f"batched {seconds['batched']:.1f} s", flush=True)
+        print(
+            f"round {r}/{rounds}: {target} simulations, one by one {seconds['one_by_one']:.1f} s, "
+            f"batched {seconds['batched']:.1f} s",
+            flush=True,
+        )
     out = {f"{k}_seconds": v for k, v in seconds.items()}
     out |= {f"{k}_simulations_per_hour": 3600.0 * n / v for k, v in seconds.items()}
     out["speedup"] = seconds["one_by_one"] / seconds["batched"]
@@ -93,17 +97,26 @@ def solver_cpu_seconds(db: Path, n: int, batch: int = 8) -> dict:
         idx = list(range(start, min(n, start + batch)))
         c0 = time.process_time()
         for i in idx:
-            simulate(grid, [p["D_mm2_per_day"][i]], [p["rho_per_day"][i]], [p["origin_mm"][i]], [times[i]],
-                     config=SolverConfig(**ONE_BY_ONE))
+            simulate(
+                grid,
+                [p["D_mm2_per_day"][i]],
+                [p["rho_per_day"][i]],
+                [p["origin_mm"][i]],
+                [times[i]],
+                config=SolverConfig(**ONE_BY_ONE),
+            )
         c1 = time.process_time()
         k = max(len(times[i]) for i in idx)
         padded = np.array([np.concatenate([times[i], np.full(k - len(times[i]), times[i][-1])]) for i in idx])
         simulate(grid, p["D_mm2_per_day"][idx], p["rho_per_day"][idx], p["origin_mm"][idx], padded)
         cpu["one_by_one"] += c1 - c0
         cpu["batched"] += time.process_time() - c1
-    return {"solver_cpu_s_per_simulation_one_by_one": cpu["one_by_one"] / n,
-            "solver_cpu_s_per_simulation_batched": cpu["batched"] / n,
-            "solver_cpu_speedup": cpu["one_by_one"] / cpu["batched"], "solver_cpu_simulations": n}
+    return {
+        "solver_cpu_s_per_simulation_one_by_one": cpu["one_by_one"] / n,
+        "solver_cpu_s_per_simulation_batched": cpu["batched"] / n,
+        "solver_cpu_speedup": cpu["one_by_one"] / cpu["batched"],
+        "solver_cpu_simulations": n,
+    }
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -157,11 +170,16 @@ def _warm(client) -> None:
 def dask_seconds(root: Path, n: int, resolution_mm: float, n_workers: int) -> float:
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         _warm(client)
-        return _timed_build(root / f"dask{n_workers}", n, resolution_mm, scheduler=cluster.scheduler_address,
-                            batch_size=1)
+        return _timed_build(
+            root / f"dask{n_workers}", n, resolution_mm, scheduler=cluster.scheduler_address, batch_size=1
+        )
 
 
 def read_ms(db_dir: Path, n_read: int = 1000, repeats: int = 5) -> dict:
@@ -171,7 +189,7 @@ def read_ms(db_dir: Path, n_read: int = 1000, repeats: int = 5) -> dict:
     pick = np.random.default_rng(0).choice(ids, size=n_read, replace=len(ids) < n_read)
     out = {}
     for name, read in (("read_1000_visible_ms", db.read_visible), ("read_1000_full_ms", db.read_entries)):
-        read(pick)                                                # warm: maps open, pages cached
+        read(pick)  # warm: maps open, pages cached
         wall, cpu = [], []
         for _ in range(repeats):
             t0, c0 = time.perf_counter(), time.process_time()
@@ -180,7 +198,9 @@ def read_ms(db_dir: Path, n_read: int = 1000, repeats: int = 5) -> dict:
             cpu.append(1000 * (time.process_time() - c0))
         out[name] = float(np.median(wall))
         out[name.replace("_ms", "_cpu_ms")] = float(np.median(cpu))
-        out[name.replace("read_1000_", "mean_crop_voxels_").replace("_ms", "")] = float(np.mean([c.size for _, c in crops]))
+        out[name.replace("read_1000_", "mean_crop_voxels_").replace("_ms", "")] = float(
+            np.mean([c.size for _, c in crops])
+        )
     info = db.info()
     db.close()
     return out | {"distinct_entries": int(len(ids)), "bytes_per_entry": info["array_bytes"] / max(info["entries"], 1)}
@@ -192,43 +212,68 @@ def main() -> None:
     ap.add_argument("--simulations", type=int, default=None)
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 2, quick 1)")
     ap.add_argument("--resolution", type=float, default=2.0)
-    ap.add_argument("--dice-simulations", type=int, default=None, help="simulations of the Dice set (default 4, quick 2)")
+    ap.add_argument(
+        "--dice-simulations", type=int, default=None, help="simulations of the Dice set (default 4, quick 2)"
+    )
     ap.add_argument("--dask", action="store_true", help="also time a Dask LocalCluster with 1 and 2 workers")
-    ap.add_argument("--dask-resolution", type=float, default=None, help="grid of the Dask comparison (default: --resolution)")
+    ap.add_argument(
+        "--dask-resolution", type=float, default=None, help="grid of the Dask comparison (default: --resolution)"
+    )
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args()
     n = args.simulations or (8 if args.quick else 32)
     rounds = args.rounds or (1 if args.quick else 2)
     n_dice = args.dice_simulations or (2 if args.quick else 4)
-    out: dict = {"resolution_mm": args.resolution, "simulations": n, "rounds": rounds, "workers": args.workers,
-                 "cpus": os.cpu_count(), "load_average_start": os.getloadavg()[0]}
+    out: dict = {
+        "resolution_mm": args.resolution,
+        "simulations": n,
+        "rounds": rounds,
+        "workers": args.workers,
+        "cpus": os.cpu_count(),
+        "load_average_start": os.getloadavg()[0],
+    }
     _compile_kernels()
     with tempfile.TemporaryDirectory(prefix="gliofit-bench-build-") as tmp:
         root = Path(tmp)
         out.update(interleaved_rates(root, n, rounds, args.resolution, args.workers))
         out["load_average_end"] = os.getloadavg()[0]
-        print(f"local pool x{args.workers} at {args.resolution} mm, {n} simulations: one by one "
-              f"{out['one_by_one_simulations_per_hour']:.0f}/h, batched {out['batched_simulations_per_hour']:.0f}/h, "
-              f"speed-up {out['speedup']:.2f}x (load average {out['load_average_start']:.1f} -> "
-              f"{out['load_average_end']:.1f})", flush=True)
+        print(
+            f"local pool x{args.workers} at {args.resolution} mm, {n} simulations: one by one "
+            f"{out['one_by_one_simulations_per_hour']:.0f}/h, batched {out['batched_simulations_per_hour']:.0f}/h, "
+            f"speed-up {out['speedup']:.2f}x (load average {out['load_average_start']:.1f} -> "
+            f"{out['load_average_end']:.1f})",
+            flush=True,
+        )
         out.update(solver_cpu_seconds(root / "batched", n))
-        print(f"solver alone, CPU seconds per simulation (one thread): one by one "
-              f"{out['solver_cpu_s_per_simulation_one_by_one']:.2f}, batched "
-              f"{out['solver_cpu_s_per_simulation_batched']:.2f}, speed-up {out['solver_cpu_speedup']:.2f}x",
-              flush=True)
+        print(
+            f"solver alone, CPU seconds per simulation (one thread): one by one "
+            f"{out['solver_cpu_s_per_simulation_one_by_one']:.2f}, batched "
+            f"{out['solver_cpu_s_per_simulation_batched']:.2f}, speed-up {out['solver_cpu_speedup']:.2f}x",
+            flush=True,
+        )
         out.update(dice_against_euler(root / "batched", n_dice))
-        print("Dice vs Euler (mean, min) whole tumour / core: one by one "
-              f"{out['dice_mean_one_by_one_0.25']:.4f}/{out['dice_mean_one_by_one_0.675']:.4f}, batched "
-              f"{out['dice_mean_batched_0.25']:.4f}/{out['dice_mean_batched_0.675']:.4f}", flush=True)
+        print(
+            "Dice vs Euler (mean, min) whole tumour / core: one by one "
+            f"{out['dice_mean_one_by_one_0.25']:.4f}/{out['dice_mean_one_by_one_0.675']:.4f}, batched "
+            f"{out['dice_mean_batched_0.25']:.4f}/{out['dice_mean_batched_0.675']:.4f}",
+            flush=True,
+        )
         out.update(read_ms(root / "batched"))
-        print(f"read 1000 entries warm: visible part {out['read_1000_visible_ms']:.1f} ms, whole crops "
-              f"{out['read_1000_full_ms']:.1f} ms", flush=True)
+        print(
+            f"read 1000 entries warm: visible part {out['read_1000_visible_ms']:.1f} ms, whole crops "
+            f"{out['read_1000_full_ms']:.1f} ms",
+            flush=True,
+        )
         if args.dask:
             dask_res = args.dask_resolution or args.resolution
             t1 = dask_seconds(root, n, dask_res, 1)
             t2 = dask_seconds(root, n, dask_res, 2)
-            out.update(dask_resolution_mm=dask_res, dask_1_worker_seconds=t1, dask_2_workers_seconds=t2,
-                       dask_speedup_1_to_2=t1 / t2)
+            out.update(
+                dask_resolution_mm=dask_res,
+                dask_1_worker_seconds=t1,
+                dask_2_workers_seconds=t2,
+                dask_speedup_1_to_2=t1 / t2,
+            )
             print(f"dask at {dask_res} mm: 1 worker {t1:.1f} s, 2 workers {t2:.1f} s, speed-up {t1 / t2:.2f}x")
     print("BENCH " + json.dumps(out))
 

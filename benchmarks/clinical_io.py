@@ -71,8 +71,14 @@ def main() -> None:
     from gliofit.growth.atlas import load_atlas
     from gliofit.pipelines.dicom_import import import_dicom
     from gliofit.pipelines.dicom_phantom import write_dicom_study
-    from gliofit.pipelines.dicom_rt import (Structure, load_reference, on_reference, read_rtstruct, write_rtstruct,
-                                            write_seg)
+    from gliofit.pipelines.dicom_rt import (
+        Structure,
+        load_reference,
+        on_reference,
+        read_rtstruct,
+        write_rtstruct,
+        write_seg,
+    )
     from gliofit.pipelines.preprocess import preprocess
     from gliofit.segmentation.phantoms import make_phantoms
 
@@ -80,8 +86,9 @@ def main() -> None:
     atlas = load_atlas()
     root = Path(tempfile.mkdtemp(prefix="gliofit-clinical-"))
     try:
-        case = make_phantoms(root / "C", 1, seed=args.seed, resolution_mm=phantom_mm, atlas=atlas,
-                             sim_resolution_mm=max(phantom_mm, 2.0))[0]
+        case = make_phantoms(
+            root / "C", 1, seed=args.seed, resolution_mm=phantom_mm, atlas=atlas, sim_resolution_mm=max(phantom_mm, 2.0)
+        )[0]
         study = write_dicom_study(case, root / "S", seed=args.seed, pixel_scale=scale)
 
         t = time.perf_counter()
@@ -114,38 +121,54 @@ def main() -> None:
         wt = lab > 0
         density = ndimage.gaussian_filter(wt.astype(np.float32), 3.0 / pre_mm)
         dist = ndimage.distance_transform_edt(~np.isin(lab, (1, 3)), sampling=pre_mm)
-        structures = [Structure("Target standard", (dist <= 15.0).astype(np.float32) * (mask > 0), grid, kind="CTV"),
-                      Structure("Whole tumour", wt.astype(np.float32), grid, kind="GTV"),
-                      Structure("Enhancing", (lab == 3).astype(np.float32), grid, kind="GTV"),
-                      Structure("Necrosis", (lab == 1).astype(np.float32), grid, kind="GTV")]
+        structures = [
+            Structure("Target standard", (dist <= 15.0).astype(np.float32) * (mask > 0), grid, kind="CTV"),
+            Structure("Whole tumour", wt.astype(np.float32), grid, kind="GTV"),
+            Structure("Enhancing", (lab == 3).astype(np.float32), grid, kind="GTV"),
+            Structure("Necrosis", (lab == 1).astype(np.float32), grid, kind="GTV"),
+        ]
         structures += [Structure(f"Density {p}%", density, grid, level=p / 100) for p in (1, 10, 30)]
         t = time.perf_counter()
         ref = load_reference(study.series["t1c"])
         write_rtstruct(structures, ref, root / "rtstruct.dcm")
-        write_seg({s.name: s for s in structures[2:4]}, sorted(study.series["t1c"].glob("*.dcm")), ref,
-                  root / "seg.dcm")
+        write_seg(
+            {s.name: s for s in structures[2:4]}, sorted(study.series["t1c"].glob("*.dcm")), ref, root / "seg.dcm"
+        )
         t_rt = time.perf_counter() - t
         back = read_rtstruct(root / "rtstruct.dcm", ref)
         rt_dice = {s.name: _dice(back[s.name], on_reference(s, ref)) for s in structures}
-        rt_dice = {k: round(v, 4) for k, v in rt_dice.items() if v is not None}      # empty structures left out
+        rt_dice = {k: round(v, 4) for k, v in rt_dice.items() if v is not None}  # empty structures left out
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
-    out = {"quick": args.quick, "threads": args.threads, "phantom_mm": phantom_mm, "dicom_pixel_scale": scale,
-           "preprocess_mm": pre_mm,
-           "import_s": round(t_import, 2), "baseline_sitk_only_import_s": round(t_base_import, 2),
-           "import_ratio": round(t_import / max(t_base_import, 1e-9), 2),
-           "preprocess_s": round(t_pre, 2), "baseline_no_n4_preprocess_s": round(t_base_pre, 2),
-           "preprocess_ratio": round(t_pre / max(t_base_pre, 1e-9), 2),
-           "import_plus_preprocess_s": round(t_import + t_pre, 2),
-           "import_plus_preprocess_cpu_s": round(c_import + c_pre, 2),
-           "load_average_1min": round(os.getloadavg()[0], 1), "target_import_plus_preprocess_s": 60.0,
-           "brain_dice": round(brain_dice, 4), "target_brain_dice": 0.95,
-           "coregistration_error_mm": coreg, "target_coregistration_mm": 1.0,
-           "rtstruct_seg_export_s": round(t_rt, 2), "rtstruct_roundtrip_dice": rt_dice,
-           "rtstruct_roundtrip_dice_min": min(rt_dice.values()), "target_roundtrip_dice": 0.95,
-           "steps_s": {f"{s['step']} {s.get('modality', '')}".strip(): s["seconds"] for s in rec["steps"]
-                       if "seconds" in s}}
+    out = {
+        "quick": args.quick,
+        "threads": args.threads,
+        "phantom_mm": phantom_mm,
+        "dicom_pixel_scale": scale,
+        "preprocess_mm": pre_mm,
+        "import_s": round(t_import, 2),
+        "baseline_sitk_only_import_s": round(t_base_import, 2),
+        "import_ratio": round(t_import / max(t_base_import, 1e-9), 2),
+        "preprocess_s": round(t_pre, 2),
+        "baseline_no_n4_preprocess_s": round(t_base_pre, 2),
+        "preprocess_ratio": round(t_pre / max(t_base_pre, 1e-9), 2),
+        "import_plus_preprocess_s": round(t_import + t_pre, 2),
+        "import_plus_preprocess_cpu_s": round(c_import + c_pre, 2),
+        "load_average_1min": round(os.getloadavg()[0], 1),
+        "target_import_plus_preprocess_s": 60.0,
+        "brain_dice": round(brain_dice, 4),
+        "target_brain_dice": 0.95,
+        "coregistration_error_mm": coreg,
+        "target_coregistration_mm": 1.0,
+        "rtstruct_seg_export_s": round(t_rt, 2),
+        "rtstruct_roundtrip_dice": rt_dice,
+        "rtstruct_roundtrip_dice_min": min(rt_dice.values()),
+        "target_roundtrip_dice": 0.95,
+        "steps_s": {
+            f"{s['step']} {s.get('modality', '')}".strip(): s["seconds"] for s in rec["steps"] if "seconds" in s
+        },
+    }
     print(json.dumps(out, indent=2))
     print("BENCH " + json.dumps(out))
 

@@ -39,8 +39,12 @@ def _timed(label: str, cohort: Path, db: Path, out: Path, registration: str, **k
     seconds = time.perf_counter() - t0
     per_hour = summary["ok"] / seconds * 3600.0
     print(f"{label:28s} {seconds:7.1f} s  {per_hour:7.1f} patients/h  ok {summary['ok']} failed {summary['failed']}")
-    return {"seconds": round(seconds, 2), "patients_per_hour": round(per_hour, 1), "ok": summary["ok"],
-            "failed": summary["failed"]}
+    return {
+        "seconds": round(seconds, 2),
+        "patients_per_hour": round(per_hour, 1),
+        "ok": summary["ok"],
+        "failed": summary["failed"],
+    }
 
 
 def main() -> None:
@@ -59,26 +63,52 @@ def main() -> None:
         db = benchmark_database(args.db, args.quick, tmp)
         make_phantoms(tmp / "COHORT", n, seed=21, resolution_mm=mm, atlas=atlas, sim_resolution_mm=mm)
         print(f"{n} phantom patients at {mm:g} mm, database {db}, registration {args.registration}")
-        runs = {"local_1": _timed("1 local worker (baseline)", tmp / "COHORT", db, tmp / "L1", args.registration,
-                                  workers=1),
-                "local_2": _timed("2 local processes", tmp / "COHORT", db, tmp / "L2", args.registration,
-                                  workers=2)}
+        runs = {
+            "local_1": _timed(
+                "1 local worker (baseline)", tmp / "COHORT", db, tmp / "L1", args.registration, workers=1
+            ),
+            "local_2": _timed("2 local processes", tmp / "COHORT", db, tmp / "L2", args.registration, workers=2),
+        }
         from distributed import LocalCluster
 
-        with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", processes=True,
-                          dashboard_address=None) as cluster:
-            runs["dask_2"] = _timed("Dask LocalCluster, 2 workers", tmp / "COHORT", db, tmp / "D2",
-                                    args.registration, scheduler=cluster.scheduler_address)
+        with LocalCluster(
+            n_workers=2, threads_per_worker=1, host="127.0.0.1", processes=True, dashboard_address=None
+        ) as cluster:
+            runs["dask_2"] = _timed(
+                "Dask LocalCluster, 2 workers",
+                tmp / "COHORT",
+                db,
+                tmp / "D2",
+                args.registration,
+                scheduler=cluster.scheduler_address,
+            )
         ref = _rows(tmp / "L1")
-        agree = all(_rows(tmp / name)[p][k] == ref[p][k] for name in ("L2", "D2") for p in ref
-                    for k in ("status", "mu_D_mm", "mu_rho", "origin_x_mm"))
+        agree = all(
+            _rows(tmp / name)[p][k] == ref[p][k]
+            for name in ("L2", "D2")
+            for p in ref
+            for k in ("status", "mu_D_mm", "mu_rho", "origin_x_mm")
+        )
     base = runs["local_1"]["seconds"]
     speedup = {k: round(base / v["seconds"], 2) for k, v in runs.items()}
-    print(f"speed-up over 1 worker: 2 local {speedup['local_2']:.2f}x, Dask 2 workers {speedup['dask_2']:.2f}x; "
-          f"results agree: {agree}")
-    print("BENCH " + json.dumps({"quick": args.quick, "patients": n, "resolution_mm": mm,
-                                 "registration": args.registration, "runs": runs, "speedup_vs_1_worker": speedup,
-                                 "results_agree": agree}))
+    print(
+        f"speed-up over 1 worker: 2 local {speedup['local_2']:.2f}x, Dask 2 workers {speedup['dask_2']:.2f}x; "
+        f"results agree: {agree}"
+    )
+    print(
+        "BENCH "
+        + json.dumps(
+            {
+                "quick": args.quick,
+                "patients": n,
+                "resolution_mm": mm,
+                "registration": args.registration,
+                "runs": runs,
+                "speedup_vs_1_worker": speedup,
+                "results_agree": agree,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

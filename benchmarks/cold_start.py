@@ -58,7 +58,7 @@ def grow_synthetic(src: Path, dst: Path, n_entries: int, seed: int = 0) -> int:
         copies.append(r)
     with engine.begin() as conn:
         for i in range(0, len(copies), 5000):
-            conn.execute(insert(entries_t), copies[i:i + 5000])
+            conn.execute(insert(entries_t), copies[i : i + 5000])
     engine.dispose()
     rebuild_index(dst, "auto")
     return n_entries
@@ -86,9 +86,12 @@ def run_infer(db: Path, seg: Path, out: Path, cache_dir: Path) -> dict:
     if out.exists():
         shutil.rmtree(out)
     t0 = time.perf_counter()
-    r = subprocess.run([GLIOFIT, "infer", "--db", str(db), "--seg", str(seg), "--in-atlas-space", "--no-refine",
-                        "-o", str(out)],
-                       capture_output=True, text=True, env=env)
+    r = subprocess.run(
+        [GLIOFIT, "infer", "--db", str(db), "--seg", str(seg), "--in-atlas-space", "--no-refine", "-o", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     wall = time.perf_counter() - t0
     if r.returncode != 0:
         raise RuntimeError(f"gliofit infer failed ({r.returncode}): {r.stderr[-2000:]}")
@@ -98,8 +101,10 @@ def run_infer(db: Path, seg: Path, out: Path, cache_dir: Path) -> dict:
 
 def import_seconds() -> float:
     """Seconds to import what ``gliofit infer`` imports before it starts work (a fresh interpreter)."""
-    code = ("import time; t=time.perf_counter(); import gliofit.cli, gliofit.inverse.api, "
-            "gliofit.simulations_db.database; print(time.perf_counter()-t)")
+    code = (
+        "import time; t=time.perf_counter(); import gliofit.cli, gliofit.inverse.api, "
+        "gliofit.simulations_db.database; print(time.perf_counter()-t)"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(r.stdout.strip())
 
@@ -128,24 +133,29 @@ def main() -> None:
             out["database"] = str(db)
         seg = query_segmentation(db, root / "seg.nii.gz")
         warm_cache, empty_cache = root / "cache-warm", root / "cache-empty"
-        run_infer(db, seg, root / "prime", warm_cache)                 # fills the warm cache once
+        run_infer(db, seg, root / "prime", warm_cache)  # fills the warm cache once
         runs: dict[str, list] = {"cached": [], "uncached": []}
         for i in range(repeats):
             runs["cached"].append(run_infer(db, seg, root / "out-cached", warm_cache))
             shutil.rmtree(empty_cache, ignore_errors=True)
             runs["uncached"].append(run_infer(db, seg, root / "out-uncached", empty_cache))
-            print(f"repeat {i + 1}/{repeats}: cached {runs['cached'][-1]['wall_s']:.2f} s, "
-                  f"uncached {runs['uncached'][-1]['wall_s']:.2f} s", flush=True)
+            print(
+                f"repeat {i + 1}/{repeats}: cached {runs['cached'][-1]['wall_s']:.2f} s, "
+                f"uncached {runs['uncached'][-1]['wall_s']:.2f} s",
+                flush=True,
+            )
         for kind, rs in runs.items():
             for key in rs[0]:
                 out[f"{kind}_{key}"] = float(np.median([r[key] for r in rs]))
         out["uncached_over_cached"] = out["uncached_wall_s"] / out["cached_wall_s"]
         out["import_s"] = float(np.median([import_seconds() for _ in range(repeats)]))
     out["load_average_end"] = os.getloadavg()[0]
-    print(f"gliofit infer --no-refine, {out['database']}: cached {out['cached_wall_s']:.2f} s wall "
-          f"(load {out.get('cached_load_s', 0):.2f}, query {out.get('cached_query_s', 0):.2f}), uncached "
-          f"{out['uncached_wall_s']:.2f} s; imports {out['import_s']:.2f} s; target <= 3 s "
-          f"(load average {out['load_average_start']:.1f} -> {out['load_average_end']:.1f})")
+    print(
+        f"gliofit infer --no-refine, {out['database']}: cached {out['cached_wall_s']:.2f} s wall "
+        f"(load {out.get('cached_load_s', 0):.2f}, query {out.get('cached_query_s', 0):.2f}), uncached "
+        f"{out['uncached_wall_s']:.2f} s; imports {out['import_s']:.2f} s; target <= 3 s "
+        f"(load average {out['load_average_start']:.1f} -> {out['load_average_end']:.1f})"
+    )
     print("BENCH " + json.dumps(out))
 
 

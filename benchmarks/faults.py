@@ -46,8 +46,20 @@ def _build(db: Path, n: int = N, workers: str = "2") -> float:
 
 
 def _cohort_args(cohort: Path, db: Path, out: Path, workers: int = 2) -> list[str]:
-    return [fh.GLIOFIT, "cohort", str(cohort), "--db", str(db), "--registration", "none", "--workers", str(workers),
-            "--no-progress", "-o", str(out)]
+    return [
+        fh.GLIOFIT,
+        "cohort",
+        str(cohort),
+        "--db",
+        str(db),
+        "--registration",
+        "none",
+        "--workers",
+        str(workers),
+        "--no-progress",
+        "-o",
+        str(out),
+    ]
 
 
 def _phantoms(root: Path, n: int, seed: int = 11) -> Path:
@@ -68,8 +80,12 @@ def _table(out: Path) -> dict[str, dict]:
 
 
 def _garbage_bytes(*roots: Path) -> int:
-    return sum(p.stat().st_size for root in roots for p in root.rglob("*")
-               if p.is_file() and any(m in p.name for m in fh.LEFTOVER_MARKS))
+    return sum(
+        p.stat().st_size
+        for root in roots
+        for p in root.rglob("*")
+        if p.is_file() and any(m in p.name for m in fh.LEFTOVER_MARKS)
+    )
 
 
 def build_storm(work: Path, ref_db: Path, build_kills: int) -> dict:
@@ -83,10 +99,16 @@ def build_storm(work: Path, ref_db: Path, build_kills: int) -> dict:
     r = fh.gliofit(*args[1:])
     build_s = time.perf_counter() - t0
     build_exact = r.returncode == 0 and fh.db_content(db) == fh.db_content(ref_db) and verify_database(db) == []
-    return {"injected": b.injected, "index_kills": b.index_kills, "finished_early": b.finished_early,
-            "leaked_processes": b.leaked_processes, "exact_after_resume": build_exact,
-            "survived": b.injected if build_exact else 0, "seconds": round(build_s, 1),
-            "garbage_bytes": _garbage_bytes(db)}
+    return {
+        "injected": b.injected,
+        "index_kills": b.index_kills,
+        "finished_early": b.finished_early,
+        "leaked_processes": b.leaked_processes,
+        "exact_after_resume": build_exact,
+        "survived": b.injected if build_exact else 0,
+        "seconds": round(build_s, 1),
+        "garbage_bytes": _garbage_bytes(db),
+    }
 
 
 def cohort_storm(work: Path, ref_db: Path, cohort: Path, cohort_kills: int) -> dict:
@@ -103,12 +125,20 @@ def cohort_storm(work: Path, ref_db: Path, cohort: Path, cohort_kills: int) -> d
     got, want = _table(out), _table(ref_out)
     lost = sorted(name for name, row in want.items() if got.get(name, {}).get("status") != "ok")
     differ = sorted(name for name, row in want.items() if got.get(name) != row)
-    return {"injected": c.injected, "worker_kills": c.worker_kills, "finished_early": c.finished_early,
-            "leaked_processes": c.leaked_processes, "patients": len(want), "patients_lost": len(lost),
-            "rows_differing_from_uninterrupted": len(differ),
-            "differing_columns": sorted({k for n in differ for k in want[n] if got.get(n, {}).get(k) != want[n][k]}),
-            "survived": c.injected if not lost and r.returncode == 0 else 0,
-            "seconds": round(cohort_s, 1), "uninterrupted_s": round(cohort_ref_s, 1), "garbage_bytes": _garbage_bytes(out)}
+    return {
+        "injected": c.injected,
+        "worker_kills": c.worker_kills,
+        "finished_early": c.finished_early,
+        "leaked_processes": c.leaked_processes,
+        "patients": len(want),
+        "patients_lost": len(lost),
+        "rows_differing_from_uninterrupted": len(differ),
+        "differing_columns": sorted({k for n in differ for k in want[n] if got.get(n, {}).get(k) != want[n][k]}),
+        "survived": c.injected if not lost and r.returncode == 0 else 0,
+        "seconds": round(cohort_s, 1),
+        "uninterrupted_s": round(cohort_ref_s, 1),
+        "garbage_bytes": _garbage_bytes(out),
+    }
 
 
 def full_disk(work: Path, ref_db: Path, seg: Path) -> dict:
@@ -119,13 +149,25 @@ def full_disk(work: Path, ref_db: Path, seg: Path) -> dict:
             with fh.small_filesystem(work / f"fs{size}", size) as fs:
                 r = fh.gliofit(*fh.build_args(fs / "DB", N, "--workers", "2")[1:])
                 out["runs"] += 1
-                out["exit2_one_line"] += r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "no space" in r.stderr
+                out["exit2_one_line"] += (
+                    r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "no space" in r.stderr
+                )
                 out["garbage_bytes"] += _garbage_bytes(fs)
                 fh.grow_filesystem(fs, "64m")
                 r = fh.gliofit(*fh.build_args(fs / "DB", N, "--workers", "2")[1:])
                 out["resumed_exact"] += r.returncode == 0 and fh.db_content(fs / "DB") == fh.db_content(ref_db)
         with fh.small_filesystem(work / "fs_infer", "64k") as fs:
-            r = fh.gliofit("infer", "--db", str(ref_db), "--seg", str(seg), "--in-atlas-space", "--no-refine", "-o", str(fs / "OUT"))
+            r = fh.gliofit(
+                "infer",
+                "--db",
+                str(ref_db),
+                "--seg",
+                str(seg),
+                "--in-atlas-space",
+                "--no-refine",
+                "-o",
+                str(fs / "OUT"),
+            )
             out["runs"] += 1
             out["exit2_one_line"] += r.returncode == 2 and "no space" in r.stderr
             out["garbage_bytes"] += fh.tree_bytes(fs)
@@ -142,10 +184,16 @@ def hostile_inputs(work: Path, ref_db: Path, cohort: Path) -> dict:
     from gliofit.simulations_db.database import open_database
 
     tried, refused, rows = 0, 0, []
-    for name, make in [("gzip_bomb", hostile.gzip_bomb), ("huge_header", hostile.huge_header),
-                       ("nan_affine", hostile.nan_affine), ("many_volumes", hostile.many_volumes)]:
+    for name, make in [
+        ("gzip_bomb", hostile.gzip_bomb),
+        ("huge_header", hostile.huge_header),
+        ("nan_affine", hostile.nan_affine),
+        ("many_volumes", hostile.many_volumes),
+    ]:
         seg = make(work / f"{name}.nii.gz")
-        r = fh.gliofit("infer", "--db", str(ref_db), "--seg", str(seg), "--in-atlas-space", "--no-refine", "-o", str(work / name))
+        r = fh.gliofit(
+            "infer", "--db", str(ref_db), "--seg", str(seg), "--in-atlas-space", "--no-refine", "-o", str(work / name)
+        )
         tried += 1
         ok = r.returncode == 2 and not (work / name).exists()
         refused += ok
@@ -178,8 +226,10 @@ def hostile_inputs(work: Path, ref_db: Path, cohort: Path) -> dict:
     refused_by_library("pickle_runs_code", lambda: read_checkpoint(ckpt))
     rows[-1] = (rows[-1][0], rows[-1][1] and not marker.exists())
     db = shutil.copytree(ref_db, work / "CRAFTED_DB")
-    for name, target in [("faiss_index", next((db / "index").glob("index-v*.faiss"))),
-                         ("array_shard", max((db / "arrays").iterdir(), key=lambda p: p.stat().st_size))]:
+    for name, target in [
+        ("faiss_index", next((db / "index").glob("index-v*.faiss"))),
+        ("array_shard", max((db / "arrays").iterdir(), key=lambda p: p.stat().st_size)),
+    ]:
         original = target.read_bytes()
         target.write_bytes(original[:64] + os.urandom(len(original) - 64))
 
@@ -190,6 +240,7 @@ def hostile_inputs(work: Path, ref_db: Path, cohort: Path) -> dict:
                 d.read_entries(d.entries["id"])
             finally:
                 d.close()
+
         refused_by_library(name, use)
         target.write_bytes(original)
     return {"tried": tried, "refused": sum(ok for _, ok in rows), "cases": dict(rows)}
@@ -207,7 +258,11 @@ def readers(work: Path, ref_db: Path, seg: Path, queries: int) -> dict:
             d = open_database(ro)
             try:
                 for _ in range(queries):
-                    served += 0.0 <= gliofit.infer(d, seg, in_atlas_space=True, top_k=20, refine=False).fit["dice_mean"] <= 1.0
+                    served += (
+                        0.0
+                        <= gliofit.infer(d, seg, in_atlas_space=True, top_k=20, refine=False).fit["dice_mean"]
+                        <= 1.0
+                    )
             finally:
                 d.close()
             out["read_only_queries_served"] = int(served)
@@ -218,8 +273,10 @@ def readers(work: Path, ref_db: Path, seg: Path, queries: int) -> dict:
     stop, reports = work / "stop", [work / f"reader{i}.json" for i in range(2)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     loop = Path(fh.__file__).with_name("reader_loop.py")
-    procs = [subprocess.Popen([sys.executable, str(loop), str(db), str(seg), str(stop), str(rep)], env=env)
-             for rep in reports]
+    procs = [
+        subprocess.Popen([sys.executable, str(loop), str(db), str(seg), str(stop), str(rep)], env=env)
+        for rep in reports
+    ]
     try:
         fh.gliofit(*fh.build_args(db, N + 10, "--workers", "1")[1:])
         for _ in range(4):
@@ -229,9 +286,13 @@ def readers(work: Path, ref_db: Path, seg: Path, queries: int) -> dict:
         for p in procs:
             p.wait()
     got = [json.loads(rep.read_text()) for rep in reports]
-    out.update({"concurrent_queries_served": sum(g["ok"] for g in got),
-                "reader_failures": sum(len(g["failures"]) for g in got),
-                "index_versions_seen": sorted(set().union(*(g["versions"] for g in got)))})
+    out.update(
+        {
+            "concurrent_queries_served": sum(g["ok"] for g in got),
+            "reader_failures": sum(len(g["failures"]) for g in got),
+            "index_versions_seen": sorted(set().union(*(g["versions"] for g in got))),
+        }
+    )
     return out
 
 
@@ -253,8 +314,14 @@ def soak(work: Path, ref_db: Path, patients: int) -> dict:
     """A cohort of ``patients`` phantoms with 2 workers; worker RSS sampled as each patient finishes."""
     cohort = _phantoms(work / "SOAK", patients, seed=101)
     out = work / "SOAK_OUT"
-    proc = subprocess.Popen(_cohort_args(cohort, ref_db, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    proc = subprocess.Popen(
+        _cohort_args(cohort, ref_db, out),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
     samples, t_done, seen = [], [], 0
     t0 = time.perf_counter()
     while proc.poll() is None:
@@ -273,21 +340,32 @@ def soak(work: Path, ref_db: Path, patients: int) -> dict:
 
     def mean(xs):
         return sum(xs) / max(1, len(xs))
+
     rss_first, rss_last = mean([s[0] for s in first]), mean([s[0] for s in last])
     hwm_first, hwm_last = mean([s[1] for s in first]), mean([s[1] for s in last])
-    return {"patients": patients, "ok": sum(r["status"] == "ok" for r in rows.values()), "exit": proc.returncode,
-            "seconds": round(seconds, 1), "patients_per_hour": round(len(rows) / seconds * 3600, 1),
-            "rss_mb_first10": round(rss_first / 1024, 1), "rss_mb_last10": round(rss_last / 1024, 1),
-            "rss_drift_pct": round(100 * (rss_last - rss_first) / max(rss_first, 1), 2),
-            "peak_rss_mb_first10": round(hwm_first / 1024, 1), "peak_rss_mb_last10": round(hwm_last / 1024, 1),
-            "peak_rss_drift_pct": round(100 * (hwm_last - hwm_first) / max(hwm_first, 1), 2)}
+    return {
+        "patients": patients,
+        "ok": sum(r["status"] == "ok" for r in rows.values()),
+        "exit": proc.returncode,
+        "seconds": round(seconds, 1),
+        "patients_per_hour": round(len(rows) / seconds * 3600, 1),
+        "rss_mb_first10": round(rss_first / 1024, 1),
+        "rss_mb_last10": round(rss_last / 1024, 1),
+        "rss_drift_pct": round(100 * (rss_last - rss_first) / max(rss_first, 1), 2),
+        "peak_rss_mb_first10": round(hwm_first / 1024, 1),
+        "peak_rss_mb_last10": round(hwm_last / 1024, 1),
+        "peak_rss_drift_pct": round(100 * (hwm_last - hwm_first) / max(hwm_first, 1), 2),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="6 build kills, 3 cohort kills, 20 soak patients")
-    parser.add_argument("--only", default="storm,disk,hostile,readers,soak",
-                        help="comma-separated sections (storm = buildstorm + cohortstorm)")
+    parser.add_argument(
+        "--only",
+        default="storm,disk,hostile,readers,soak",
+        help="comma-separated sections (storm = buildstorm + cohortstorm)",
+    )
     parser.add_argument("--soak-patients", type=int, default=None, help="soak cohort size (200; 20 with --quick)")
     args = parser.parse_args()
     sections = set(args.only.split(","))

@@ -40,11 +40,16 @@ def build_rate(resolution_mm: float, n: int, device: str, root: Path) -> dict:
     create_database(db, resolution_mm=resolution_mm)
     torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    report = build_database(db, n, progress=False, index_kind=None, device=device,
-                            workers=1 if device == "cuda" else None)
+    report = build_database(
+        db, n, progress=False, index_kind=None, device=device, workers=1 if device == "cuda" else None
+    )
     s = time.perf_counter() - t0
-    return {"simulations": report["simulations"], "seconds": s, "simulations_per_hour": 3600.0 * n / s,
-            "peak_gpu_mb": _peak_mb() if device == "cuda" else None}
+    return {
+        "simulations": report["simulations"],
+        "seconds": s,
+        "simulations_per_hour": 3600.0 * n / s,
+        "peak_gpu_mb": _peak_mb() if device == "cuda" else None,
+    }
 
 
 def one_simulation(resolution_mm: float, T_days: float) -> dict:
@@ -53,14 +58,18 @@ def one_simulation(resolution_mm: float, T_days: float) -> dict:
 
     grid = resample_atlas(load_atlas(), resolution_mm)
     origin = [-30.0, -10.0, 20.0]
-    simulate_one(grid, 0.2, 0.05, origin, 10.0, device="cuda")           # warm (kernels, compile)
+    simulate_one(grid, 0.2, 0.05, origin, 10.0, device="cuda")  # warm (kernels, compile)
     torch.cuda.reset_peak_memory_stats()
     _sync()
     t0 = time.perf_counter()
     u = simulate_one(grid, 0.5, 0.03, origin, T_days, device="cuda")
     _sync()
-    return {"seconds": time.perf_counter() - t0, "grid": list(grid.shape), "volume_cm3_u_ge_0.25":
-            float((u >= 0.25).sum() * grid.voxel_volume_mm3 / 1000), "peak_gpu_mb": _peak_mb()}
+    return {
+        "seconds": time.perf_counter() - t0,
+        "grid": list(grid.shape),
+        "volume_cm3_u_ge_0.25": float((u >= 0.25).sum() * grid.voxel_volume_mm3 / 1000),
+        "peak_gpu_mb": _peak_mb(),
+    }
 
 
 def stunet_inference(variant: str) -> dict:
@@ -70,7 +79,7 @@ def stunet_inference(variant: str) -> dict:
     torch.manual_seed(0)
     net = STUNet.from_variant(variant, in_channels=4, num_classes=3).cuda().eval()
     x = torch.randn(BRATS_SHAPE, dtype=torch.float32)
-    sliding_window_logits(net, x[:, :128, :128, :128], PATCH)          # warm
+    sliding_window_logits(net, x[:, :128, :128, :128], PATCH)  # warm
     torch.cuda.reset_peak_memory_stats()
     _sync()
     t0 = time.perf_counter()
@@ -80,8 +89,12 @@ def stunet_inference(variant: str) -> dict:
     tta = sliding_window_logits(net, x, PATCH, mirror_axes=(0, 1, 2))
     _sync()
     t2 = time.perf_counter()
-    return {"seconds_no_tta": t1 - t0, "seconds_tta": t2 - t1, "peak_gpu_mb": _peak_mb(),
-            "finite": bool(torch.isfinite(no_tta).all() and torch.isfinite(tta).all())}
+    return {
+        "seconds_no_tta": t1 - t0,
+        "seconds_tta": t2 - t1,
+        "peak_gpu_mb": _peak_mb(),
+        "finite": bool(torch.isfinite(no_tta).all() and torch.isfinite(tta).all()),
+    }
 
 
 def stunet_training_step(variant: str, batch: int = 2) -> dict:
@@ -135,10 +148,14 @@ def main() -> None:
             except Exception as exc:  # noqa: BLE001 - one failed figure must not hide the others
                 out[key] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
             print(f"{key}: {json.dumps(out[key])} ({time.perf_counter() - t0:.0f} s)", flush=True)
-    if isinstance(out.get("build_2mm_cpu"), dict) and "simulations_per_hour" in out["build_2mm_cpu"] \
-            and "simulations_per_hour" in out.get("build_2mm_cuda", {}):
-        out["build_2mm_cuda_over_cpu"] = (out["build_2mm_cuda"]["simulations_per_hour"]
-                                          / out["build_2mm_cpu"]["simulations_per_hour"])
+    if (
+        isinstance(out.get("build_2mm_cpu"), dict)
+        and "simulations_per_hour" in out["build_2mm_cpu"]
+        and "simulations_per_hour" in out.get("build_2mm_cuda", {})
+    ):
+        out["build_2mm_cuda_over_cpu"] = (
+            out["build_2mm_cuda"]["simulations_per_hour"] / out["build_2mm_cpu"]["simulations_per_hour"]
+        )
     out["peak_gpu_mb"] = torch.cuda.max_memory_reserved() / 2**20
     print("BENCH " + json.dumps(out))
 

@@ -101,18 +101,21 @@ class CropStore:
         self.file.flush()
         mm = np.memmap(self.path, np.uint8, "r", shape=(int(self.ptr[self.n]),))
         self.mm = mm.view(np.ndarray)  # plain ndarray slicing: no memmap subclass overhead
-        self._meta = [(tuple(map(int, s)), tuple(map(int, c[:3])), tuple(map(int, c[3:])), int(p))
-                      for s, c, p in zip(self.shape[:self.n], self.core_box[:self.n], self.ptr[:self.n])]
+        self._meta = [
+            (tuple(map(int, s)), tuple(map(int, c[:3])), tuple(map(int, c[3:])), int(p))
+            for s, c, p in zip(self.shape[: self.n], self.core_box[: self.n], self.ptr[: self.n])
+        ]
 
     def read(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         shape, lo, cs, p = self._meta[i]
         nw = shape[0] * shape[1] * shape[2]
         nc = cs[0] * cs[1] * cs[2]
         nbw = (nw + 7) // 8
-        wt = np.unpackbits(self.mm[p:p + nbw], count=nw).view(bool).reshape(shape)
+        wt = np.unpackbits(self.mm[p : p + nbw], count=nw).view(bool).reshape(shape)
         core = np.zeros(shape, bool)
-        core[lo[0]:lo[0] + cs[0], lo[1]:lo[1] + cs[1], lo[2]:lo[2] + cs[2]] = np.unpackbits(
-            self.mm[p + nbw:p + nbw + (nc + 7) // 8], count=nc).view(bool).reshape(cs)
+        core[lo[0] : lo[0] + cs[0], lo[1] : lo[1] + cs[1], lo[2] : lo[2] + cs[2]] = (
+            np.unpackbits(self.mm[p + nbw : p + nbw + (nc + 7) // 8], count=nc).view(bool).reshape(cs)
+        )
         return self.offset[i], wt, core
 
 
@@ -141,8 +144,10 @@ def symmetric(rng, wt, core):
     """A random flip/transpose of a template pair."""
     perm = tuple(rng.permutation(3))
     flips = tuple(i for i in range(3) if rng.random() < 0.5)
-    return (np.flip(wt.transpose(perm), flips) if flips else wt.transpose(perm),
-            np.flip(core.transpose(perm), flips) if flips else core.transpose(perm))
+    return (
+        np.flip(wt.transpose(perm), flips) if flips else wt.transpose(perm),
+        np.flip(core.transpose(perm), flips) if flips else core.transpose(perm),
+    )
 
 
 def fill(store, specs, domain, tissue, templates, rng, n, on_batch, batch=20_000):
@@ -165,6 +170,7 @@ def fill(store, specs, domain, tissue, templates, rng, n, on_batch, batch=20_000
 
 def make_query(store, domain, tissue, rng, fresh: bool):
     from scipy import ndimage
+
     if fresh:
         placed = None
         while placed is None or placed[1].sum() < 8:
@@ -191,8 +197,10 @@ def make_query(store, domain, tissue, rng, fresh: bool):
 def scores(store, qw, qc, ids, chunk: int = 4096) -> np.ndarray:
     """(len(ids),) mean of whole-tumour and core Dice, unpacking at most ``chunk`` crops at a time."""
     ids = np.asarray(ids)
-    parts = [dice_scores(qw, qc, [store.read(int(i)) for i in ids[s:s + chunk]]).mean(axis=1)
-             for s in range(0, len(ids), chunk)]
+    parts = [
+        dice_scores(qw, qc, [store.read(int(i)) for i in ids[s : s + chunk]]).mean(axis=1)
+        for s in range(0, len(ids), chunk)
+    ]
     return np.concatenate(parts) if parts else np.zeros(0)
 
 
@@ -241,15 +249,18 @@ def _search_ranked(store, spec, index, qw, qc, nprobe: int | None) -> tuple[np.n
 
 def _recall(got: np.ndarray, truth: np.ndarray) -> tuple[bool, bool]:
     """(exact best found, exact top-10 found) for re-ranked values ``got`` against ``truth``."""
-    return (bool(got[0] >= truth[0] - 1e-6),
-            bool(len(got) == len(truth) and np.all(got >= truth - 1e-6)))
+    return (bool(got[0] >= truth[0] - 1e-6), bool(len(got) == len(truth) and np.all(got >= truth - 1e-6)))
 
 
 def _summary(lat_s: list[float], hits: list[tuple[bool, bool]], kinds: np.ndarray) -> dict:
     lat_ms = np.array(lat_s) * 1e3
     best, top = np.array([h[0] for h in hits]), np.array([h[1] for h in hits])
-    out = {"p50_ms": float(np.percentile(lat_ms, 50)), "p95_ms": float(np.percentile(lat_ms, 95)),
-           "recall_best": float(best.mean()), "recall_top10": float(top.mean())}
+    out = {
+        "p50_ms": float(np.percentile(lat_ms, 50)),
+        "p95_ms": float(np.percentile(lat_ms, 95)),
+        "recall_best": float(best.mean()),
+        "recall_top10": float(top.mean()),
+    }
     for kind in ("perturbed", "fresh"):
         out[f"recall_best_{kind}"] = float(best[kinds == kind].mean())
         out[f"recall_top10_{kind}"] = float(top[kinds == kind].mean())
@@ -265,8 +276,9 @@ def run_size(n_total, store, specs, domain, tissue, indexes, args, rng) -> dict:
     for q in range(args.queries):
         fresh = q % 2 == 1
         qw, qc = make_query(store, domain, tissue, rng, fresh)
-        results = {v: {p: _search_ranked(store, specs[v], ix, qw, qc, p) for p in settings[v]}
-                   for v, ix in indexes.items()}
+        results = {
+            v: {p: _search_ranked(store, specs[v], ix, qw, qc, p) for p in settings[v]} for v, ix in indexes.items()
+        }
         floor = min(float(r[None][0][-1]) if len(r[None][0]) == 10 else 0.0 for r in results.values())
         truth = exact_top(store, qw, qc, n_total, floor)
         for v in indexes:
@@ -280,23 +292,39 @@ def run_size(n_total, store, specs, domain, tissue, indexes, args, rng) -> dict:
             scan_t.append(time.perf_counter() - t0)
             checks.append(bool(np.allclose(np.sort(full)[::-1][:10], truth, atol=1e-6)))
     k = np.array(kinds)
-    out = {"entries": n_total, "queries": args.queries, "scan_ms_median": float(np.median(scan_t) * 1e3),
-           "scan_queries": len(scan_t), "truth_matches_full_scan": all(checks), "versions": {}}
+    out = {
+        "entries": n_total,
+        "queries": args.queries,
+        "scan_ms_median": float(np.median(scan_t) * 1e3),
+        "scan_queries": len(scan_t),
+        "truth_matches_full_scan": all(checks),
+        "versions": {},
+    }
     for v, index in indexes.items():
         main = _summary(lat[v][None], hits[v][None], k)
-        res = {"feature_version": v, "feature_dim": specs[v].dim, "index_kind": index.kind, **main,
-               "speedup_vs_scan": float(np.median(scan_t) * 1e3 / main["p50_ms"])}
+        res = {
+            "feature_version": v,
+            "feature_dim": specs[v].dim,
+            "index_kind": index.kind,
+            **main,
+            "speedup_vs_scan": float(np.median(scan_t) * 1e3 / main["p50_ms"]),
+        }
         if index.kind == "ivf":
             res["nlist"], res["nprobe"] = int(index._core().nlist), int(index._core().nprobe)
-            res["nprobe_sweep"] = [{"nprobe": p, **_summary(lat[v][p], hits[v][p], k)}
-                                   for p in settings[v] if p is not None]
+            res["nprobe_sweep"] = [
+                {"nprobe": p, **_summary(lat[v][p], hits[v][p], k)} for p in settings[v] if p is not None
+            ]
         out["versions"][str(v)] = res
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="10^4 and 5x10^4 entries (flat, ivf), fewer queries (about 1 min on a quiet machine)")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="10^4 and 5x10^4 entries (flat, ivf), fewer queries (about 1 min on a quiet machine)",
+    )
     ap.add_argument("--sizes", type=int, nargs="+", default=None)
     ap.add_argument("--queries", type=int, default=None)
     ap.add_argument("--scan-queries", type=int, default=None)
@@ -304,10 +332,20 @@ def main() -> None:
     ap.add_argument("--kind", default="auto")
     ap.add_argument("--cell-mm", type=float, default=None)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--nprobe-fractions", type=float, nargs="*", default=[],
-                    help="also time and score an ivf index at nprobe = f * nlist for each f (same queries and truth)")
-    ap.add_argument("--versions", type=int, nargs="+", default=sorted({1, FEATURE_VERSION}),
-                    help="feature versions to compare on the same entries and queries (1 = the old one-scale)")
+    ap.add_argument(
+        "--nprobe-fractions",
+        type=float,
+        nargs="*",
+        default=[],
+        help="also time and score an ivf index at nprobe = f * nlist for each f (same queries and truth)",
+    )
+    ap.add_argument(
+        "--versions",
+        type=int,
+        nargs="+",
+        default=sorted({1, FEATURE_VERSION}),
+        help="feature versions to compare on the same entries and queries (1 = the old one-scale)",
+    )
     args = ap.parse_args()
     sizes = args.sizes or ([10_000, 50_000] if args.quick else [100_000, 1_000_000])
     args.queries = args.queries or (20 if args.quick else 100)
@@ -325,8 +363,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="gliofit-bench-") as tmp:
         store = CropStore(Path(tmp) / "crops.bin", max(sizes))
         batches: list[tuple[dict, np.ndarray]] = []
-        fill(store, specs, domain, tissue, templates, rng, min(TRAIN_SAMPLE, sizes[0]),
-             lambda f, i: batches.append((f, i)))  # noqa: F821 - ruff misreads the annotated name
+        fill(
+            store,
+            specs,
+            domain,
+            tissue,
+            templates,
+            rng,
+            min(TRAIN_SAMPLE, sizes[0]),
+            lambda f, i: batches.append((f, i)),  # noqa: F821 - ruff misreads the annotated name
+        )
         train_s = {}
         indexes = {}
         for v in specs:
@@ -353,25 +399,40 @@ def main() -> None:
             for v in specs:
                 index_path = indexes[v][n].save(Path(tmp) / f"index-v{v}-{n}.faiss")
                 res["versions"][str(v)]["index_disk_mb"] = index_path.stat().st_size / 2**20
-            res |= {"store_disk_mb": float(store.ptr[n]) / 2**20,
-                    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            res |= {
+                "store_disk_mb": float(store.ptr[n]) / 2**20,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
             print(json.dumps(res), flush=True)
             for v in specs:
                 r = res["versions"][str(v)]
-                print(f"{n} entries, features v{v} ({r['feature_dim']} d): top-10 recall {r['recall_top10']:.2f} "
-                      f"(perturbed {r['recall_top10_perturbed']:.2f}, fresh {r['recall_top10_fresh']:.2f}), "
-                      f"best {r['recall_best']:.2f}, p50 {r['p50_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms, "
-                      f"index {r['index_disk_mb']:.0f} MB", flush=True)
+                print(
+                    f"{n} entries, features v{v} ({r['feature_dim']} d): top-10 recall {r['recall_top10']:.2f} "
+                    f"(perturbed {r['recall_top10_perturbed']:.2f}, fresh {r['recall_top10_fresh']:.2f}), "
+                    f"best {r['recall_best']:.2f}, p50 {r['p50_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms, "
+                    f"index {r['index_disk_mb']:.0f} MB",
+                    flush=True,
+                )
             results.append(res)
     current = str(max(specs))
-    out = {"benchmark": "index", "quick": args.quick, "versions": list(specs),
-           "feature_dims": {str(v): s.dim for v, s in specs.items()}, "templates": n_templates,
-           "generate_and_add_s": gen_s, "train_s": train_s, "sizes": results,
-           "targets_met": all(r["versions"][current]["p50_ms"] <= (100 if r["entries"] <= 100_000 else 250)
-                              for r in results)
-           and all(r["versions"][current]["recall_best"] >= 0.99 and r["versions"][current]["recall_top10"] >= 0.98
-                   for r in results)
-           and all(r["versions"][current]["speedup_vs_scan"] >= 50 for r in results if r["entries"] >= 1_000_000)}
+    out = {
+        "benchmark": "index",
+        "quick": args.quick,
+        "versions": list(specs),
+        "feature_dims": {str(v): s.dim for v, s in specs.items()},
+        "templates": n_templates,
+        "generate_and_add_s": gen_s,
+        "train_s": train_s,
+        "sizes": results,
+        "targets_met": all(
+            r["versions"][current]["p50_ms"] <= (100 if r["entries"] <= 100_000 else 250) for r in results
+        )
+        and all(
+            r["versions"][current]["recall_best"] >= 0.99 and r["versions"][current]["recall_top10"] >= 0.98
+            for r in results
+        )
+        and all(r["versions"][current]["speedup_vs_scan"] >= 50 for r in results if r["entries"] >= 1_000_000),
+    }
     print("BENCH " + json.dumps(out))
 
 

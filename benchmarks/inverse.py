@@ -54,8 +54,16 @@ MARGIN_MM = 15.0
 """The standard plan's margin around the core."""
 SUBGROUP_KEYS = ("dice_mean", "rel_error_mu_D", "rel_error_mu_rho", "origin_error_mm", "density_corr_outside")
 COVERAGE_KEYS = ("mu_D_mm", "mu_rho", "origin_x_mm", "origin_y_mm", "origin_z_mm")
-TARGETS = {"speedup": 50.0, "share_of_ceiling": 0.97, "origin_error_mm": 3.0, "rel_error_mu_rho": 0.10,
-           "rel_error_mu_D": 0.25, "coverage95": (0.90, 0.98), "coverage50": (0.40, 0.60), "total_s": 10.0}
+TARGETS = {
+    "speedup": 50.0,
+    "share_of_ceiling": 0.97,
+    "origin_error_mm": 3.0,
+    "rel_error_mu_rho": 0.10,
+    "rel_error_mu_D": 0.25,
+    "coverage95": (0.90, 0.98),
+    "coverage50": (0.40, 0.60),
+    "total_s": 10.0,
+}
 
 
 def _args(argv=None) -> argparse.Namespace:
@@ -63,8 +71,11 @@ def _args(argv=None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="few patients on a small coarse database")
     ap.add_argument("--patients", type=int, help="synthetic test patients (default 50; quick 4)")
     ap.add_argument("--db", type=Path, help="database directory (default: under --cache)")
-    ap.add_argument("--simulations", type=int, help="build/extend the database to N simulations "
-                    "(default: use as is when it exists; else 2000, quick 150)")
+    ap.add_argument(
+        "--simulations",
+        type=int,
+        help="build/extend the database to N simulations (default: use as is when it exists; else 2000, quick 150)",
+    )
     ap.add_argument("--resolution", type=float, help="resolution of a NEW database, mm (default 2; quick 6)")
     ap.add_argument("--cache", type=Path, default=CACHE / "bench-inverse", help="cache of databases and patients")
     ap.add_argument("--patient-resolution", type=float, help="growth grid of the patients, mm (default 1.5; quick 3)")
@@ -94,12 +105,19 @@ def ensure_database(path: Path, n: int | None, resolution_mm: float, default_n: 
     if manifest_path(path).is_file() and n is None:
         return 0.0, {}
     t0 = time.perf_counter()
-    report = build_database(path, n or default_n, resolution_mm=None if manifest_path(path).is_file()
-                            else resolution_mm, workers=1, progress=True)
+    report = build_database(
+        path,
+        n or default_n,
+        resolution_mm=None if manifest_path(path).is_file() else resolution_mm,
+        workers=1,
+        progress=True,
+    )
     return time.perf_counter() - t0, report
 
 
-def ensure_patients(root: Path, n: int, seed: int, atlas, resolution_mm: float, check_mm: float) -> tuple[list[Path], float]:
+def ensure_patients(
+    root: Path, n: int, seed: int, atlas, resolution_mm: float, check_mm: float
+) -> tuple[list[Path], float]:
     """Patient folders ``root/case-XXX`` with their recurrence (grown when missing, :func:`grow_cohort`)."""
     from gliofit.inverse.synthetic import grow_cohort
 
@@ -145,7 +163,8 @@ def patient_metrics(res, patient, shell: np.ndarray, density_s: float = 0.0) -> 
     corr = float(np.corrcoef(x, y)[0, 1]) if x.std() > 0 and y.std() > 0 else 0.0
     unc = res.uncertainty
     out = {
-        "dice_whole_tumor": res.fit["dice_whole_tumor"], "dice_core": res.fit["dice_core"],
+        "dice_whole_tumor": res.fit["dice_whole_tumor"],
+        "dice_core": res.fit["dice_core"],
         "dice_mean": res.fit["dice_mean"],
         "dice_mean_1mm": 0.5 * (_dice(dens >= lo, obs_wt) + _dice(dens >= hi, obs_core)),
         "rel_error_mu_D": abs(p["mu_D_mm"] / t["mu_D_mm"] - 1),
@@ -153,8 +172,10 @@ def patient_metrics(res, patient, shell: np.ndarray, density_s: float = 0.0) -> 
         "rel_error_infiltration_length": abs(p["infiltration_length_mm"] / t["infiltration_length_mm"] - 1),
         "origin_error_mm": float(np.linalg.norm(np.subtract(p["origin_mm"], t["origin_mm"]))),
         "density_corr_outside": corr,
-        "query_s": res.timings["query"], "refine_s": float(res.extra.get("refine", {}).get("seconds", 0.0)),
-        "density_s": density_s, "total_s": res.timings["total"] + density_s,
+        "query_s": res.timings["query"],
+        "refine_s": float(res.extra.get("refine", {}).get("seconds", 0.0)),
+        "density_s": density_s,
+        "total_s": res.timings["total"] + density_s,
     }
     for level in ("ci95", "ci50"):
         if all(level in unc[k] for k in ("mu_D_mm", "mu_rho", "origin_mm")):
@@ -173,10 +194,13 @@ def recurrence_metrics(res, patient, brain: np.ndarray) -> dict:
     ours = make_plan(res.density_array, patient.core, patient.affine, **kw)
     oracle = make_plan(patient.density, patient.core, patient.affine, **kw)
     c = recurrence_coverage(ours, rec)
-    return {"coverage_standard": c["standard"], "coverage_model": c["model"],
-            "coverage_oracle": recurrence_coverage(oracle, rec)["model"],
-            "recurrence_cm3": float(rec.sum()) * float(np.prod(np.abs(np.diag(patient.affine)[:3]))) / 1000.0,
-            "plan_zero_density_voxels": int((ours.model & (res.density_array <= 0)).sum())}
+    return {
+        "coverage_standard": c["standard"],
+        "coverage_model": c["model"],
+        "coverage_oracle": recurrence_coverage(oracle, rec)["model"],
+        "recurrence_cm3": float(rec.sum()) * float(np.prod(np.abs(np.diag(patient.affine)[:3]))) / 1000.0,
+        "plan_zero_density_voxels": int((ours.model & (res.density_array <= 0)).sum()),
+    }
 
 
 def truth_ceiling(res, patient, atlas, grid) -> dict:
@@ -188,8 +212,10 @@ def truth_ceiling(res, patient, atlas, grid) -> dict:
     obs = res.observation
     wt_g = to_grid_masks(wt_t, atlas.affine, grid)
     co_g = to_grid_masks(co_t, atlas.affine, grid) & wt_g
-    return {"dice_mean": 0.5 * (_dice(wt_g, obs.wt) + _dice(co_g, obs.core)),
-            "dice_mean_1mm": 0.5 * (_dice(wt_t, patient.whole_tumor) + _dice(co_t, patient.core))}
+    return {
+        "dice_mean": 0.5 * (_dice(wt_g, obs.wt) + _dice(co_g, obs.core)),
+        "dice_mean_1mm": 0.5 * (_dice(wt_t, patient.whole_tumor) + _dice(co_t, patient.core)),
+    }
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -222,16 +248,28 @@ def run(a: argparse.Namespace) -> dict:
         from gliofit.inverse.calibrate import calibrate
 
         croot = a.cache / f"calib-{a.patient_resolution:g}mm-seed{a.calibration_seed}"
-        calib = calibrate(db, patients=a.calibrate, seed=a.calibration_seed, patient_resolution_mm=a.patient_resolution,
-                          patients_dir=croot, refine_budget=a.refine_budget, out=a.calibration)
+        calib = calibrate(
+            db,
+            patients=a.calibrate,
+            seed=a.calibration_seed,
+            patient_resolution_mm=a.patient_resolution,
+            patients_dir=croot,
+            refine_budget=a.refine_budget,
+            out=a.calibration,
+        )
         print(f"calibration: {json.dumps(calib)}", file=sys.stderr)
     proot = a.cache / f"patients-{a.patient_resolution:g}mm-seed{a.seed}"
     cases, grow_s = ensure_patients(proot, a.patients, a.seed, atlas, a.patient_resolution, check_mm)
     brain = (atlas.gm + atlas.wm) >= 0.1
-    ours_kw = dict(in_atlas_space=True, atlas=atlas, refine=not a.no_refine, refine_budget=a.refine_budget,
-                   calibration=a.calibration)
+    ours_kw = dict(
+        in_atlas_space=True,
+        atlas=atlas,
+        refine=not a.no_refine,
+        refine_budget=a.refine_budget,
+        calibration=a.calibration,
+    )
     base_kw = dict(in_atlas_space=True, atlas=atlas, method="exhaustive", refine=False, calibration=False)
-    gliofit.infer(db, cases[0] / "seg.nii.gz", **{**ours_kw, "refine": False, "refine_budget": None})   # warm-up
+    gliofit.infer(db, cases[0] / "seg.nii.gz", **{**ours_kw, "refine": False, "refine_budget": None})  # warm-up
     gliofit.infer(db, cases[0] / "seg.nii.gz", **base_kw)
     rows: dict[str, list[dict]] = {"ours": [], "baseline": [], "truth": [], "shift": [], "recurrence": []}
     per_patient, calibration_doc, records = [], None, []
@@ -250,9 +288,14 @@ def run(a: argparse.Namespace) -> dict:
         obs = res.observation
         tq = time.perf_counter()
         plain = query(db, obs.wt, obs.core, shift=False)
-        rows["shift"].append({"dice_mean_match_noshift": float(plain.score[0]), "query_noshift_s": time.perf_counter() - tq,
-                              "dice_mean_match_shift": res.extra["match_fit"]["dice_mean"],
-                              "shift_nonzero": bool(any(res.matches[0]["shift_voxels"]))})
+        rows["shift"].append(
+            {
+                "dice_mean_match_noshift": float(plain.score[0]),
+                "query_noshift_s": time.perf_counter() - tq,
+                "dice_mean_match_shift": res.extra["match_fit"]["dice_mean"],
+                "shift_nonzero": bool(any(res.matches[0]["shift_voxels"])),
+            }
+        )
         if patient.recurrence_density is not None:
             r = recurrence_metrics(res, patient, brain)
             if r:
@@ -264,14 +307,23 @@ def run(a: argparse.Namespace) -> dict:
             rec[name] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[name][-1].items()}
         per_patient.append(rec)
         o = rec["ours"]
-        print(f"{case.name}: ours Dice {o['dice_mean']:.3f} (ceiling {rec['truth']['dice_mean']:.3f}) origin "
-              f"{o['origin_error_mm']:.1f} mm, mu_D {o['rel_error_mu_D']:.2f} mu_rho {o['rel_error_mu_rho']:.2f}, "
-              f"query {o['query_s']:.3f}s total {o['total_s']:.1f}s; baseline Dice {rec['baseline']['dice_mean']:.3f} "
-              f"in {rec['baseline']['query_s']:.2f}s; plans {rec.get('recurrence', {})}", file=sys.stderr)
+        print(
+            f"{case.name}: ours Dice {o['dice_mean']:.3f} (ceiling {rec['truth']['dice_mean']:.3f}) origin "
+            f"{o['origin_error_mm']:.1f} mm, mu_D {o['rel_error_mu_D']:.2f} mu_rho {o['rel_error_mu_rho']:.2f}, "
+            f"query {o['query_s']:.3f}s total {o['total_s']:.1f}s; baseline Dice {rec['baseline']['dice_mean']:.3f} "
+            f"in {rec['baseline']['query_s']:.2f}s; plans {rec.get('recurrence', {})}",
+            file=sys.stderr,
+        )
     ours, base = summarise(rows["ours"]), summarise(rows["baseline"])
     large = [i for i, r in enumerate(per_patient) if r["true_whole_tumor_cm3"] >= LARGE_CM3]
-    subgroup = {name: {k: v for k, v in summarise([rows[name][i] for i in large]).items() if k in SUBGROUP_KEYS}
-                for name in ("ours", "baseline")} if large else {}
+    subgroup = (
+        {
+            name: {k: v for k, v in summarise([rows[name][i] for i in large]).items() if k in SUBGROUP_KEYS}
+            for name in ("ours", "baseline")
+        }
+        if large
+        else {}
+    )
     truth = summarise(rows["truth"])
     share = [o["dice_mean"] / max(t["dice_mean"], 1e-9) for o, t in zip(rows["ours"], rows["truth"])]
     q_ours = np.array([r["query_s"] for r in rows["ours"]])
@@ -279,23 +331,37 @@ def run(a: argparse.Namespace) -> dict:
     speed = float(np.median(q_base / q_ours))
     rec_sum = summarise(rows["recurrence"]) if rows["recurrence"] else {}
     if rows["recurrence"]:
-        rec_sum["model_beats_standard"] = round(float(np.mean([r["coverage_model"] > r["coverage_standard"]
-                                                               for r in rows["recurrence"]])), 4)
-    return {"patients": len(cases), "patient_resolution_mm": a.patient_resolution,
-            "database": {"path": str(a.db), "entries": entries,
-                         "simulations": int(len(np.unique(db.entries["simulation_id"]))),
-                         "resolution_mm": float(db.manifest.resolution_mm), "build_s": round(build_s, 1)},
-            "grow_patients_s": round(grow_s, 1), "calibration": calibration_doc, "calibrated_now": calib,
-            "leave_one_out": leave_one_out_coverage(records) if len(records) >= 2 else {},
-            "ours": ours, "baseline": base, "truth_ceiling": truth,
-            "ours_share_of_ceiling_median": round(float(np.median(share)), 4),
-            "shift": summarise(rows["shift"]), "recurrence": rec_sum,
-            "speed_ratio_median": round(speed, 2), "speed_ratio_of_medians":
-            round(float(np.median(q_base) / np.median(q_ours)), 2),
-            f"whole_tumor_ge_{LARGE_CM3:g}cm3": {"patients": len(large), **subgroup},
-            "targets": check_targets(ours, speed, float(np.median(share)), rec_sum,
-                                     leave_one_out_coverage(records) if len(records) >= 2 else {}),
-            "per_patient": per_patient}
+        rec_sum["model_beats_standard"] = round(
+            float(np.mean([r["coverage_model"] > r["coverage_standard"] for r in rows["recurrence"]])), 4
+        )
+    return {
+        "patients": len(cases),
+        "patient_resolution_mm": a.patient_resolution,
+        "database": {
+            "path": str(a.db),
+            "entries": entries,
+            "simulations": int(len(np.unique(db.entries["simulation_id"]))),
+            "resolution_mm": float(db.manifest.resolution_mm),
+            "build_s": round(build_s, 1),
+        },
+        "grow_patients_s": round(grow_s, 1),
+        "calibration": calibration_doc,
+        "calibrated_now": calib,
+        "leave_one_out": leave_one_out_coverage(records) if len(records) >= 2 else {},
+        "ours": ours,
+        "baseline": base,
+        "truth_ceiling": truth,
+        "ours_share_of_ceiling_median": round(float(np.median(share)), 4),
+        "shift": summarise(rows["shift"]),
+        "recurrence": rec_sum,
+        "speed_ratio_median": round(speed, 2),
+        "speed_ratio_of_medians": round(float(np.median(q_base) / np.median(q_ours)), 2),
+        f"whole_tumor_ge_{LARGE_CM3:g}cm3": {"patients": len(large), **subgroup},
+        "targets": check_targets(
+            ours, speed, float(np.median(share)), rec_sum, leave_one_out_coverage(records) if len(records) >= 2 else {}
+        ),
+        "per_patient": per_patient,
+    }
 
 
 def check_targets(ours: dict, speed: float, share: float, rec: dict, loo: dict) -> dict:
@@ -321,11 +387,24 @@ def check_targets(ours: dict, speed: float, share: float, rec: dict, loo: dict) 
 
 
 def print_table(r: dict) -> None:
-    keys = ["dice_whole_tumor", "dice_core", "dice_mean", "dice_mean_1mm", "rel_error_mu_D", "rel_error_mu_rho",
-            "rel_error_infiltration_length", "origin_error_mm", "density_corr_outside", "query_s", "total_s"]
+    keys = [
+        "dice_whole_tumor",
+        "dice_core",
+        "dice_mean",
+        "dice_mean_1mm",
+        "rel_error_mu_D",
+        "rel_error_mu_rho",
+        "rel_error_infiltration_length",
+        "origin_error_mm",
+        "density_corr_outside",
+        "query_s",
+        "total_s",
+    ]
     d = r["database"]
-    print(f"database {d['path']}: {d['entries']} entries ({d['simulations']} simulations) at "
-          f"{d['resolution_mm']:g} mm; {r['patients']} patients grown at {r['patient_resolution_mm']:g} mm")
+    print(
+        f"database {d['path']}: {d['entries']} entries ({d['simulations']} simulations) at "
+        f"{d['resolution_mm']:g} mm; {r['patients']} patients grown at {r['patient_resolution_mm']:g} mm"
+    )
     print(f"{'metric':32s} {'ours median [IQR]':>28s} {'baseline median [IQR]':>28s}")
 
     def fmt(s: dict) -> str:
@@ -336,36 +415,51 @@ def print_table(r: dict) -> None:
     for k in ("refine_s", "density_s"):
         print(f"{k:32s} {fmt(r['ours'][k]):>28s}")
     t = r["truth_ceiling"]
-    print(f"ceiling (the TRUE model's masks vs the noisy observed ones): dice_mean {t['dice_mean']['median']:.4f} "
-          f"[{t['dice_mean']['iqr'][0]:.4f}, {t['dice_mean']['iqr'][1]:.4f}], dice_mean_1mm "
-          f"{t['dice_mean_1mm']['median']:.4f}; ours reach {r['ours_share_of_ceiling_median']:.1%} of it (median)")
+    print(
+        f"ceiling (the TRUE model's masks vs the noisy observed ones): dice_mean {t['dice_mean']['median']:.4f} "
+        f"[{t['dice_mean']['iqr'][0]:.4f}, {t['dice_mean']['iqr'][1]:.4f}], dice_mean_1mm "
+        f"{t['dice_mean_1mm']['median']:.4f}; ours reach {r['ours_share_of_ceiling_median']:.1%} of it (median)"
+    )
     sh = r["shift"]
-    print(f"shift search: best-match Dice {sh['dice_mean_match_noshift']['median']:.4f} -> "
-          f"{sh['dice_mean_match_shift']['median']:.4f} (median), shifted best match in {sh['shift_nonzero']:.0%}; "
-          f"query {sh['query_noshift_s']['median'] * 1e3:.1f} -> {r['ours']['query_s']['median'] * 1e3:.1f} ms")
+    print(
+        f"shift search: best-match Dice {sh['dice_mean_match_noshift']['median']:.4f} -> "
+        f"{sh['dice_mean_match_shift']['median']:.4f} (median), shifted best match in {sh['shift_nonzero']:.0%}; "
+        f"query {sh['query_noshift_s']['median'] * 1e3:.1f} -> {r['ours']['query_s']['median'] * 1e3:.1f} ms"
+    )
     print(f"calibration: {(r['calibration'] or {}).get('method')}")
     for level in ("95", "50"):
         cov = {k: r["ours"].get(f"covered{level}_{k}") for k in COVERAGE_KEYS}
-        print(f"{level}% interval covers the truth: " + ", ".join(f"{k} {v:.2f}" for k, v in cov.items()
-                                                                 if v is not None))
+        print(
+            f"{level}% interval covers the truth: " + ", ".join(f"{k} {v:.2f}" for k, v in cov.items() if v is not None)
+        )
     loo = r["leave_one_out"]
     for level in ("95", "50"):
         if loo:
             cov = loo[f"coverage{level}"]
-            print(f"{level}% interval, leave-one-out conformal (each patient against the quantiles of the "
-                  "others): " + ", ".join(f"{k} {cov[k]:.2f}" for k in COVERAGE_KEYS))
+            print(
+                f"{level}% interval, leave-one-out conformal (each patient against the quantiles of the "
+                "others): " + ", ".join(f"{k} {cov[k]:.2f}" for k in COVERAGE_KEYS)
+            )
     rec = r["recurrence"]
     if rec:
-        print(f"recurrence coverage (median [IQR]): standard {fmt(rec['coverage_standard'])}, model "
-              f"{fmt(rec['coverage_model'])}, oracle {fmt(rec['coverage_oracle'])}; model > standard in "
-              f"{rec['model_beats_standard']:.0%} of patients")
-    print(f"speed ratio (baseline / ours query time): median {r['speed_ratio_median']:.1f}x, "
-          f"of medians {r['speed_ratio_of_medians']:.1f}x")
+        print(
+            f"recurrence coverage (median [IQR]): standard {fmt(rec['coverage_standard'])}, model "
+            f"{fmt(rec['coverage_model'])}, oracle {fmt(rec['coverage_oracle'])}; model > standard in "
+            f"{rec['model_beats_standard']:.0%} of patients"
+        )
+    print(
+        f"speed ratio (baseline / ours query time): median {r['speed_ratio_median']:.1f}x, "
+        f"of medians {r['speed_ratio_of_medians']:.1f}x"
+    )
     sub = r[f"whole_tumor_ge_{LARGE_CM3:g}cm3"]
     if sub["patients"]:
-        print(f"whole tumour >= {LARGE_CM3:g} cm3 ({sub['patients']} patients): " + "; ".join(
-            f"{k} ours {sub['ours'][k]['median']:.3f} baseline {sub['baseline'][k]['median']:.3f}"
-            for k in SUBGROUP_KEYS))
+        print(
+            f"whole tumour >= {LARGE_CM3:g} cm3 ({sub['patients']} patients): "
+            + "; ".join(
+                f"{k} ours {sub['ours'][k]['median']:.3f} baseline {sub['baseline'][k]['median']:.3f}"
+                for k in SUBGROUP_KEYS
+            )
+        )
     print("targets: " + ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in r["targets"].items()))
 
 

@@ -50,8 +50,9 @@ def _truth(db, atlas, grid_truth, index: int):
     ts = rule.times(D, rho)
     T = float(np.sqrt(ts[len(ts) // 2] * ts[min(len(ts) - 1, len(ts) // 2 + 1)]))
     u = simulate_one(grid_truth, D, rho, o, T)
-    return {"D_mm2_per_day": D, "rho_per_day": rho, "T_days": T, "origin_mm": o.tolist()}, \
-        np.clip(to_atlas_grid(u, grid_truth, atlas), 0, 1)
+    return {"D_mm2_per_day": D, "rho_per_day": rho, "T_days": T, "origin_mm": o.tolist()}, np.clip(
+        to_atlas_grid(u, grid_truth, atlas), 0, 1
+    )
 
 
 def _compare(est: np.ndarray, truth: np.ndarray, brain: np.ndarray, affine: np.ndarray) -> dict:
@@ -59,10 +60,14 @@ def _compare(est: np.ndarray, truth: np.ndarray, brain: np.ndarray, affine: np.n
     corr = float(np.corrcoef(est[outside], truth[outside])[0, 1]) if outside.sum() > 10 else float("nan")
     plan = make_plan(est, truth >= 0.675, affine, brain=brain, margin_mm=15.0, whole_tumor=truth >= 0.25)
     tissue = plan.standard & brain
-    return {"mae_brain": float(np.abs(est - truth)[brain].mean()),
-            "dice_wt": dice(est >= 0.25, truth >= 0.25), "dice_core": dice(est >= 0.675, truth >= 0.675),
-            "corr_outside": corr, "zero_in_plan": int(plan.summary["zero_density_voxels"]),
-            "positive_in_standard_target": float((est[tissue] > 0).mean())}
+    return {
+        "mae_brain": float(np.abs(est - truth)[brain].mean()),
+        "dice_wt": dice(est >= 0.25, truth >= 0.25),
+        "dice_core": dice(est >= 0.675, truth >= 0.675),
+        "corr_outside": corr,
+        "zero_in_plan": int(plan.summary["zero_density_voxels"]),
+        "positive_in_standard_target": float((est[tissue] > 0).mean()),
+    }
 
 
 def main() -> None:
@@ -76,8 +81,9 @@ def main() -> None:
     if db_path is None:
         db_path = Path(tmp.name) / "DB"
         n, res = (60, 6.0) if args.quick else (300, 4.0)
-        build_database(db_path, n, resolution_mm=res, seed=0, workers=1, snapshots=SnapshotRule(count=5),
-                       progress=False)
+        build_database(
+            db_path, n, resolution_mm=res, seed=0, workers=1, snapshots=SnapshotRule(count=5), progress=False
+        )
     db = open_database(db_path)
     atlas = atlas_of(db)
     truth_res = 2.0 if args.quick else 1.0
@@ -109,9 +115,16 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     med = {m: {k: float(np.nanmedian([r[m][k] for r in rows])) for k in rows[0][m]} for m in methods}
     t = {m: float(np.median(seconds[m])) for m in methods}
-    summary = {"benchmark": "inverse_density", "database": str(db_path), "resolution_mm": db.manifest.resolution_mm,
-               "truth_resolution_mm": truth_res, "cases": len(rows), "median": med,
-               "seconds": t, "ratio_time_over_stored": {m: t[m] / max(t["stored"], 1e-9) for m in methods}}
+    summary = {
+        "benchmark": "inverse_density",
+        "database": str(db_path),
+        "resolution_mm": db.manifest.resolution_mm,
+        "truth_resolution_mm": truth_res,
+        "cases": len(rows),
+        "median": med,
+        "seconds": t,
+        "ratio_time_over_stored": {m: t[m] / max(t["stored"], 1e-9) for m in methods},
+    }
     for m in methods:
         print(f"{m}: {med[m]}  ({t[m]:.2f} s, {summary['ratio_time_over_stored'][m]:.0f}x stored)")
     print("BENCH " + json.dumps(summary))

@@ -20,7 +20,6 @@ pairs is written to ``CACHE/calibration-two-scan.json`` (copy it into the databa
 Ends with one line ``BENCH {json}``.
 """
 
-
 from __future__ import annotations
 
 import argparse
@@ -35,7 +34,9 @@ import numpy as np
 CACHE = Path(os.environ.get("GLIOFIT_CACHE", Path.home() / ".cache" / "gliofit"))
 
 
-def ensure_pairs(root: Path, n: int, seed: int, atlas, resolution_mm: float, check_mm: float) -> tuple[list[Path], float]:
+def ensure_pairs(
+    root: Path, n: int, seed: int, atlas, resolution_mm: float, check_mm: float
+) -> tuple[list[Path], float]:
     """Pair folders ``root/pair-XXX`` (grown when missing); returns (folders, seconds spent growing)."""
     from gliofit.common.progress import progress_bar
     from gliofit.growth.atlas import resample_atlas
@@ -57,17 +58,33 @@ def ensure_pairs(root: Path, n: int, seed: int, atlas, resolution_mm: float, che
             early, later = grow_pair(atlas, params, rng=rng, resolution_mm=resolution_mm, sim_grid=sim_grid)
             for p in (early, later):
                 p.truth["case"] = case.name
-                p.truth["sample"] = {"seed": [seed, i], "check_grid_mm": check_mm,
-                                     **{k: v for k, v in params.items() if k.startswith("check_")}}
+                p.truth["sample"] = {
+                    "seed": [seed, i],
+                    "check_grid_mm": check_mm,
+                    **{k: v for k, v in params.items() if k.startswith("check_")},
+                }
             write_pair(case, early, later)
             bar.update(task, advance=1)
     return cases, time.perf_counter() - t0
 
 
-TARGETS = {"rel_error_D": 0.25, "rel_error_rho": 0.25, "rel_error_T": 0.20, "rel_error_infiltration": 0.20,
-           "coverage95": (0.90, 0.98), "seconds_per_patient": 20.0}
-ERROR_KEYS = ("D_mm2_per_day", "rho_per_day", "T_days", "infiltration_length_mm", "mu_D_mm", "mu_rho",
-              "velocity_mm_per_day")
+TARGETS = {
+    "rel_error_D": 0.25,
+    "rel_error_rho": 0.25,
+    "rel_error_T": 0.20,
+    "rel_error_infiltration": 0.20,
+    "coverage95": (0.90, 0.98),
+    "seconds_per_patient": 20.0,
+}
+ERROR_KEYS = (
+    "D_mm2_per_day",
+    "rho_per_day",
+    "T_days",
+    "infiltration_length_mm",
+    "mu_D_mm",
+    "mu_rho",
+    "velocity_mm_per_day",
+)
 INTERVAL_BINS = ((20.0, 40.0), (40.0, 100.0), (100.0, 180.01))
 SHARED_DB = Path("/work/cache/db-2mm-2000")
 QUICK_DB_SIMULATIONS, QUICK_DB_RESOLUTION_MM = 150, 6.0
@@ -77,14 +94,20 @@ def _args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="4 pairs grown at 3 mm on a 6 mm database of 150 simulations")
     ap.add_argument("--pairs", type=int, help="synthetic pairs (default 50; quick 4)")
-    ap.add_argument("--db", type=Path, help="database directory (default: the shared 2 mm database when ready, "
-                    "else one built under --cache)")
+    ap.add_argument(
+        "--db",
+        type=Path,
+        help="database directory (default: the shared 2 mm database when ready, else one built under --cache)",
+    )
     ap.add_argument("--cache", type=Path, default=CACHE / "bench-longitudinal", help="cache of pairs and databases")
     ap.add_argument("--patient-resolution", type=float, help="growth grid of the pairs, mm (default 1; quick 3)")
     ap.add_argument("--refine-budget", type=int, help="forward runs of the two-scan refinement (default 64; quick 24)")
     ap.add_argument("--seed", type=int, default=2024, help="seed of the synthetic pairs")
-    ap.add_argument("--grown-only", action="store_true", help="use only the pairs of the first --pairs already "
-                    "grown in the cache (grow none)")
+    ap.add_argument(
+        "--grown-only",
+        action="store_true",
+        help="use only the pairs of the first --pairs already grown in the cache (grow none)",
+    )
     a = ap.parse_args(argv)
     a.pairs = a.pairs or (4 if a.quick else 50)
     a.patient_resolution = a.patient_resolution or (3.0 if a.quick else 1.0)
@@ -103,8 +126,15 @@ def database(a: argparse.Namespace) -> Path:
         return SHARED_DB
     n, res = (QUICK_DB_SIMULATIONS, QUICK_DB_RESOLUTION_MM) if a.quick else (1000, 4.0)
     path = a.cache / f"db-{res:g}mm-{n}"
-    build_database(path, n, resolution_mm=res, seed=0, workers=1, snapshots=SnapshotRule(count=20 if not a.quick else 10),
-                   progress=True)
+    build_database(
+        path,
+        n,
+        resolution_mm=res,
+        seed=0,
+        workers=1,
+        snapshots=SnapshotRule(count=20 if not a.quick else 10),
+        progress=True,
+    )
     return path
 
 
@@ -124,11 +154,15 @@ def pair_metrics(single, two, truth: dict) -> dict:
     row["two_dice_earlier"] = two.timepoints[0]["fit"]["dice_mean"]
     row["two_dice_later"] = two.timepoints[1]["fit"]["dice_mean"]
     row["one_dice_later"] = single.fit["dice_mean"]
-    row["record"] = {k: ([list(two.parameters[k]), list(two.extra["sigma"][k]), list(truth[k])] if k == "origin_mm"
-                         else [two.parameters[k], two.extra["sigma"][k], truth[k]])
-                     for k in (*ERROR_KEYS, "origin_mm")}
-    row["covered_default"] = {k: _covered(row["record"][k], two.calibration["kappa"][k], k)
-                              for k in row["record"]}
+    row["record"] = {
+        k: (
+            [list(two.parameters[k]), list(two.extra["sigma"][k]), list(truth[k])]
+            if k == "origin_mm"
+            else [two.parameters[k], two.extra["sigma"][k], truth[k]]
+        )
+        for k in (*ERROR_KEYS, "origin_mm")
+    }
+    row["covered_default"] = {k: _covered(row["record"][k], two.calibration["kappa"][k], k) for k in row["record"]}
     return row
 
 
@@ -175,9 +209,13 @@ def summarise(rows: list[dict]) -> dict:
     out["by_interval"] = {}
     for lo, hi in INTERVAL_BINS:
         sub = [r for r in rows if lo <= r["days_between"] < hi]
-        out["by_interval"][f"{lo:g}-{hi:.0f} d"] = {"pairs": len(sub), **{
-            k: _median_iqr([r[f"two_{k}"] for r in sub])[0] for k in ("D_mm2_per_day", "rho_per_day", "T_days",
-                                                                      "infiltration_length_mm")}}
+        out["by_interval"][f"{lo:g}-{hi:.0f} d"] = {
+            "pairs": len(sub),
+            **{
+                k: _median_iqr([r[f"two_{k}"] for r in sub])[0]
+                for k in ("D_mm2_per_day", "rho_per_day", "T_days", "infiltration_length_mm")
+            },
+        }
     return out
 
 
@@ -207,61 +245,100 @@ def run(a: argparse.Namespace) -> dict:
         t0, c0 = time.perf_counter(), time.process_time()
         single = gliofit.infer(db, later, in_atlas_space=True, atlas=atlas)
         t1, c1 = time.perf_counter(), time.process_time()
-        two = infer_two_scans(db, early, later, truth["days_between"], in_atlas_space=True, atlas=atlas,
-                              refine_budget=a.refine_budget, calibration=DEFAULT_CALIBRATION)
+        two = infer_two_scans(
+            db,
+            early,
+            later,
+            truth["days_between"],
+            in_atlas_space=True,
+            atlas=atlas,
+            refine_budget=a.refine_budget,
+            calibration=DEFAULT_CALIBRATION,
+        )
         t2, c2 = time.perf_counter(), time.process_time()
         row = pair_metrics(single, two, truth)
-        row.update({"case": case.name, "seconds_one": t1 - t0, "seconds_two": t2 - t1, "cpu_seconds_two": c2 - c1,
-                    "cpu_seconds_one": c1 - c0, "whole_tumor_cm3_early": json.loads(
-                        (case / "early" / "truth.json").read_text())["whole_tumor_cm3"],
-                    "whole_tumor_cm3_later": truth["whole_tumor_cm3"]})
+        row.update(
+            {
+                "case": case.name,
+                "seconds_one": t1 - t0,
+                "seconds_two": t2 - t1,
+                "cpu_seconds_two": c2 - c1,
+                "cpu_seconds_one": c1 - c0,
+                "whole_tumor_cm3_early": json.loads((case / "early" / "truth.json").read_text())["whole_tumor_cm3"],
+                "whole_tumor_cm3_later": truth["whole_tumor_cm3"],
+            }
+        )
         rows.append(row)
-        print(f"{case.name}: N {truth['days_between']:.0f} d, D err {row['two_D_mm2_per_day']:.2f} "
-              f"(one scan {row['one_D_mm2_per_day']:.2f}), rho {row['two_rho_per_day']:.2f}, T {row['two_T_days']:.2f}, "
-              f"lambda {row['two_infiltration_length_mm']:.2f} (one {row['one_infiltration_length_mm']:.2f}), "
-              f"Dice {row['two_dice_earlier']:.2f}/{row['two_dice_later']:.2f}, {row['seconds_two']:.1f} s "
-              f"({row['cpu_seconds_two']:.1f} s CPU)", file=sys.stderr, flush=True)
+        print(
+            f"{case.name}: N {truth['days_between']:.0f} d, D err {row['two_D_mm2_per_day']:.2f} "
+            f"(one scan {row['one_D_mm2_per_day']:.2f}), rho {row['two_rho_per_day']:.2f}, T {row['two_T_days']:.2f}, "
+            f"lambda {row['two_infiltration_length_mm']:.2f} (one {row['one_infiltration_length_mm']:.2f}), "
+            f"Dice {row['two_dice_earlier']:.2f}/{row['two_dice_later']:.2f}, {row['seconds_two']:.1f} s "
+            f"({row['cpu_seconds_two']:.1f} s CPU)",
+            file=sys.stderr,
+            flush=True,
+        )
     coverage, kappas = cross_fitted_coverage(rows)
     cal = fit_calibration([r["record"] for r in rows], source="benchmarks/longitudinal.py")
-    cal = type(cal)(kappa=cal.kappa, method=cal.method, source=cal.source, database=database_identity(db),
-                    coverage95=coverage)
+    cal = type(cal)(
+        kappa=cal.kappa, method=cal.method, source=cal.source, database=database_identity(db), coverage95=coverage
+    )
     cal_path = cal.to_json(a.cache / "calibration-two-scan.json")
     summary = summarise(rows)
     summary["coverage95_cross_fitted"] = coverage
-    summary["coverage95_default_kappa"] = {k: float(np.mean([r["covered_default"][k] for r in rows]))
-                                           for k in rows[0]["covered_default"]}
+    summary["coverage95_default_kappa"] = {
+        k: float(np.mean([r["covered_default"][k] for r in rows])) for k in rows[0]["covered_default"]
+    }
     summary["kappa_all"] = cal.kappa
     summary["kappa_folds"] = kappas["folds"]
     info = db.info()
-    return {"pairs": len(rows), "grow_seconds": grow_s, "database": {"path": str(db_path), "entries": info["entries"],
-            "resolution_mm": info["resolution_mm"]}, "refine_budget": a.refine_budget, "summary": summary,
-            "calibration_file": str(cal_path), "rows": rows}
+    return {
+        "pairs": len(rows),
+        "grow_seconds": grow_s,
+        "database": {"path": str(db_path), "entries": info["entries"], "resolution_mm": info["resolution_mm"]},
+        "refine_budget": a.refine_budget,
+        "summary": summary,
+        "calibration_file": str(cal_path),
+        "rows": rows,
+    }
 
 
 def check_targets(s: dict) -> dict:
     cov = [v for k, v in s["coverage95_cross_fitted"].items() if k in ("D_mm2_per_day", "rho_per_day", "T_days")]
-    return {"D": s["two_D_mm2_per_day"][0] <= TARGETS["rel_error_D"],
-            "rho": s["two_rho_per_day"][0] <= TARGETS["rel_error_rho"],
-            "T": s["two_T_days"][0] <= TARGETS["rel_error_T"],
-            "infiltration": s["two_infiltration_length_mm"][0] <= TARGETS["rel_error_infiltration"],
-            "coverage95": bool(cov) and all(TARGETS["coverage95"][0] <= c <= TARGETS["coverage95"][1] for c in cov),
-            "seconds_cpu": s["cpu_seconds_two"][0] <= TARGETS["seconds_per_patient"]}
+    return {
+        "D": s["two_D_mm2_per_day"][0] <= TARGETS["rel_error_D"],
+        "rho": s["two_rho_per_day"][0] <= TARGETS["rel_error_rho"],
+        "T": s["two_T_days"][0] <= TARGETS["rel_error_T"],
+        "infiltration": s["two_infiltration_length_mm"][0] <= TARGETS["rel_error_infiltration"],
+        "coverage95": bool(cov) and all(TARGETS["coverage95"][0] <= c <= TARGETS["coverage95"][1] for c in cov),
+        "seconds_cpu": s["cpu_seconds_two"][0] <= TARGETS["seconds_per_patient"],
+    }
 
 
 def print_table(r: dict) -> None:
     s = r["summary"]
-    print(f"{r['pairs']} pairs, database {r['database']['path']} ({r['database']['entries']} entries, "
-          f"{r['database']['resolution_mm']:g} mm), refine budget {r['refine_budget']}", file=sys.stderr)
+    print(
+        f"{r['pairs']} pairs, database {r['database']['path']} ({r['database']['entries']} entries, "
+        f"{r['database']['resolution_mm']:g} mm), refine budget {r['refine_budget']}",
+        file=sys.stderr,
+    )
     print(f"{'median rel. error [IQR]':32s} {'two scans':>24s} {'one scan (later)':>24s}", file=sys.stderr)
     for k in (*ERROR_KEYS, "origin_mm"):
         two, one = s[f"two_{k}"], s[f"one_{k}"]
-        print(f"{k:32s} {two[0]:8.3f} [{two[1]:.3f}, {two[2]:.3f}] {one[0]:8.3f} [{one[1]:.3f}, {one[2]:.3f}]",
-              file=sys.stderr)
-    print(f"coverage95 (cross-fitted): {json.dumps({k: round(v, 3) for k, v in s['coverage95_cross_fitted'].items()})}",
-          file=sys.stderr)
+        print(
+            f"{k:32s} {two[0]:8.3f} [{two[1]:.3f}, {two[2]:.3f}] {one[0]:8.3f} [{one[1]:.3f}, {one[2]:.3f}]",
+            file=sys.stderr,
+        )
+    print(
+        f"coverage95 (cross-fitted): {json.dumps({k: round(v, 3) for k, v in s['coverage95_cross_fitted'].items()})}",
+        file=sys.stderr,
+    )
     print(f"by interval: {json.dumps(s['by_interval'])}", file=sys.stderr)
-    print(f"seconds per patient, two scans: wall {s['seconds_two'][0]:.1f}, CPU {s['cpu_seconds_two'][0]:.1f}; "
-          f"one scan wall {s['seconds_one'][0]:.1f}", file=sys.stderr)
+    print(
+        f"seconds per patient, two scans: wall {s['seconds_two'][0]:.1f}, CPU {s['cpu_seconds_two'][0]:.1f}; "
+        f"one scan wall {s['seconds_one'][0]:.1f}",
+        file=sys.stderr,
+    )
 
 
 def main(argv=None) -> None:
@@ -274,17 +351,26 @@ def main(argv=None) -> None:
     out.write_text(json.dumps(r, indent=1, default=float))
     s = r["summary"]
     ratio = s["one_infiltration_length_mm"][0] / max(s["two_infiltration_length_mm"][0], 1e-9)
-    print("BENCH " + json.dumps({
-        "benchmark": "longitudinal", "pairs": r["pairs"], "database_entries": r["database"]["entries"],
-        "resolution_mm": r["database"]["resolution_mm"],
-        **{f"rel_error_{k}": round(s[f"two_{k}"][0], 4) for k in ERROR_KEYS},
-        **{f"one_scan_rel_error_{k}": round(s[f"one_{k}"][0], 4) for k in ERROR_KEYS},
-        "origin_error_mm": round(s["two_origin_mm"][0], 3),
-        "infiltration_error_ratio_one_over_two": round(ratio, 3),
-        "coverage95": {k: round(v, 3) for k, v in s["coverage95_cross_fitted"].items()},
-        "seconds_per_patient_wall": round(s["seconds_two"][0], 2),
-        "seconds_per_patient_cpu": round(s["cpu_seconds_two"][0], 2),
-        "by_interval": s["by_interval"], "targets_met": targets}))
+    print(
+        "BENCH "
+        + json.dumps(
+            {
+                "benchmark": "longitudinal",
+                "pairs": r["pairs"],
+                "database_entries": r["database"]["entries"],
+                "resolution_mm": r["database"]["resolution_mm"],
+                **{f"rel_error_{k}": round(s[f"two_{k}"][0], 4) for k in ERROR_KEYS},
+                **{f"one_scan_rel_error_{k}": round(s[f"one_{k}"][0], 4) for k in ERROR_KEYS},
+                "origin_error_mm": round(s["two_origin_mm"][0], 3),
+                "infiltration_error_ratio_one_over_two": round(ratio, 3),
+                "coverage95": {k: round(v, 3) for k, v in s["coverage95_cross_fitted"].items()},
+                "seconds_per_patient_wall": round(s["seconds_two"][0], 2),
+                "seconds_per_patient_cpu": round(s["cpu_seconds_two"][0], 2),
+                "by_interval": s["by_interval"],
+                "targets_met": targets,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -63,40 +63,65 @@ def main() -> None:
         tmp = Path(td)
         db = benchmark_database(args.db, args.quick, tmp)
         t0 = time.perf_counter()
-        [folder] = make_phantoms(tmp / "COHORT", 1, seed=5, resolution_mm=2.0 if args.quick else None, atlas=atlas,
-                                 sim_resolution_mm=2.0 if args.quick else 1.0)
+        [folder] = make_phantoms(
+            tmp / "COHORT",
+            1,
+            seed=5,
+            resolution_mm=2.0 if args.quick else None,
+            atlas=atlas,
+            sim_resolution_mm=2.0 if args.quick else 1.0,
+        )
         phantom_s = time.perf_counter() - t0
-        images = tuple(sorted(folder.glob("*-t1n.nii.gz")) + sorted(folder.glob("*-t1c.nii.gz"))
-                       + sorted(folder.glob("*-t2w.nii.gz")) + sorted(folder.glob("*-t2f.nii.gz")))
+        images = tuple(
+            sorted(folder.glob("*-t1n.nii.gz"))
+            + sorted(folder.glob("*-t1c.nii.gz"))
+            + sorted(folder.glob("*-t2w.nii.gz"))
+            + sorted(folder.glob("*-t2f.nii.gz"))
+        )
         run_patient(folder, db, tmp / "WARMUP", registration=args.registration, atlas=atlas)  # imports, caches
-        base = run_patient(folder, db, tmp / "BASELINE", registration=args.registration, method="exhaustive",
-                           atlas=atlas)
+        base = run_patient(
+            folder, db, tmp / "BASELINE", registration=args.registration, method="exhaustive", atlas=atlas
+        )
         ours = run_patient(folder, db, tmp / "OURS", registration=args.registration, atlas=atlas)
         seg_s = {v: _segmentation_seconds(v, images, tmp) for v in variants}
     t_ours, t_base = ours["timings_s"], base["timings_s"]
     rest = t_ours["total"] - t_ours["segmentation"]
     rest_base = t_base["total"] - t_base["segmentation"]
     end_to_end = {v: round(rest + s, 2) for v, s in seg_s.items()}
-    print(f"patient: phantom at {'2' if args.quick else '1'} mm (made in {phantom_s:.1f} s), database {db} "
-          f"({ours['database']['entries']} entries), registration {args.registration}")
+    print(
+        f"patient: phantom at {'2' if args.quick else '1'} mm (made in {phantom_s:.1f} s), database {db} "
+        f"({ours['database']['entries']} entries), registration {args.registration}"
+    )
     print("stage          ours (s)   baseline (s)")
     for k in ("load", "registration", "query", "density", "plan", "report"):
         print(f"{k:13s} {t_ours[k]:9.2f} {t_base[k]:13.2f}")
     for v, s in seg_s.items():
         target = TARGET_S.get(v)
-        print(f"segmentation STU-Net-{v}: {s:.1f} s -> end to end {end_to_end[v]:.1f} s"
-              + (f" (target <= {target:.0f} s: {'met' if end_to_end[v] <= target else 'MISSED'})" if target else ""))
+        print(
+            f"segmentation STU-Net-{v}: {s:.1f} s -> end to end {end_to_end[v]:.1f} s"
+            + (f" (target <= {target:.0f} s: {'met' if end_to_end[v] <= target else 'MISSED'})" if target else "")
+        )
     ratio = (rest_base) / rest
-    print(f"without segmentation: ours {rest:.1f} s, baseline (exhaustive query) {rest_base:.1f} s -> {ratio:.2f}x; "
-          f"query alone {t_base['query'] / max(t_ours['query'], 1e-9):.0f}x")
+    print(
+        f"without segmentation: ours {rest:.1f} s, baseline (exhaustive query) {rest_base:.1f} s -> {ratio:.2f}x; "
+        f"query alone {t_base['query'] / max(t_ours['query'], 1e-9):.0f}x"
+    )
     print(f"fit: ours Dice mean {ours['fit']['dice_mean']:.3f}, baseline {base['fit']['dice_mean']:.3f}")
-    bench = {"quick": args.quick, "registration": args.registration, "entries": ours["database"]["entries"],
-             "stages_s": t_ours, "baseline_stages_s": t_base, "segmentation_s": {v: round(s, 2) for v, s in seg_s.items()},
-             "end_to_end_s": end_to_end, "targets_s": {v: TARGET_S.get(v) for v in variants},
-             "speed_ratio_vs_baseline": round(ratio, 2),
-             "query_ratio_vs_baseline": round(t_base["query"] / max(t_ours["query"], 1e-9), 1),
-             "dice_mean": ours["fit"]["dice_mean"], "baseline_dice_mean": base["fit"]["dice_mean"],
-             "threads": torch.get_num_threads()}
+    bench = {
+        "quick": args.quick,
+        "registration": args.registration,
+        "entries": ours["database"]["entries"],
+        "stages_s": t_ours,
+        "baseline_stages_s": t_base,
+        "segmentation_s": {v: round(s, 2) for v, s in seg_s.items()},
+        "end_to_end_s": end_to_end,
+        "targets_s": {v: TARGET_S.get(v) for v in variants},
+        "speed_ratio_vs_baseline": round(ratio, 2),
+        "query_ratio_vs_baseline": round(t_base["query"] / max(t_ours["query"], 1e-9), 1),
+        "dice_mean": ours["fit"]["dice_mean"],
+        "baseline_dice_mean": base["fit"]["dice_mean"],
+        "threads": torch.get_num_threads(),
+    }
     print("BENCH " + json.dumps(bench))
 
 

@@ -83,8 +83,13 @@ def run_engine(kind: str, net: torch.nn.Module, x: torch.Tensor) -> dict:
         labels = regions_to_labels(logits.float())
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     del logits
-    return {"labels": labels, "seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": mem.peak_mb,
-            "peak_rss_increase_mb": mem.peak_mb - mem.start_mb}
+    return {
+        "labels": labels,
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "peak_rss_mb": mem.peak_mb,
+        "peak_rss_increase_mb": mem.peak_mb - mem.start_mb,
+    }
 
 
 def _best(runs: list[dict]) -> dict:
@@ -92,8 +97,9 @@ def _best(runs: list[dict]) -> dict:
     return min(runs, key=lambda r: r["seconds"])
 
 
-def compare(variant: str, x: torch.Tensor, brain: np.ndarray, with_stock: bool, repeats: int,
-            stock_first: bool = False) -> dict:
+def compare(
+    variant: str, x: torch.Tensor, brain: np.ndarray, with_stock: bool, repeats: int, stock_first: bool = False
+) -> dict:
     """Run ours (and the stock predictor, interleaved) for one STU-Net variant with seeded random weights."""
     torch.manual_seed(0)
     net = STUNet.from_variant(variant, in_channels=4, num_classes=3).eval()
@@ -103,24 +109,40 @@ def compare(variant: str, x: torch.Tensor, brain: np.ndarray, with_stock: bool, 
         for kind in order if with_stock else ("ours",):
             r = run_engine(kind, net, x)
             runs[kind].append(r)
-            print(f"[{variant}] {kind}: {r['seconds']:.1f} s wall, {r['cpu_seconds']:.1f} s CPU, "
-                  f"peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+            print(
+                f"[{variant}] {kind}: {r['seconds']:.1f} s wall, {r['cpu_seconds']:.1f} s CPU, "
+                f"peak RSS {r['peak_rss_mb']:.0f} MB",
+                flush=True,
+            )
     ours = _best(runs["ours"])
-    row = {"variant": variant, "seconds_ours": round(ours["seconds"], 2), "cpu_seconds_ours": round(ours["cpu_seconds"], 2),
-           "peak_rss_mb_ours": round(ours["peak_rss_mb"]), "rss_increase_mb_ours": round(ours["peak_rss_increase_mb"])}
+    row = {
+        "variant": variant,
+        "seconds_ours": round(ours["seconds"], 2),
+        "cpu_seconds_ours": round(ours["cpu_seconds"], 2),
+        "peak_rss_mb_ours": round(ours["peak_rss_mb"]),
+        "rss_increase_mb_ours": round(ours["peak_rss_increase_mb"]),
+    }
     if with_stock:
         stock = _best(runs["stock"])
         same = ours["labels"] == stock["labels"]
-        row.update({"seconds_stock": round(stock["seconds"], 2), "cpu_seconds_stock": round(stock["cpu_seconds"], 2),
-                    "time_ratio": round(ours["seconds"] / stock["seconds"], 3),
-                    "cpu_time_ratio": round(ours["cpu_seconds"] / stock["cpu_seconds"], 3),
-                    "peak_rss_mb_stock": round(stock["peak_rss_mb"]),
-                    "rss_increase_mb_stock": round(stock["peak_rss_increase_mb"]),
-                    "labels_equal_fraction": float(same.mean()),
-                    "labels_equal_fraction_in_brain": float(same[brain].mean()),
-                    "foreground_fraction_ours": float((ours["labels"] > 0).mean())})
-        print(f"[{variant}] ratio ours/stock: wall {row['time_ratio']:.3f}, CPU {row['cpu_time_ratio']:.3f}; "
-              f"labels equal {100 * same.mean():.4f}% (in brain {100 * same[brain].mean():.4f}%)", flush=True)
+        row.update(
+            {
+                "seconds_stock": round(stock["seconds"], 2),
+                "cpu_seconds_stock": round(stock["cpu_seconds"], 2),
+                "time_ratio": round(ours["seconds"] / stock["seconds"], 3),
+                "cpu_time_ratio": round(ours["cpu_seconds"] / stock["cpu_seconds"], 3),
+                "peak_rss_mb_stock": round(stock["peak_rss_mb"]),
+                "rss_increase_mb_stock": round(stock["peak_rss_increase_mb"]),
+                "labels_equal_fraction": float(same.mean()),
+                "labels_equal_fraction_in_brain": float(same[brain].mean()),
+                "foreground_fraction_ours": float((ours["labels"] > 0).mean()),
+            }
+        )
+        print(
+            f"[{variant}] ratio ours/stock: wall {row['time_ratio']:.3f}, CPU {row['cpu_time_ratio']:.3f}; "
+            f"labels equal {100 * same.mean():.4f}% (in brain {100 * same[brain].mean():.4f}%)",
+            flush=True,
+        )
     return row
 
 
@@ -138,18 +160,31 @@ def main() -> None:
     brain = np.any(data != 0, axis=0).transpose(2, 1, 0)
     x = torch.from_numpy(np.ascontiguousarray(normalise_nonzero(data).transpose(0, 3, 2, 1)))
     del data
-    print(f"case 4x{'x'.join(map(str, shape))}, patch {PATCH}, step 0.5, Gaussian, no mirroring, CPU, "
-          f"{torch.get_num_threads()} threads", flush=True)
+    print(
+        f"case 4x{'x'.join(map(str, shape))}, patch {PATCH}, step 0.5, Gaussian, no mirroring, CPU, "
+        f"{torch.get_num_threads()} threads",
+        flush=True,
+    )
     repeats = args.repeats or (2 if args.quick else 1)
-    rows = [compare(v, x, brain, not (v == "small" and args.no_stock_small and not args.quick), repeats,
-                    args.stock_first) for v in variants]
+    rows = [
+        compare(v, x, brain, not (v == "small" and args.no_stock_small and not args.quick), repeats, args.stock_first)
+        for v in variants
+    ]
     main_row = next((r for r in rows if r["variant"] == "base"), rows[0])
-    result = {"name": "segmentation", "quick": args.quick, "case_shape": [4, *shape], "device": "cpu",
-              "threads": torch.get_num_threads(), "variant": main_row["variant"],
-              "time_ratio": main_row.get("time_ratio"), "cpu_time_ratio": main_row.get("cpu_time_ratio"),
-              "labels_equal_fraction": main_row.get("labels_equal_fraction"),
-              "seconds_per_case": {r["variant"]: r["seconds_ours"] for r in rows},
-              "ru_maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), "rows": rows}
+    result = {
+        "name": "segmentation",
+        "quick": args.quick,
+        "case_shape": [4, *shape],
+        "device": "cpu",
+        "threads": torch.get_num_threads(),
+        "variant": main_row["variant"],
+        "time_ratio": main_row.get("time_ratio"),
+        "cpu_time_ratio": main_row.get("cpu_time_ratio"),
+        "labels_equal_fraction": main_row.get("labels_equal_fraction"),
+        "seconds_per_case": {r["variant"]: r["seconds_ours"] for r in rows},
+        "ru_maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "rows": rows,
+    }
     print("BENCH " + json.dumps(result))
 
 

@@ -28,8 +28,9 @@ TIMES = (100.0, 300.0)
 
 
 # ---------------------------------------------------------------- the baseline
-def numpy_explicit_euler(grid, D_w: float, rho: float, T_days: float, origin, ratio: float = 10.0,
-                         dt_fraction: float = 0.9) -> tuple[np.ndarray, int, float]:
+def numpy_explicit_euler(
+    grid, D_w: float, rho: float, T_days: float, origin, ratio: float = 10.0, dt_fraction: float = 0.9
+) -> tuple[np.ndarray, int, float]:
     """Straightforward NumPy explicit Euler on the whole grid at ``dt_fraction`` of its CFL step.
 
     Returns (density, steps, seconds).
@@ -102,10 +103,12 @@ def full_grid_step_ms(grid, fused: bool, repeats: int = 5) -> float:
         step = kernels.compiled(kernels.euler_step)
         run = lambda: step(u, *faces, Dt, rho, dt)  # noqa: E731
     else:
+
         def run():
             du = field.apply(u, sl) * Dt
             du.addcmul_(rho * u, 1.0 - u)
             return u + du * 0.1
+
     run()
     best = float("inf")
     for _ in range(repeats):
@@ -131,13 +134,20 @@ def case(grid, T: float, with_reference: bool, matched: bool) -> dict:
     ours, ours_steps, eager_s = timed_ours(grid, T, fused=False)
     fused, _, fused_s = timed_ours(grid, T, fused=True)
     out = {
-        "spacing_mm": float(grid.spacing_mm[0]), "T_days": T, "grid": list(grid.shape), "voxels": voxels,
+        "spacing_mm": float(grid.spacing_mm[0]),
+        "T_days": T,
+        "grid": list(grid.shape),
+        "voxels": voxels,
         "visible_voxels": [int((ours >= th).sum()) for th in (0.25, 0.675)],
-        "baseline_steps": steps, "baseline_s": round(base_s, 3),
+        "baseline_steps": steps,
+        "baseline_s": round(base_s, 3),
         "baseline_ms_per_step": round(1e3 * base_s / steps, 2),
         "baseline_voxel_updates_per_s": round(voxels * steps / base_s),
-        "ours_steps": ours_steps, "ours_eager_s": round(eager_s, 3), "ours_fused_s": round(fused_s, 3),
-        "speed_ratio_eager": round(base_s / eager_s, 1), "speed_ratio_fused": round(base_s / fused_s, 1),
+        "ours_steps": ours_steps,
+        "ours_eager_s": round(eager_s, 3),
+        "ours_fused_s": round(fused_s, 3),
+        "speed_ratio_eager": round(base_s / eager_s, 1),
+        "speed_ratio_fused": round(base_s / fused_s, 1),
         "dice_ours_vs_baseline": dices(ours, base),
         "max_abs_fused_vs_eager": float(np.abs(fused - ours).max()),
     }
@@ -147,23 +157,33 @@ def case(grid, T: float, with_reference: bool, matched: bool) -> dict:
         out["dice_baseline_vs_fine_reference"] = dices(base, ref)
         if matched:  # the baseline at a step small enough to be as accurate as ours
             fine_base, fine_steps, fine_s = numpy_explicit_euler(grid, D, RHO, T, ORIGIN, dt_fraction=0.9 / 8)
-            out["baseline_cfl_over_8"] = {"steps": fine_steps, "s": round(fine_s, 3),
-                                          "dice_vs_fine_reference": dices(fine_base, ref),
-                                          "speed_ratio_fused": round(fine_s / fused_s, 1)}
+            out["baseline_cfl_over_8"] = {
+                "steps": fine_steps,
+                "s": round(fine_s, 3),
+                "dice_vs_fine_reference": dices(fine_base, ref),
+                "speed_ratio_fused": round(fine_s / fused_s, 1),
+            }
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 mm only (well under a minute)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads for ours (default 1: the NumPy baseline runs on one core too)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads for ours (default 1: the NumPy baseline runs on one core too)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     atlas = load_atlas()
-    results: dict = {"parameters": {"D_mm2_per_day": D, "rho_per_day": RHO, "T_days": list(TIMES), "origin_mm": ORIGIN},
-                     "threads": torch.get_num_threads(), "cases": []}
-    for spacing in ([2.0] if args.quick else [2.0, 1.0]):
+    results: dict = {
+        "parameters": {"D_mm2_per_day": D, "rho_per_day": RHO, "T_days": list(TIMES), "origin_mm": ORIGIN},
+        "threads": torch.get_num_threads(),
+        "cases": [],
+    }
+    for spacing in [2.0] if args.quick else [2.0, 1.0]:
         grid = resample_atlas(atlas, spacing)
         t = time.perf_counter()
         # compile (cached on disk), for a box inside the grid and one spanning it (two kernel variants)
@@ -172,26 +192,34 @@ def main() -> None:
         for T in TIMES:
             r = case(grid, T, with_reference=not (args.quick and T > 100), matched=not args.quick and spacing == 2.0)
             results["cases"].append(r)
-            print(f"{spacing} mm, T {T:g} d, grid {r['grid']}: baseline {r['baseline_steps']} steps, {r['baseline_ms_per_step']} ms/step, "
-                  f"{r['baseline_voxel_updates_per_s'] / 1e6:.0f} M voxel-updates/s, {r['baseline_s']} s | ours "
-                  f"{r['ours_steps']} steps, eager {r['ours_eager_s']} s ({r['speed_ratio_eager']}x), fused "
-                  f"{r['ours_fused_s']} s ({r['speed_ratio_fused']}x) | Dice (0.25, 0.675) "
-                  f"ours vs baseline {r['dice_ours_vs_baseline']} | vs fine reference: ours "
-                  f"{r.get('dice_ours_vs_fine_reference')}, baseline {r.get('dice_baseline_vs_fine_reference')}"
-                  + (f" | baseline at CFL/8: {r['baseline_cfl_over_8']}" if "baseline_cfl_over_8" in r else ""),
-                  flush=True)
+            print(
+                f"{spacing} mm, T {T:g} d, grid {r['grid']}: baseline {r['baseline_steps']} steps, {r['baseline_ms_per_step']} ms/step, "
+                f"{r['baseline_voxel_updates_per_s'] / 1e6:.0f} M voxel-updates/s, {r['baseline_s']} s | ours "
+                f"{r['ours_steps']} steps, eager {r['ours_eager_s']} s ({r['speed_ratio_eager']}x), fused "
+                f"{r['ours_fused_s']} s ({r['speed_ratio_fused']}x) | Dice (0.25, 0.675) "
+                f"ours vs baseline {r['dice_ours_vs_baseline']} | vs fine reference: ours "
+                f"{r.get('dice_ours_vs_fine_reference')}, baseline {r.get('dice_baseline_vs_fine_reference')}"
+                + (f" | baseline at CFL/8: {r['baseline_cfl_over_8']}" if "baseline_cfl_over_8" in r else ""),
+                flush=True,
+            )
     bw = bandwidth_gb_s()
     grid = resample_atlas(atlas, 2.0 if args.quick else 1.0)
     bound_ms = 20.0 * np.prod(grid.shape) / (bw * 1e9) * 1e3  # read u + 3 face arrays, write u: 20 B/voxel
     eager_ms = full_grid_step_ms(grid, fused=False)
     fused_ms = full_grid_step_ms(grid, fused=True)
-    results["bandwidth"] = {"copy_GB_per_s": round(bw, 1), "grid": list(grid.shape),
-                            "bound_ms_per_step": round(float(bound_ms), 2),
-                            "eager_ms_per_step": round(eager_ms, 2), "fused_ms_per_step": round(fused_ms, 2),
-                            "eager_over_bound": round(eager_ms / bound_ms, 2),
-                            "fused_over_bound": round(fused_ms / bound_ms, 2)}
-    print(f"full-grid step on {list(grid.shape)}: bandwidth {bw:.1f} GB/s -> bound {bound_ms:.2f} ms; "
-          f"eager {eager_ms:.2f} ms ({eager_ms / bound_ms:.1f}x), fused {fused_ms:.2f} ms ({fused_ms / bound_ms:.1f}x)")
+    results["bandwidth"] = {
+        "copy_GB_per_s": round(bw, 1),
+        "grid": list(grid.shape),
+        "bound_ms_per_step": round(float(bound_ms), 2),
+        "eager_ms_per_step": round(eager_ms, 2),
+        "fused_ms_per_step": round(fused_ms, 2),
+        "eager_over_bound": round(eager_ms / bound_ms, 2),
+        "fused_over_bound": round(fused_ms / bound_ms, 2),
+    }
+    print(
+        f"full-grid step on {list(grid.shape)}: bandwidth {bw:.1f} GB/s -> bound {bound_ms:.2f} ms; "
+        f"eager {eager_ms:.2f} ms ({eager_ms / bound_ms:.1f}x), fused {fused_ms:.2f} ms ({fused_ms / bound_ms:.1f}x)"
+    )
     print("BENCH " + json.dumps(results))
 
 

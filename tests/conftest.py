@@ -8,8 +8,14 @@ import pytest
 from gliofit.growth.atlas import Atlas, load_atlas
 
 
-def box_atlas(shape: tuple[int, int, int], spacing_mm: float = 1.0, *, pad: int = 0,
-              gm_fraction: float = 0.0, centred: bool = True) -> Atlas:
+def box_atlas(
+    shape: tuple[int, int, int],
+    spacing_mm: float = 1.0,
+    *,
+    pad: int = 0,
+    gm_fraction: float = 0.0,
+    centred: bool = True,
+) -> Atlas:
     """White matter (plus a uniform GM share) inside a box, CSF in a ``pad``-voxel shell.
 
     With ``centred`` the world origin sits at the grid centre, so flipping axis 0

@@ -107,8 +107,12 @@ def test_cycle_finder_finds_a_cycle():
 
 
 def test_parts_import_only_parts_below_them():
-    wrong = sorted(f"{a} -> {b}" for a, targets in import_graph().items() for b in targets
-                   if LAYERS.index(_part(b)) > LAYERS.index(_part(a)))
+    wrong = sorted(
+        f"{a} -> {b}"
+        for a, targets in import_graph().items()
+        for b in targets
+        if LAYERS.index(_part(b)) > LAYERS.index(_part(a))
+    )
     assert wrong == []
 
 

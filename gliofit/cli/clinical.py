@@ -15,10 +15,19 @@ __all__ = ["import_dicom", "preprocess", "predict_gbm"]
 @cli_errors
 def import_dicom(
     study_dir: Path = typer.Argument(..., help="Folder of DICOM files of one patient's study (any depth, any names)."),
-    output: Path = typer.Option(..., "-o", "--output", help="Patient folder to write; its name is the case name "
-                                "(use your own ID or a hash: nothing is taken from the headers)."),
-    series: Path = typer.Option(None, "--series", help="JSON map of modalities to series, e.g. {\"flair\": 7} "
-                                "(series number, SeriesInstanceUID or exact description)."),
+    output: Path = typer.Option(
+        ...,
+        "-o",
+        "--output",
+        help="Patient folder to write; its name is the case name "
+        "(use your own ID or a hash: nothing is taken from the headers).",
+    ),
+    series: Path = typer.Option(
+        None,
+        "--series",
+        help='JSON map of modalities to series, e.g. {"flair": 7} '
+        "(series number, SeriesInstanceUID or exact description).",
+    ),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
 ) -> None:
     """Convert a DICOM MR study into a BraTS 2023 patient folder (T1, T1c, T2, FLAIR) with import.json.
@@ -35,17 +44,35 @@ def import_dicom(
         typer.echo(f"gliofit: warning: skipped file {item['file']}: {item['reason']}", err=True)
     for item in rec["skipped_series"]:
         typer.echo(f"gliofit: note: skipped {item['what']}: {item['reason']}", err=True)
-    typer.echo(json.dumps({"output": str(output),
-                           "series": {m: {"series_number": r["series_number"], "description": r["description"],
-                                          "rule": r["rule"], "shape": r["shape"]} for m, r in rec["series"].items()},
-                           "skipped_series": len(rec["skipped_series"]), "skipped_files": len(rec["skipped_files"])}))
+    typer.echo(
+        json.dumps(
+            {
+                "output": str(output),
+                "series": {
+                    m: {
+                        "series_number": r["series_number"],
+                        "description": r["description"],
+                        "rule": r["rule"],
+                        "shape": r["shape"],
+                    }
+                    for m, r in rec["series"].items()
+                },
+                "skipped_series": len(rec["skipped_series"]),
+                "skipped_files": len(rec["skipped_files"]),
+            }
+        )
+    )
 
 
 @cli_errors
 def preprocess(
     patient_dir: Path = typer.Argument(..., help="Patient folder (BraTS layout, e.g. from import-dicom)."),
-    output: Path = typer.Option(..., "-o", "--output", help="Output patient folder (BraTS 2023 layout; its name "
-                                "is the case name; replaced when complete)."),
+    output: Path = typer.Option(
+        ...,
+        "-o",
+        "--output",
+        help="Output patient folder (BraTS 2023 layout; its name is the case name; replaced when complete).",
+    ),
     spacing_mm: float = typer.Option(1.0, "--spacing-mm", help="Isotropic output spacing, mm."),
     no_n4: bool = typer.Option(False, "--no-n4", help="Skip the N4 bias-field correction."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
@@ -60,20 +87,34 @@ def preprocess(
 
     with progress_bar(disable=no_progress) as bar:
         task = bar.add_task("preprocess", total=len(PREPROCESS_STEPS))
-        rec = run_preprocess(patient_dir, output, spacing_mm=spacing_mm, bias_correction=not no_n4,
-                             on_step=lambda s: bar.update(task, advance=1, description=s))
+        rec = run_preprocess(
+            patient_dir,
+            output,
+            spacing_mm=spacing_mm,
+            bias_correction=not no_n4,
+            on_step=lambda s: bar.update(task, advance=1, description=s),
+        )
         bar.update(task, completed=len(PREPROCESS_STEPS), description="preprocess")
     brain = next(s for s in rec["steps"] if s["step"] == "brain_mask")
-    typer.echo(json.dumps({"output": str(output), "shape": rec["output_grid"]["shape"],
-                           "spacing_mm": rec["output_grid"]["spacing_mm"],
-                           "brain_cm3": brain["volume_cm3"]["refined"], "seconds": rec["seconds"]}))
+    typer.echo(
+        json.dumps(
+            {
+                "output": str(output),
+                "shape": rec["output_grid"]["shape"],
+                "spacing_mm": rec["output_grid"]["spacing_mm"],
+                "brain_cm3": brain["volume_cm3"]["refined"],
+                "seconds": rec["seconds"],
+            }
+        )
+    )
 
 
 @cli_errors
 def predict_gbm(
     input_dir: Path = typer.Argument(..., help="Folder of Patient-X folders (or one): X-gm/-wm/-csf/-tumorseg.nii.gz."),
-    output_dir: Path = typer.Argument(..., help="Output folder: X.nii.gz (tumour-cell density on the input grid) "
-                                      "and X.json (the fit) per patient."),
+    output_dir: Path = typer.Argument(
+        ..., help="Output folder: X.nii.gz (tumour-cell density on the input grid) and X.json (the fit) per patient."
+    ),
     resolution_mm: float = typer.Option(2.0, "--resolution-mm", help="Simulation grid spacing, mm."),
     budget: int = typer.Option(40, "--budget", help="Forward simulations of the fit per patient."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
@@ -89,8 +130,17 @@ def predict_gbm(
     n = len(find_predict_patients(input_dir))
     with progress_bar(disable=no_progress) as bar:
         task = bar.add_task("predict-gbm", total=n)
-        records = run_predict(input_dir, output_dir, resolution_mm=resolution_mm, budget=budget,
-                              on_patient=lambda _x: bar.advance(task))
+        records = run_predict(
+            input_dir, output_dir, resolution_mm=resolution_mm, budget=budget, on_patient=lambda _x: bar.advance(task)
+        )
     for r in records:
-        typer.echo(json.dumps({"patient": r["patient"], "mu_D_mm": round(r["mu_D_mm"], 4),
-                               "mu_rho": round(r["mu_rho"], 4), "dice_mean": round(r["dice_mean"], 4)}))
+        typer.echo(
+            json.dumps(
+                {
+                    "patient": r["patient"],
+                    "mu_D_mm": round(r["mu_D_mm"], 4),
+                    "mu_rho": round(r["mu_rho"], 4),
+                    "dice_mean": round(r["dice_mean"], 4),
+                }
+            )
+        )

@@ -27,7 +27,9 @@ def build(
     workers: int = typer.Option(None, "--workers", help="Local worker processes (default: all cores)."),
     scheduler: str = typer.Option(None, "--scheduler", help="Dask scheduler address tcp://HOST:PORT."),
     database_url: str = typer.Option(None, "--database-url", help=URL_HELP),
-    batch_size: int = typer.Option(None, "--batch-size", help="Simulations per task (default: up to 8; CUDA: what fits the GPU)."),
+    batch_size: int = typer.Option(
+        None, "--batch-size", help="Simulations per task (default: up to 8; CUDA: what fits the GPU)."
+    ),
     snapshots: int = typer.Option(None, "--snapshots", help="Snapshots per simulation, K (new database: default 10)."),
     max_days: float = typer.Option(None, "--max-days", help="Latest snapshot time, days (new database: default 1500)."),
     index_kind: str = typer.Option("auto", "--index-kind", help="FAISS index kind rebuilt after the build."),
@@ -43,11 +45,25 @@ def build(
         raise InputError(f"--simulations must be a positive integer, got {simulations}")
     rule = None
     if snapshots is not None or max_days is not None:
-        rule = SnapshotRule(count=snapshots or SnapshotRule.count,
-                            t_max_days=max_days if max_days is not None else SnapshotRule.t_max_days)
-    report = build_database(db, simulations, resolution_mm=resolution, seed=seed, atlas=atlas, workers=workers,
-                            scheduler=scheduler, database_url=database_url, batch_size=batch_size,
-                            progress=not no_progress, snapshots=rule, index_kind=index_kind, device=device)
+        rule = SnapshotRule(
+            count=snapshots or SnapshotRule.count,
+            t_max_days=max_days if max_days is not None else SnapshotRule.t_max_days,
+        )
+    report = build_database(
+        db,
+        simulations,
+        resolution_mm=resolution,
+        seed=seed,
+        atlas=atlas,
+        workers=workers,
+        scheduler=scheduler,
+        database_url=database_url,
+        batch_size=batch_size,
+        progress=not no_progress,
+        snapshots=rule,
+        index_kind=index_kind,
+        device=device,
+    )
     typer.echo(json.dumps(report))
 
 
@@ -104,8 +120,9 @@ def index(
     from gliofit.simulations_db.upgrade import upgrade_features
 
     new = upgrade_features(db, database_url=database_url, progress=True)
-    typer.echo(json.dumps(rebuild_index(db, kind, database_url=database_url,
-                                        features=None if new is None else new.to_dict())))
+    typer.echo(
+        json.dumps(rebuild_index(db, kind, database_url=database_url, features=None if new is None else new.to_dict()))
+    )
 
 
 @db_app.command("migrate")
@@ -127,15 +144,26 @@ def calibrate(
     patients: int = typer.Option(40, "--patients", help="Synthetic calibration patients (grown once, cached)."),
     seed: int = typer.Option(90001, "--seed", help="Seed of the calibration patients (not the test patients')."),
     patient_resolution: float = typer.Option(1.5, "--patient-resolution", help="Growth grid of the patients, mm."),
-    patients_dir: Path = typer.Option(None, "--patients-dir", help="Cache of the patients (default: DB/calibration-patients/...)."),
+    patients_dir: Path = typer.Option(
+        None, "--patients-dir", help="Cache of the patients (default: DB/calibration-patients/...)."
+    ),
     refine_budget: int = typer.Option(None, "--refine-budget", help="Forward runs of each refinement (default 40)."),
-    output: Path = typer.Option(None, "-o", "--output", help="Calibration file (default: DB/gliofit-calibration.json)."),
+    output: Path = typer.Option(
+        None, "-o", "--output", help="Calibration file (default: DB/gliofit-calibration.json)."
+    ),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bars."),
 ) -> None:
     """Calibrate the intervals of `infer` on synthetic patients with known truth (split conformal)."""
     from gliofit.inverse.calibrate import calibrate as run_calibrate
 
-    report = run_calibrate(db, patients=patients, seed=seed, patient_resolution_mm=patient_resolution,
-                           patients_dir=patients_dir, refine_budget=refine_budget, out=output,
-                           progress=not no_progress)
+    report = run_calibrate(
+        db,
+        patients=patients,
+        seed=seed,
+        patient_resolution_mm=patient_resolution,
+        patients_dir=patients_dir,
+        refine_budget=refine_budget,
+        out=output,
+        progress=not no_progress,
+    )
     typer.echo(json.dumps(report))

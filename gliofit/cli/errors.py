@@ -25,15 +25,29 @@ _WRITTEN = ("output", "out_dir", "db")
 """Command parameters naming the place a command writes, in order of preference."""
 F = TypeVar("F", bound=Callable)
 
-FLAGS = {"n_simulations": "--simulations", "thresholds_search": "--no-threshold-search", "D_mm2_per_day": "--D",
-         "rho_per_day": "--rho", "T_days": "--T", "origin_mm": "--origin", "resolution_mm": "--resolution",
-         "core": "--core"}
+FLAGS = {
+    "n_simulations": "--simulations",
+    "thresholds_search": "--no-threshold-search",
+    "D_mm2_per_day": "--D",
+    "rho_per_day": "--rho",
+    "T_days": "--T",
+    "origin_mm": "--origin",
+    "resolution_mm": "--resolution",
+    "core": "--core",
+}
 """Library parameters whose flag is not ``--`` + the name with dashes."""
 
 EXTRAS = {
-    "sqlalchemy": "database", "faiss": "database", "dask": "database", "distributed": "database",
-    "psycopg": "postgres", "nnunetv2": "segmentation", "monai": "segmentation", "ants": "pipelines",
-    "pydicom": "clinical", "highdicom": "clinical",
+    "sqlalchemy": "database",
+    "faiss": "database",
+    "dask": "database",
+    "distributed": "database",
+    "psycopg": "postgres",
+    "nnunetv2": "segmentation",
+    "monai": "segmentation",
+    "ants": "pipelines",
+    "pydicom": "clinical",
+    "highdicom": "clinical",
 }
 """Top-level module -> the extra of pyproject.toml that installs it."""
 
@@ -104,8 +118,10 @@ def cli_errors(func: F) -> F:
             lost = _database_unreachable(exc)
             if lost is not None:
                 fail(lost, 1)
-            print(f"gliofit: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
-                  file=sys.stderr)
+            print(
+                f"gliofit: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+                file=sys.stderr,
+            )
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]

@@ -47,7 +47,9 @@ def run(
     registration: str = _REGISTRATION,
     margin_mm: float = _MARGIN,
     top_k: int = _TOP_K,
-    refine: bool = typer.Option(True, "--refine/--no-refine", help="Refine the best match with the forward solver (default on)."),
+    refine: bool = typer.Option(
+        True, "--refine/--no-refine", help="Refine the best match with the forward solver (default on)."
+    ),
     refine_budget: int = typer.Option(None, "--refine-budget", help="Forward runs of the refinement (default 40)."),
     quiet: bool = typer.Option(
         False,
@@ -55,8 +57,12 @@ def run(
         help="No stage lines or progress bars on stderr (warnings and "
         "errors only); the JSON summary still goes to stdout.",
     ),
-    dicom_out: bool = typer.Option(False, "--dicom-out", help="Also write rtstruct.dcm and seg.dcm on the T1c "
-                                   "series the folder was imported from (import-dicom / preprocess records)."),
+    dicom_out: bool = typer.Option(
+        False,
+        "--dicom-out",
+        help="Also write rtstruct.dcm and seg.dcm on the T1c "
+        "series the folder was imported from (import-dicom / preprocess records).",
+    ),
 ) -> None:
     """Segment (unless a segmentation is given), register, infer, plan and report one patient.
 
@@ -95,9 +101,14 @@ def run(
     if t1c_series is not None:
         from gliofit.pipelines.dicom_rt import export_plan
 
-        export_plan(output, t1c_series, density=output / "tumor_density.nii.gz",
-                    seg=output / "segmentation.nii.gz", standard=output / "target_standard.nii.gz",
-                    model=output / "target_model.nii.gz")
+        export_plan(
+            output,
+            t1c_series,
+            density=output / "tumor_density.nii.gz",
+            seg=output / "segmentation.nii.gz",
+            standard=output / "target_standard.nii.gz",
+            model=output / "target_model.nii.gz",
+        )
     for w in res.get("warnings", []):
         typer.echo(f"gliofit: warning: {output}: {w}", err=True)
     p = res["parameters"]

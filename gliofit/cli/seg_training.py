@@ -21,8 +21,9 @@ def phantom(
     cases: int = typer.Option(..., "--cases", help="Number of cases."),
     seed: int = typer.Option(0, "--seed", help="Random seed (case i uses seed [S, i])."),
     layout: str = typer.Option("brats2023", "--layout", help="brats2023 (-t1n/-t1c/-t2w/-t2f/-seg) or brats2021."),
-    resolution: float = typer.Option(None, "--resolution",
-                                     help="Image grid spacing in mm (default: the 1 mm atlas grid)."),
+    resolution: float = typer.Option(
+        None, "--resolution", help="Image grid spacing in mm (default: the 1 mm atlas grid)."
+    ),
     atlas: str = typer.Option("icbm152", "--atlas", help="Atlas name or path (see `gliofit atlas info`)."),
 ) -> None:
     """Write synthetic T1/T1c/T2/FLAIR phantoms with tumours grown by the solver, labels included."""
@@ -40,8 +41,15 @@ def phantom(
     a = load_atlas(atlas)
     with progress_bar() as bar:
         task = bar.add_task("phantoms", total=cases)
-        paths = make_phantoms(out_dir, cases, seed=seed, layout=layout, resolution_mm=resolution, atlas=a,
-                              on_case=lambda p: bar.advance(task))
+        paths = make_phantoms(
+            out_dir,
+            cases,
+            seed=seed,
+            layout=layout,
+            resolution_mm=resolution,
+            atlas=a,
+            on_case=lambda p: bar.advance(task),
+        )
     typer.echo(json.dumps({"output": str(out_dir), "cases": [p.name for p in paths], "layout": layout}))
 
 
@@ -73,8 +81,10 @@ def evaluate(
     table.add_row("[bold]mean", *means)
     Console().print(table)
     if missing:
-        typer.echo(f"gliofit: warning: {len(missing)} ground-truth case(s) without prediction: "
-                   f"{', '.join(missing[:10])}", err=True)
+        typer.echo(
+            f"gliofit: warning: {len(missing)} ground-truth case(s) without prediction: {', '.join(missing[:10])}",
+            err=True,
+        )
     if output is not None:
         write_metrics_csv(rows, output)
 
@@ -96,11 +106,17 @@ def _patch(value: str | None) -> tuple[int, int, int] | None:
 @seg_app.command("train")
 @cli_errors
 def train(
-    dataset_dir: Path = typer.Argument(..., help="BraTS case folders (2021/2023 names) or an nnU-Net raw DatasetXXX_Name."),
+    dataset_dir: Path = typer.Argument(
+        ..., help="BraTS case folders (2021/2023 names) or an nnU-Net raw DatasetXXX_Name."
+    ),
     variant: str = typer.Option(..., "--variant", help="STU-Net size: small, base, large or huge."),
     output: Path = typer.Option(..., "-o", "--output", help="Output model checkpoint (.pth)."),
-    pretrained: str = typer.Option(None, "--pretrained", help="Fine-tune from this checkpoint: a file, a name from "
-                                   "`gliofit models` (official STU-Net weights, downloaded once) or an https:// URL."),
+    pretrained: str = typer.Option(
+        None,
+        "--pretrained",
+        help="Fine-tune from this checkpoint: a file, a name from "
+        "`gliofit models` (official STU-Net weights, downloaded once) or an https:// URL.",
+    ),
     epochs: int = typer.Option(1000, "--epochs", help="nnU-Net epochs."),
     iterations: int = typer.Option(250, "--iterations", help="Training batches per epoch."),
     val_iterations: int = typer.Option(50, "--val-iterations", help="Validation batches per epoch."),
@@ -125,13 +141,29 @@ def train(
     fold_value = None if fold is None else ("all" if fold == "all" else _int_fold(fold))
     with progress_bar() as bar:
         task = bar.add_task("training (epochs)", total=epochs)
-        summary = run_training(dataset_dir, variant, out=output, pretrained=pretrained, epochs=epochs,
-                               iterations_per_epoch=iterations, val_iterations_per_epoch=val_iterations,
-                               initial_lr=lr, device=device, fold=fold_value, patch_size=_patch(patch_size),
-                               batch_size=batch_size, num_threads=threads, work_dir=work_dir,
-                               on_epoch=lambda done, total, loss: bar.update(task, completed=done))
-    typer.echo(json.dumps({k: summary[k] for k in ("output", "dataset", "cases", "fold", "epochs", "patch_size")}
-                          | {"final_train_loss": summary["train_losses"][-1]}))
+        summary = run_training(
+            dataset_dir,
+            variant,
+            out=output,
+            pretrained=pretrained,
+            epochs=epochs,
+            iterations_per_epoch=iterations,
+            val_iterations_per_epoch=val_iterations,
+            initial_lr=lr,
+            device=device,
+            fold=fold_value,
+            patch_size=_patch(patch_size),
+            batch_size=batch_size,
+            num_threads=threads,
+            work_dir=work_dir,
+            on_epoch=lambda done, total, loss: bar.update(task, completed=done),
+        )
+    typer.echo(
+        json.dumps(
+            {k: summary[k] for k in ("output", "dataset", "cases", "fold", "epochs", "patch_size")}
+            | {"final_train_loss": summary["train_losses"][-1]}
+        )
+    )
 
 
 def _int_fold(value: str) -> int:

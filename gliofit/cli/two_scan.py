@@ -11,8 +11,17 @@ import typer
 __all__ = ["infer_two_scans_cli"]
 
 
-def infer_two_scans_cli(db: Path, seg: Path, seg_later: Path | None, days_between: float | None, output: Path, *,
-                        method: str = "index", project_days: float | None = None, **kwargs) -> None:
+def infer_two_scans_cli(
+    db: Path,
+    seg: Path,
+    seg_later: Path | None,
+    days_between: float | None,
+    output: Path,
+    *,
+    method: str = "index",
+    project_days: float | None = None,
+    **kwargs,
+) -> None:
     """Check the two-scan flags, run :func:`gliofit.inverse.longitudinal.infer_two_scans`, write OUT, print a summary."""
     from gliofit.common.errors import InputError
     from gliofit.inverse.longitudinal import check_interval, infer_two_scans
@@ -32,11 +41,17 @@ def infer_two_scans_cli(db: Path, seg: Path, seg_later: Path | None, days_betwee
     files = res.save(output)
     p, u = res.parameters, res.uncertainty
     keys = ("D_mm2_per_day", "rho_per_day", "T_days", "infiltration_length_mm", "velocity_mm_per_day")
-    typer.echo(json.dumps({
-        "output": str(output), "space": res.space, "days_between": res.days_between,
-        "parameters": {k: p[k] for k in keys + ("origin_mm",)},
-        "ci95": {k: u[k]["ci95"] for k in keys},
-        "fit": {t["scan"]: t["fit"] for t in res.timepoints},
-        "timings_s": {k: round(v, 3) for k, v in res.timings.items()},
-        "files": sorted(str(f.name) for f in files.values()),
-    }))
+    typer.echo(
+        json.dumps(
+            {
+                "output": str(output),
+                "space": res.space,
+                "days_between": res.days_between,
+                "parameters": {k: p[k] for k in keys + ("origin_mm",)},
+                "ci95": {k: u[k]["ci95"] for k in keys},
+                "fit": {t["scan"]: t["fit"] for t in res.timepoints},
+                "timings_s": {k: round(v, 3) for k, v in res.timings.items()},
+                "files": sorted(str(f.name) for f in files.values()),
+            }
+        )
+    )

@@ -113,8 +113,13 @@ class Executor:
             self.pool.shutdown(cancel_futures=True)
 
 
-def make_executor(workers: int | None = None, scheduler: str | None = None, *,
-                  preload: Sequence[str] = (), threads_per_task: int | None = 1) -> Executor:
+def make_executor(
+    workers: int | None = None,
+    scheduler: str | None = None,
+    *,
+    preload: Sequence[str] = (),
+    threads_per_task: int | None = 1,
+) -> Executor:
     """Choose the pool: Dask at ``scheduler``, else ``workers`` local processes (default: all cores).
 
     Parameters

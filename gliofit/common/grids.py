@@ -35,8 +35,16 @@ GRID_TOLERANCE_MM = 1e-3
 """Largest difference between two affines' entries (mm) for which they describe the same grid."""
 
 
-def check_same_grid(path: object, shape: tuple[int, ...], affine: np.ndarray, ref_shape: tuple[int, ...],
-                    ref_affine: np.ndarray, *, what: str = "image", ref: str = "the reference") -> None:
+def check_same_grid(
+    path: object,
+    shape: tuple[int, ...],
+    affine: np.ndarray,
+    ref_shape: tuple[int, ...],
+    ref_affine: np.ndarray,
+    *,
+    what: str = "image",
+    ref: str = "the reference",
+) -> None:
     """Raise :class:`InputError` naming ``path`` unless (shape, affine) equals (ref_shape, ref_affine).
 
     Affines agree when every entry differs by at most :data:`GRID_TOLERANCE_MM`.
@@ -51,8 +59,10 @@ def check_same_grid(path: object, shape: tuple[int, ...], affine: np.ndarray, re
     shape, ref_shape = tuple(int(v) for v in shape), tuple(int(v) for v in ref_shape)
     diff = float(np.abs(a - r).max()) if a.shape == r.shape else float("inf")
     if shape != ref_shape or not diff <= GRID_TOLERANCE_MM:
-        raise InputError(f"{path}: {what} grid differs from that of {ref} (shape {shape} vs {ref_shape}; "
-                         f"affines differ by up to {diff:.3g} mm)")
+        raise InputError(
+            f"{path}: {what} grid differs from that of {ref} (shape {shape} vs {ref_shape}; "
+            f"affines differ by up to {diff:.3g} mm)"
+        )
 
 
 def spacing_mm(affine: np.ndarray) -> np.ndarray:
@@ -164,6 +174,12 @@ def resample_linear(
     if order == 1:
         src = src.astype(np.float32, copy=False)
     return ndimage.affine_transform(
-        src, m[:3, :3], offset=m[:3, 3], output_shape=tuple(int(s) for s in dst_shape),
-        order=order, mode="constant", cval=cval, prefilter=False,
+        src,
+        m[:3, :3],
+        offset=m[:3, 3],
+        output_shape=tuple(int(s) for s in dst_shape),
+        order=order,
+        mode="constant",
+        cval=cval,
+        prefilter=False,
     )

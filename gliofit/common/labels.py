@@ -54,8 +54,10 @@ def detect_convention(labels: np.ndarray, source: str = "segmentation") -> Label
     present = {int(v) for v in np.unique(labels)} - {0}
     unknown = present - {1, 2, 3, 4}
     if unknown:
-        raise InputError(f"{source}: label values {sorted(unknown)} belong to no known convention "
-                         "(brats2021: 1,2,4; brats2023: 1,2,3)")
+        raise InputError(
+            f"{source}: label values {sorted(unknown)} belong to no known convention "
+            "(brats2021: 1,2,4; brats2023: 1,2,3)"
+        )
     if {3, 4} <= present:
         raise InputError(f"{source}: labels 3 and 4 together are ambiguous (brats2021 uses 4, brats2023 uses 3)")
     return CONVENTIONS["brats2021"] if 4 in present else CONVENTIONS["brats2023"]

@@ -51,10 +51,16 @@ def exclusive_lock(path: str | Path, what: str) -> Iterator[Path]:
         except BlockingIOError:
             h = lock_holder(p)
             since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(h["started"])) if "started" in h else "?"
-            raise InputError(f"{what} is in use by another gliofit run (pid {h.get('pid', '?')} on "
-                             f"{h.get('host', '?')}, started {since}; lock {p})") from None
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
-                  "command": " ".join(sys.argv[:6])}
+            raise InputError(
+                f"{what} is in use by another gliofit run (pid {h.get('pid', '?')} on "
+                f"{h.get('host', '?')}, started {since}; lock {p})"
+            ) from None
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.time(),
+            "command": " ".join(sys.argv[:6]),
+        }
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(record).encode(), 0)
         yield p

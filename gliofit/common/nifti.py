@@ -37,8 +37,10 @@ def _checked_header(img, p: Path, what: str) -> tuple[int, int, int]:
         raise InputError(f"{p}: {what} must be a 3-D image, got shape {shape}")
     n = math.prod(shape)
     if n > MAX_IMAGE_VOXELS:
-        raise InputError(f"{p}: {what} declares {' x '.join(map(str, shape))} = {n} voxels, more than the "
-                         f"maximum of {MAX_IMAGE_VOXELS} (512^3)")
+        raise InputError(
+            f"{p}: {what} declares {' x '.join(map(str, shape))} = {n} voxels, more than the "
+            f"maximum of {MAX_IMAGE_VOXELS} (512^3)"
+        )
     affine = np.asarray(img.affine, dtype=np.float64)
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise InputError(f"{p}: {what} has an invalid affine (not finite or not invertible)")
@@ -78,9 +80,7 @@ def load_volume(path: str | Path, what: str = "image") -> tuple[np.ndarray, np.n
     return np.asarray(data), np.asarray(img.affine, dtype=np.float64)
 
 
-def save_volume(
-    data: np.ndarray, affine: np.ndarray, path: str | Path, dtype: type | None = np.float32
-) -> Path:
+def save_volume(data: np.ndarray, affine: np.ndarray, path: str | Path, dtype: type | None = np.float32) -> Path:
     """Write ``data`` with ``affine`` to ``path`` atomically; returns the path.
 
     Parent folders are created. ``dtype`` (default float32) is the stored type;

@@ -45,8 +45,12 @@ def seed_record(sigma_mm: float = SEED_SIGMA_MM, peak: float = SEED_PEAK) -> dic
     capacity. A seed of mass m reaches the same small tumour ln(m / mass_mm3) / rho days sooner
     (about half that for a large one): docs/growth.md.
     """
-    return {"kind": "gaussian", "sigma_mm": float(sigma_mm), "peak": float(peak),
-            "mass_mm3": float(peak * (2.0 * math.pi) ** 1.5 * sigma_mm**3)}
+    return {
+        "kind": "gaussian",
+        "sigma_mm": float(sigma_mm),
+        "peak": float(peak),
+        "mass_mm3": float(peak * (2.0 * math.pi) ** 1.5 * sigma_mm**3),
+    }
 
 
 def derived_parameters(D_mm2_per_day, rho_per_day, T_days) -> dict[str, np.ndarray | float]:

@@ -223,8 +223,9 @@ def _same_grid(paths: list[Path], shapes: list[tuple], affines: list[np.ndarray]
         check_same_grid(p, s, a, shapes[0], affines[0], what="tissue map", ref=str(paths[0]))
 
 
-def atlas_from_tissue_maps(gm: str | Path, wm: str | Path, csf: str | Path,
-                           t1: str | Path | None = None, name: str | None = None) -> Atlas:
+def atlas_from_tissue_maps(
+    gm: str | Path, wm: str | Path, csf: str | Path, t1: str | Path | None = None, name: str | None = None
+) -> Atlas:
     """An atlas from three tissue probability NIfTI files (and an optional T1) on one grid."""
     from gliofit.common.nifti import load_volume
 
@@ -233,10 +234,13 @@ def atlas_from_tissue_maps(gm: str | Path, wm: str | Path, csf: str | Path,
     _same_grid(paths, [d.shape for d, _ in loaded], [a for _, a in loaded])
     for p, (d, _) in zip(paths[:3], loaded[:3]):
         if np.nanmin(d) < -1e-3 or np.nanmax(d) > 1.0 + 1e-3:
-            raise InputError(f"{p}: tissue probabilities must lie in [0, 1], got [{np.nanmin(d):.3g}, {np.nanmax(d):.3g}]")
+            raise InputError(
+                f"{p}: tissue probabilities must lie in [0, 1], got [{np.nanmin(d):.3g}, {np.nanmax(d):.3g}]"
+            )
     t1_data = loaded[3][0] if t1 else None
-    return _validated(name or Path(gm).parent.name or "custom", loaded[0][0], loaded[1][0], loaded[2][0],
-                      loaded[0][1], t1_data)
+    return _validated(
+        name or Path(gm).parent.name or "custom", loaded[0][0], loaded[1][0], loaded[2][0], loaded[0][1], t1_data
+    )
 
 
 def atlas_from_label_map(path: str | Path, name: str | None = None) -> Atlas:
@@ -298,9 +302,9 @@ def resample_atlas(atlas: Atlas, spacing_mm: float, *, margin_mm: float = 4.0) -
     lo, hi = idx.min(axis=0), idx.max(axis=0)
     scale = s / src_spacing
     margin_vox = margin_mm / src_spacing
-    start = lo - margin_vox - 0.5                      # src-index coordinate of the new grid's first face
+    start = lo - margin_vox - 0.5  # src-index coordinate of the new grid's first face
     n = np.ceil((hi + margin_vox + 0.5 - start) / scale).astype(int)
-    offset = start + scale / 2.0                        # src-index coordinate of new voxel 0's centre
+    offset = start + scale / 2.0  # src-index coordinate of new voxel 0's centre
     m = np.eye(4)
     m[:3, :3] = np.diag(scale)
     m[:3, 3] = offset

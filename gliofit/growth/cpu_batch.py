@@ -74,8 +74,16 @@ class _Boxes:
         return new_lo, new_hi
 
 
-def run_independent(field: DiffusionField, u: np.ndarray, D: np.ndarray, rho: np.ndarray, times: np.ndarray,
-                    config, out: np.ndarray, on_step: Callable[[float, float], None] | None = None) -> None:
+def run_independent(
+    field: DiffusionField,
+    u: np.ndarray,
+    D: np.ndarray,
+    rho: np.ndarray,
+    times: np.ndarray,
+    config,
+    out: np.ndarray,
+    on_step: Callable[[float, float], None] | None = None,
+) -> None:
     """Advance the seeded states ``u`` (B, X, Y, Z) float32 in place, writing snapshots into ``out`` (B, K, X, Y, Z).
 
     Parameters
@@ -101,13 +109,13 @@ def run_independent(field: DiffusionField, u: np.ndarray, D: np.ndarray, rho: np
     sup_lo, sup_hi = np.zeros((batch, 3), dtype=np.int64), np.zeros((batch, 3), dtype=np.int64)
     f32 = np.float32
     active = np.arange(batch)
-    folded = np.zeros(batch, dtype=bool)      # the first logistic half of b's next step is already applied
+    folded = np.zeros(batch, dtype=bool)  # the first logistic half of b's next step is already applied
 
     def step_days(b: int, t_b: float) -> float:
         return min(stops[b][next_stop[b]] - t_b, config.max_dt_days, config.rho_dt_max / max(float(rho[b]), 1e-12))
 
     def logistic_g(b: int, days: float) -> np.float32:
-        return f32(math.expm1(float(rho[b]) * days))      # per simulation: no vector-width dependence
+        return f32(math.expm1(float(rho[b]) * days))  # per simulation: no vector-width dependence
 
     while active.size:
         dt = np.array([step_days(b, t[b]) for b in active])
@@ -138,8 +146,23 @@ def run_independent(field: DiffusionField, u: np.ndarray, D: np.ndarray, rho: np
             for b in sims:
                 m, n_, mt, gt = coefficients[int(b)]
                 a[b], mu[b], nu[b], c[b] = f32(mt[j] * float(scale[b])), f32(m[j]), f32(n_[j]), f32(mt[j] + gt[j])
-            ck.stage(ring[(j - 1) % 3], ring[(j - 2) % 3], ly0, ring[j % 3], sims, boxes.lo, boxes.hi,
-                     kx, ky, kz, a, mu, nu, c, j > 2)
+            ck.stage(
+                ring[(j - 1) % 3],
+                ring[(j - 2) % 3],
+                ly0,
+                ring[j % 3],
+                sims,
+                boxes.lo,
+                boxes.hi,
+                kx,
+                ky,
+                kz,
+                a,
+                mu,
+                nu,
+                c,
+                j > 2,
+            )
         last = np.zeros(batch, dtype=np.int64)
         last[active] = s % 3
         last[active[s == 1]] = 1
@@ -151,8 +174,7 @@ def run_independent(field: DiffusionField, u: np.ndarray, D: np.ndarray, rho: np
             folded[b] = t_new[n] < stops[b][next_stop[b]] - 1e-9
             if folded[b]:
                 g_end[b] = logistic_g(b, dt[n] / 2.0 + step_days(b, t_new[n]) / 2.0)
-        ck.finish(u, ring, last, active, boxes.lo, boxes.hi, g_end, (f32(1.0) + g_end).astype(f32), eps,
-                  sup_lo, sup_hi)
+        ck.finish(u, ring, last, active, boxes.lo, boxes.hi, g_end, (f32(1.0) + g_end).astype(f32), eps, sup_lo, sup_hi)
         t[active] = t_new
         still = []
         for b in active:
@@ -160,7 +182,7 @@ def run_independent(field: DiffusionField, u: np.ndarray, D: np.ndarray, rho: np
             if t[b] >= stop - 1e-9:
                 t[b] = stop
                 box = tuple(slice(int(a), int(c)) for a, c in zip(boxes.lo[b], boxes.hi[b]))
-                snap = np.clip(u[b][box], 0.0, 1.0)               # outside its box the state is exactly 0
+                snap = np.clip(u[b][box], 0.0, 1.0)  # outside its box the state is exactly 0
                 for k in np.flatnonzero(np.isclose(times[b], stop, rtol=0, atol=1e-9)):
                     out[b, k][box] = snap
                 next_stop[b] += 1

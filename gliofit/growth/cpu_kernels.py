@@ -52,8 +52,12 @@ def _laplacian_row(p, o, n, base, xp, xm, yp, ym, kxp, kxm, kyp, kym, kzr, fx, f
     for k in range(n):
         q = base + k
         c = p[q]
-        o[q] = ((p[q + xp] - c) * fx[kxp + k] - (c - p[q - xm]) * fx[kxm + k]
-                + (p[q + yp] - c) * fy[kyp + k] - (c - p[q - ym]) * fy[kym + k])
+        o[q] = (
+            (p[q + xp] - c) * fx[kxp + k]
+            - (c - p[q - xm]) * fx[kxm + k]
+            + (p[q + yp] - c) * fy[kyp + k]
+            - (c - p[q - ym]) * fy[kym + k]
+        )
     for k in range(n - one):
         q = base + k
         o[q] += (p[q + one] - p[q]) * fz[kzr + k]

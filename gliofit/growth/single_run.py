@@ -49,7 +49,8 @@ def grow_tumour(
     res = check_positive(resolution_mm, "resolution_mm")
     validate_origin(atlas, origin)
     grid = resample_atlas(atlas, res)
-    u = simulate_one(grid, D, rho, origin, T, diffusivity_ratio=diffusivity_ratio, config=config,
-                     device=device, on_step=on_step)
+    u = simulate_one(
+        grid, D, rho, origin, T, diffusivity_ratio=diffusivity_ratio, config=config, device=device, on_step=on_step
+    )
     back = np.clip(to_atlas_grid(u, grid, atlas), 0.0, 1.0).astype(np.float32)
     return GrownTumour(u, grid, back, atlas)

@@ -84,8 +84,10 @@ def validate_origin(grid: Atlas, origin_mm: Sequence[float]) -> None:
     tissue = grid.tissue_at(origin_mm)
     if tissue < TISSUE_THRESHOLD:
         xyz = ", ".join(f"{float(v):.1f}" for v in origin_mm)
-        raise InputError(f"origin ({xyz}) mm lies outside brain tissue of atlas {grid.name} "
-                         f"(GM + WM = {tissue:.2f} < {TISSUE_THRESHOLD})")
+        raise InputError(
+            f"origin ({xyz}) mm lies outside brain tissue of atlas {grid.name} "
+            f"(GM + WM = {tissue:.2f} < {TISSUE_THRESHOLD})"
+        )
 
 
 def _as_batch(name: str, values, n: int | None = None, *, allow_zero: bool = False) -> np.ndarray:
@@ -189,8 +191,9 @@ def uses_cpu_kernels(config: SolverConfig, device: torch.device) -> bool:
     return kernels.has_numba()
 
 
-def simulate_one(grid: Atlas, D_mm2_per_day: float, rho_per_day: float, origin_mm, T_days: float,
-                 **kwargs) -> np.ndarray:
+def simulate_one(
+    grid: Atlas, D_mm2_per_day: float, rho_per_day: float, origin_mm, T_days: float, **kwargs
+) -> np.ndarray:
     """One simulation to one time: (X, Y, Z) float32 density. Keywords as :func:`simulate`."""
     return simulate(grid, [D_mm2_per_day], [rho_per_day], [origin_mm], [T_days], **kwargs)[0, 0]
 
@@ -198,8 +201,9 @@ def simulate_one(grid: Atlas, D_mm2_per_day: float, rho_per_day: float, origin_m
 class _Stepper:
     """Advances a batch state ``u`` (B, X, Y, Z) in place by one step of the configured method."""
 
-    def __init__(self, field: DiffusionField, D: np.ndarray, rho: np.ndarray, config: SolverConfig,
-                 device: torch.device) -> None:
+    def __init__(
+        self, field: DiffusionField, D: np.ndarray, rho: np.ndarray, config: SolverConfig, device: torch.device
+    ) -> None:
         self.field = field
         self.config = config
         shape = (-1, 1, 1, 1)

@@ -146,8 +146,9 @@ class ActiveBox:
         self.lo, self.hi = new_lo, new_hi
 
 
-def seed_density(grid: Atlas, origin_mm, sigma_mm: float, amplitude: float,
-                 device: torch.device | str = "cpu") -> torch.Tensor:
+def seed_density(
+    grid: Atlas, origin_mm, sigma_mm: float, amplitude: float, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """A Gaussian seed (peak ``amplitude``, std ``sigma_mm``) averaged over each voxel.
 
     Voxel averages (not point samples) keep the seed's mass the same on every

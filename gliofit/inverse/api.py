@@ -19,8 +19,7 @@ from gliofit.common.errors import InputError
 from gliofit.common.timing import Stopwatch
 from gliofit.common.units import DEFAULT_DIFFUSIVITY_RATIO
 from gliofit.inverse.calibration import calibrated_uncertainty, read_calibration, spreads
-from gliofit.inverse.density import (DENSITY_METHODS, best_density, resimulated_density, seed_of,
-                                    simulated_density)
+from gliofit.inverse.density import DENSITY_METHODS, best_density, resimulated_density, seed_of, simulated_density
 from gliofit.inverse.estimate import entry_parameters, match_weights, parameters_of, summarise, temperature
 from gliofit.inverse.observation import observe
 from gliofit.inverse.query import DEFAULT_TOP_K, Matches, query
@@ -45,8 +44,9 @@ def atlas_of(db) -> Atlas:
     """The 1 mm atlas a database was built on (loaded once per process); InputError if it changed."""
     atlas = _load_atlas_cached(str(db.manifest.atlas_spec))
     if atlas.name != db.manifest.atlas:
-        raise InputError(f"{db.path}: database atlas {db.manifest.atlas} but {db.manifest.atlas_spec} "
-                         f"now loads {atlas.name}")
+        raise InputError(
+            f"{db.path}: database atlas {db.manifest.atlas} but {db.manifest.atlas_spec} now loads {atlas.name}"
+        )
     return atlas
 
 
@@ -64,16 +64,21 @@ def check_refine(refine: bool, refine_budget) -> int:
     if refine_budget is None:
         return DEFAULT_REFINE_BUDGET
     if not refine:
-        raise InputError(f"refine_budget {refine_budget} given with no_refine: give one or the other",
-                         parameter=("refine_budget", "no_refine"))
+        raise InputError(
+            f"refine_budget {refine_budget} given with no_refine: give one or the other",
+            parameter=("refine_budget", "no_refine"),
+        )
     try:
         b = int(refine_budget)
     except (TypeError, ValueError):
-        raise InputError(f"refine_budget must be a whole number of forward runs, got {refine_budget!r}",
-                         parameter="refine_budget") from None
+        raise InputError(
+            f"refine_budget must be a whole number of forward runs, got {refine_budget!r}", parameter="refine_budget"
+        ) from None
     if b != refine_budget or b < 1:
-        raise InputError(f"refine_budget must be a whole number >= 1 of forward runs, got {refine_budget!r}",
-                         parameter="refine_budget")
+        raise InputError(
+            f"refine_budget must be a whole number >= 1 of forward runs, got {refine_budget!r}",
+            parameter="refine_budget",
+        )
     return b
 
 
@@ -81,9 +86,16 @@ def _refined(db, atlas: Atlas, params: dict, out: dict, density: str):
     """Parameters and density function of a refine outcome (density simulated on the database grid and
     upsampled, or at 1 mm for ``density="resimulate"``)."""
     from gliofit.common.units import derived_parameters
+
     new = dict(params)
-    new.update({"D_mm2_per_day": float(out["D_mm2_per_day"]), "rho_per_day": float(out["rho_per_day"]),
-                "T_days": float(out["T_days"]), "origin_mm": [float(v) for v in out["origin_mm"]]})
+    new.update(
+        {
+            "D_mm2_per_day": float(out["D_mm2_per_day"]),
+            "rho_per_day": float(out["rho_per_day"]),
+            "T_days": float(out["T_days"]),
+            "origin_mm": [float(v) for v in out["origin_mm"]],
+        }
+    )
     new.update(derived_parameters(new["D_mm2_per_day"], new["rho_per_day"], new["T_days"]))
     ratio = float(db.manifest.design.get("diffusivity_ratio", DEFAULT_DIFFUSIVITY_RATIO))
 
@@ -113,15 +125,34 @@ def _shifted_stored_density(db, entry_id: int, shift: np.ndarray, atlas: Atlas) 
 
 
 def _fit(dice: np.ndarray, weights: tuple[float, float]) -> dict:
-    return {"dice_whole_tumor": float(dice[0]), "dice_core": float(dice[1]),
-            "dice_mean": float(weights[0] * dice[0] + weights[1] * dice[1])}
+    return {
+        "dice_whole_tumor": float(dice[0]),
+        "dice_core": float(dice[1]),
+        "dice_mean": float(weights[0] * dice[0] + weights[1] * dice[1]),
+    }
 
 
-def infer(db, seg, *, labels: str = "auto", core=None, t1=None, in_atlas_space: bool = False,
-          top_k: int = DEFAULT_TOP_K, refine: bool = True, method: str = "index", weights=(0.5, 0.5),
-          thresholds_search: bool = True, density: str = "upsample", atlas: Atlas | None = None,
-          refine_budget: int | None = None, registration=None, shift: bool = True, calibration=None,
-          progress: bool = False) -> Result:
+def infer(
+    db,
+    seg,
+    *,
+    labels: str = "auto",
+    core=None,
+    t1=None,
+    in_atlas_space: bool = False,
+    top_k: int = DEFAULT_TOP_K,
+    refine: bool = True,
+    method: str = "index",
+    weights=(0.5, 0.5),
+    thresholds_search: bool = True,
+    density: str = "upsample",
+    atlas: Atlas | None = None,
+    refine_budget: int | None = None,
+    registration=None,
+    shift: bool = True,
+    calibration=None,
+    progress: bool = False,
+) -> Result:
     """Personalise the growth model for one segmentation.
 
     Parameters
@@ -155,22 +186,30 @@ def infer(db, seg, *, labels: str = "auto", core=None, t1=None, in_atlas_space: 
     if method not in METHODS:
         raise InputError(f"method must be one of {', '.join(METHODS)}, got {method!r}", parameter="method")
     if density not in DENSITY_METHODS:
-        raise InputError(f"density must be one of {', '.join(DENSITY_METHODS)}, got {density!r}",
-                         parameter="density")
+        raise InputError(f"density must be one of {', '.join(DENSITY_METHODS)}, got {density!r}", parameter="density")
     budget = check_refine(refine, refine_budget)
     with watch.stage("load"):
         db = _open(db)
         calib, warning = (None, None) if calibration is False else read_calibration(db, calibration)
         atlas = atlas if atlas is not None else atlas_of(db)
-    obs = observe(seg, grid=db.grid, atlas=atlas, labels=labels, core=core, t1=t1, in_atlas_space=in_atlas_space,
-                  registration=registration)
+    obs = observe(
+        seg,
+        grid=db.grid,
+        atlas=atlas,
+        labels=labels,
+        core=core,
+        t1=t1,
+        in_atlas_space=in_atlas_space,
+        registration=registration,
+    )
     for stage, seconds in obs.timings_s.items():
         watch.add(stage, seconds)
     spacing = float(db.manifest.resolution_mm)
     with watch.stage("query"):
         if method == "index":
-            m = query(db, obs.wt, obs.core, top_k=top_k, weights=weights, thresholds_search=thresholds_search,
-                      shift=shift)
+            m = query(
+                db, obs.wt, obs.core, top_k=top_k, weights=weights, thresholds_search=thresholds_search, shift=shift
+            )
         else:
             from gliofit.inverse.baseline import exhaustive_query
 
@@ -187,16 +226,29 @@ def infer(db, seg, *, labels: str = "auto", core=None, t1=None, in_atlas_space: 
         density_fn = functools.partial(_shifted_stored_density, db, best_id, m.shifts[0], atlas)
     else:
         density_fn = functools.partial(best_density, db, best_id, best, atlas, density)
-    extra: dict[str, Any] = {"seed": seed_of(db.manifest), "method": method, "candidates": m.n_candidates,
-                             "scored": len(m.ids), "temperature": temperature(m.mean_dice),
-                             "effective_matches": float(1.0 / np.sum(w ** 2)), "match_fit": dict(fit),
-                             "warnings": [warning] if warning else []}
+    extra: dict[str, Any] = {
+        "seed": seed_of(db.manifest),
+        "method": method,
+        "candidates": m.n_candidates,
+        "scored": len(m.ids),
+        "temperature": temperature(m.mean_dice),
+        "effective_matches": float(1.0 / np.sum(w**2)),
+        "match_fit": dict(fit),
+        "warnings": [warning] if warning else [],
+    }
     if refine:
         from gliofit.inverse.refine import refine as run_refine
 
         tr = time.perf_counter()
-        out = run_refine(db.grid, obs.wt, obs.core, best, thresholds=(best["threshold_edema"], best["threshold_core"]),
-                         budget=budget, weights=m.weights)
+        out = run_refine(
+            db.grid,
+            obs.wt,
+            obs.core,
+            best,
+            thresholds=(best["threshold_edema"], best["threshold_core"]),
+            budget=budget,
+            weights=m.weights,
+        )
         # Report a simulation that was run: the refined one, unless the stored (untranslated) match fits better.
         adopt = bool(m.shifts[0].any()) or out["dice_mean"] > fit["dice_mean"]
         extra["refine"] = {**out, "seconds": time.perf_counter() - tr, "adopted": adopt}
@@ -207,28 +259,58 @@ def infer(db, seg, *, labels: str = "auto", core=None, t1=None, in_atlas_space: 
     extra["spread"] = spread
     if calib is None:
         uncertainty = summarise(params, w, origin_spacing_mm=spacing)
-        calibration_doc: dict[str, Any] = {"method": "none: the uncalibrated match summary (weighted quantiles)",
-                           "coverage95": {}, "warning": warning}
+        calibration_doc: dict[str, Any] = {
+            "method": "none: the uncalibrated match summary (weighted quantiles)",
+            "coverage95": {},
+            "warning": warning,
+        }
     else:
         uncertainty = calibrated_uncertainty(best, params, w, spread, calib["quantiles"])
-        calibration_doc = {"method": calib["method"], "coverage95": calib["coverage95"],
-                           "coverage50": calib["coverage50"], "patients": calib["patients"],
-                           "database_entries": calib["database"]["entries"]}
+        calibration_doc = {
+            "method": calib["method"],
+            "coverage95": calib["coverage95"],
+            "coverage50": calib["coverage50"],
+            "patients": calib["patients"],
+            "database_entries": calib["database"]["entries"],
+        }
         if warning:
             calibration_doc["warning"] = warning
     matches = _matches(db, m, params)
     timings = watch.timings()
-    database = {"path": str(db.path), "entries": int(len(db.entries["id"])), "atlas": db.manifest.atlas,
-                "resolution_mm": spacing}
-    return Result(parameters=best, uncertainty=uncertainty, matches=matches, fit=fit, timings=timings,
-                  space=obs.space, database=database, observation=obs, atlas=atlas, density_fn=density_fn,
-                  extra=extra, calibration=calibration_doc)
+    database = {
+        "path": str(db.path),
+        "entries": int(len(db.entries["id"])),
+        "atlas": db.manifest.atlas,
+        "resolution_mm": spacing,
+    }
+    return Result(
+        parameters=best,
+        uncertainty=uncertainty,
+        matches=matches,
+        fit=fit,
+        timings=timings,
+        space=obs.space,
+        database=database,
+        observation=obs,
+        atlas=atlas,
+        density_fn=density_fn,
+        extra=extra,
+        calibration=calibration_doc,
+    )
 
 
 def _matches(db, m: Matches, params: dict) -> list[dict]:
     rows = db.rows_of(m.ids[:N_MATCHES])
     sims = db.entries["simulation_id"][rows]
-    return [{"rank": i + 1, "entry_id": int(m.ids[i]), "simulation_id": int(sims[i]),
-             "dice_whole_tumor": float(m.dice[i, 0]), "dice_core": float(m.dice[i, 1]),
-             "shift_voxels": [int(v) for v in m.shifts[i]],
-             "parameters": parameters_of(params, i)} for i in range(len(rows))]
+    return [
+        {
+            "rank": i + 1,
+            "entry_id": int(m.ids[i]),
+            "simulation_id": int(sims[i]),
+            "dice_whole_tumor": float(m.dice[i, 0]),
+            "dice_core": float(m.dice[i, 1]),
+            "shift_voxels": [int(v) for v in m.shifts[i]],
+            "parameters": parameters_of(params, i),
+        }
+        for i in range(len(rows))
+    ]

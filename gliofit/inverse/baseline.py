@@ -49,13 +49,20 @@ def soft_scores(wt: np.ndarray, core: np.ndarray, crops, thresholds: tuple[float
     out = np.empty(len(crops))
     for i, (bbox, crop) in enumerate(crops):
         u = crop.astype(np.float32) / QUANT_SCALE
-        out[i] = (_score_one(wt, n_wt, bbox, u, thresholds[0])
-                  + _score_one(core, n_core, bbox, u, thresholds[1]))
+        out[i] = _score_one(wt, n_wt, bbox, u, thresholds[0]) + _score_one(core, n_core, bbox, u, thresholds[1])
     return out
 
 
-def exhaustive_query(db, wt: np.ndarray, core: np.ndarray, *, thresholds: tuple[float, float] | None = None,
-                     top_k: int = DEFAULT_TOP_K, weights=(0.5, 0.5), progress: bool = False) -> Matches:
+def exhaustive_query(
+    db,
+    wt: np.ndarray,
+    core: np.ndarray,
+    *,
+    thresholds: tuple[float, float] | None = None,
+    top_k: int = DEFAULT_TOP_K,
+    weights=(0.5, 0.5),
+    progress: bool = False,
+) -> Matches:
     """Score every entry with the soft agreement; the ``top_k`` best by score, with their exact Dice.
 
     Parameters
@@ -78,13 +85,12 @@ def exhaustive_query(db, wt: np.ndarray, core: np.ndarray, *, thresholds: tuple[
     with progress_bar(disable=not progress) as bar:
         task = bar.add_task("exhaustive query", total=len(all_ids))
         for start in range(0, len(all_ids), BATCH):
-            ids = all_ids[start:start + BATCH]
-            scores[start:start + len(ids)] = soft_scores(wt, core, db.read_entries(ids), th)
+            ids = all_ids[start : start + BATCH]
+            scores[start : start + len(ids)] = soft_scores(wt, core, db.read_entries(ids), th)
             bar.update(task, advance=len(ids))
     order = np.lexsort((all_ids, -scores))[: max(1, int(top_k))]
     ids = all_ids[order]
     le, lc = threshold_level(th[0]), threshold_level(th[1])
     crops = db.read_entries(ids)
     dice = dice_scores(wt, core, [(b[:3], c >= le, c >= lc) for b, c in crops]).astype(np.float64)
-    return Matches(ids, dice, np.tile(np.asarray(th, dtype=np.float64), (len(ids), 1)), scores[order], w,
-                   len(all_ids))
+    return Matches(ids, dice, np.tile(np.asarray(th, dtype=np.float64), (len(ids), 1)), scores[order], w, len(all_ids))

@@ -35,10 +35,25 @@ import numpy as np
 from gliofit.common.errors import InputError
 from gliofit.inverse.estimate import PARAMETER_KEYS, SCALAR_KEYS, weighted_quantile
 
-__all__ = ["CALIBRATION_FILE", "LOG_KEYS", "ORIGIN_KEYS", "CALIBRATED_KEYS", "LEVELS", "METHOD", "spreads",
-           "normalised_errors", "conformal_quantile", "fit_quantiles", "leave_one_out_coverage", "fingerprint",
-           "read_calibration", "write_calibration", "calibrated_uncertainty", "calibration_record",
-           "LOG_SPREAD_FLOOR"]
+__all__ = [
+    "CALIBRATION_FILE",
+    "LOG_KEYS",
+    "ORIGIN_KEYS",
+    "CALIBRATED_KEYS",
+    "LEVELS",
+    "METHOD",
+    "spreads",
+    "normalised_errors",
+    "conformal_quantile",
+    "fit_quantiles",
+    "leave_one_out_coverage",
+    "fingerprint",
+    "read_calibration",
+    "write_calibration",
+    "calibrated_uncertainty",
+    "calibration_record",
+    "LOG_SPREAD_FLOOR",
+]
 
 CALIBRATION_FILE = "gliofit-calibration.json"
 LOG_KEYS = SCALAR_KEYS
@@ -66,7 +81,7 @@ def spreads(params: dict[str, np.ndarray], weights: np.ndarray, origin_spacing_m
     for a, k in enumerate(ORIGIN_KEYS):
         m = float(np.sum(w * o[:, a]))
         var = max(float(np.sum(w * (o[:, a] - m) ** 2)), 0.0)
-        out[k] = float(np.sqrt(var + origin_spacing_mm ** 2 / 12.0))
+        out[k] = float(np.sqrt(var + origin_spacing_mm**2 / 12.0))
     return out
 
 
@@ -95,8 +110,10 @@ def conformal_quantile(errors, level: float) -> float:
 
 def fit_quantiles(records: list[dict]) -> dict[str, dict[str, float]]:
     """``{key: {"q50", "q95"}}`` from records holding ``errors`` (:func:`normalised_errors`)."""
-    return {k: {f"q{round(100 * lv)}": conformal_quantile([r["errors"][k] for r in records], lv) for lv in LEVELS}
-            for k in CALIBRATED_KEYS}
+    return {
+        k: {f"q{round(100 * lv)}": conformal_quantile([r["errors"][k] for r in records], lv) for lv in LEVELS}
+        for k in CALIBRATED_KEYS
+    }
 
 
 def leave_one_out_coverage(records: list[dict]) -> dict[str, dict[str, float]]:
@@ -114,8 +131,12 @@ def leave_one_out_coverage(records: list[dict]) -> dict[str, dict[str, float]]:
 def fingerprint(db) -> dict:
     """What identifies the database a calibration belongs to."""
     m = db.manifest
-    return {"atlas_checksum": m.to_dict().get("atlas_checksum"), "resolution_mm": float(m.resolution_mm),
-            "design_seed": int(m.design.get("seed", 0)), "entries": int(len(db.entries["id"]))}
+    return {
+        "atlas_checksum": m.to_dict().get("atlas_checksum"),
+        "resolution_mm": float(m.resolution_mm),
+        "design_seed": int(m.design.get("seed", 0)),
+        "entries": int(len(db.entries["id"])),
+    }
 
 
 def write_calibration(db, records: list[dict], settings: dict, path: str | Path | None = None) -> Path:
@@ -124,9 +145,16 @@ def write_calibration(db, records: list[dict], settings: dict, path: str | Path 
 
     if len(records) < 2:
         raise InputError(f"calibration needs at least 2 patients, got {len(records)}")
-    doc = {"format_version": FORMAT_VERSION, "method": METHOD, "database": fingerprint(db),
-           "patients": len(records), "settings": settings, "quantiles": fit_quantiles(records),
-           **leave_one_out_coverage(records), "records": records}
+    doc = {
+        "format_version": FORMAT_VERSION,
+        "method": METHOD,
+        "database": fingerprint(db),
+        "patients": len(records),
+        "settings": settings,
+        "quantiles": fit_quantiles(records),
+        **leave_one_out_coverage(records),
+        "records": records,
+    }
     return write_json(doc, Path(path) if path else Path(db.path) / CALIBRATION_FILE)
 
 
@@ -140,8 +168,10 @@ def read_calibration(db, path: str | Path | None = None) -> tuple[dict | None, s
     if not p.is_file():
         if path:
             raise InputError(f"{p}: calibration file not found")
-        return None, (f"{db.path}: the database has no calibration, so the intervals are the uncalibrated "
-                      f"match summary; calibrate it with `gliofit db calibrate {db.path}`")
+        return None, (
+            f"{db.path}: the database has no calibration, so the intervals are the uncalibrated "
+            f"match summary; calibrate it with `gliofit db calibrate {db.path}`"
+        )
     try:
         doc = json.loads(p.read_text())
         quantiles = {k: {q: float(v) for q, v in doc["quantiles"][k].items()} for k in CALIBRATED_KEYS}
@@ -154,8 +184,10 @@ def read_calibration(db, path: str | Path | None = None) -> tuple[dict | None, s
             raise InputError(f"{p}: calibration of another database ({k} {fp.get(k)!r}, {db.path} has {mine[k]!r})")
     warning = None
     if fp.get("entries") != mine["entries"]:
-        warning = (f"{p}: calibrated at {fp.get('entries')} entries, the database now holds {mine['entries']}; "
-                   f"re-run `gliofit db calibrate {db.path}`")
+        warning = (
+            f"{p}: calibrated at {fp.get('entries')} entries, the database now holds {mine['entries']}; "
+            f"re-run `gliofit db calibrate {db.path}`"
+        )
     doc["quantiles"] = quantiles
     return doc, warning
 
@@ -168,8 +200,9 @@ def _interval(value: float, spread: float, q: float, log: bool) -> list[float]:
     return [value - q * spread, value + q * spread]
 
 
-def calibrated_uncertainty(point: dict, params: dict[str, np.ndarray], weights: np.ndarray, spread: dict,
-                           quantiles: dict) -> dict:
+def calibrated_uncertainty(
+    point: dict, params: dict[str, np.ndarray], weights: np.ndarray, spread: dict, quantiles: dict
+) -> dict:
     """``uncertainty`` of result.json from the calibration: per key ``mean`` (the estimate, the centre of the
     calibrated distribution), ``std`` (the spread on the parameter's scale), ``ci95`` and ``ci50``
     (calibrated, around the estimate); the thresholds keep the posterior summary."""
@@ -177,23 +210,36 @@ def calibrated_uncertainty(point: dict, params: dict[str, np.ndarray], weights: 
     out = {}
     for k in PARAMETER_KEYS:
         if k == "origin_mm":
-            ivs = {lv: [_interval(point[k][a], spread[ok], quantiles[ok][f"q{round(100 * lv)}"], False)
-                        for a, ok in enumerate(ORIGIN_KEYS)] for lv in LEVELS}
-            out[k] = {"mean": [float(v) for v in point[k]],
-                      "std": [spread[ok] for ok in ORIGIN_KEYS],
-                      "ci95": [[c[0] for c in ivs[0.95]], [c[1] for c in ivs[0.95]]],
-                      "ci50": [[c[0] for c in ivs[0.5]], [c[1] for c in ivs[0.5]]]}
+            ivs = {
+                lv: [
+                    _interval(point[k][a], spread[ok], quantiles[ok][f"q{round(100 * lv)}"], False)
+                    for a, ok in enumerate(ORIGIN_KEYS)
+                ]
+                for lv in LEVELS
+            }
+            out[k] = {
+                "mean": [float(v) for v in point[k]],
+                "std": [spread[ok] for ok in ORIGIN_KEYS],
+                "ci95": [[c[0] for c in ivs[0.95]], [c[1] for c in ivs[0.95]]],
+                "ci50": [[c[0] for c in ivs[0.5]], [c[1] for c in ivs[0.5]]],
+            }
         elif k in LOG_KEYS:
             v = float(point[k])
-            out[k] = {"mean": v, "std": v * spread[k],
-                      "ci95": _interval(v, spread[k], quantiles[k]["q95"], True),
-                      "ci50": _interval(v, spread[k], quantiles[k]["q50"], True)}
+            out[k] = {
+                "mean": v,
+                "std": v * spread[k],
+                "ci95": _interval(v, spread[k], quantiles[k]["q95"], True),
+                "ci50": _interval(v, spread[k], quantiles[k]["q50"], True),
+            }
         else:
             x = np.asarray(params[k], dtype=np.float64)
             m = float(np.sum(w * x))
-            out[k] = {"mean": m, "std": float(np.sqrt(max(np.sum(w * (x - m) ** 2), 0.0))),
-                      "ci95": [float(v) for v in weighted_quantile(x, w, [0.025, 0.975])],
-                      "ci50": [float(v) for v in weighted_quantile(x, w, [0.25, 0.75])]}
+            out[k] = {
+                "mean": m,
+                "std": float(np.sqrt(max(np.sum(w * (x - m) ** 2), 0.0))),
+                "ci95": [float(v) for v in weighted_quantile(x, w, [0.025, 0.975])],
+                "ci50": [float(v) for v in weighted_quantile(x, w, [0.25, 0.75])],
+            }
     return out
 
 
@@ -202,5 +248,10 @@ def calibration_record(res, truth: dict, case: str) -> dict:
     est = {k: res.parameters[k] for k in LOG_KEYS + ("origin_mm",)}
     tru = {k: truth[k] for k in LOG_KEYS + ("origin_mm",)}
     spread = res.extra["spread"]
-    return {"case": case, "estimate": est, "truth": tru, "spread": spread,
-            "errors": normalised_errors(est, tru, spread)}
+    return {
+        "case": case,
+        "estimate": est,
+        "truth": tru,
+        "spread": spread,
+        "errors": normalised_errors(est, tru, spread),
+    }

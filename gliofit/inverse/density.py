@@ -26,8 +26,15 @@ from gliofit.common.errors import InputError
 from gliofit.common.units import DEFAULT_DIFFUSIVITY_RATIO, SEED_INDEPENDENT
 from gliofit.growth.atlas import Atlas, resample_atlas, to_atlas_grid
 
-__all__ = ["DENSITY_METHODS", "stored_density", "upsampled_density", "resimulated_density",
-           "simulated_density", "best_density", "seed_of"]
+__all__ = [
+    "DENSITY_METHODS",
+    "stored_density",
+    "upsampled_density",
+    "resimulated_density",
+    "simulated_density",
+    "best_density",
+    "seed_of",
+]
 
 DENSITY_METHODS = ("upsample", "resimulate", "stored")
 
@@ -42,8 +49,14 @@ def seed_of(manifest) -> dict:
     return seed
 
 
-def simulated_density(parameters: dict, grid: Atlas, atlas: Atlas, *, diffusivity_ratio: float = DEFAULT_DIFFUSIVITY_RATIO,
-                      device: str = "cpu") -> np.ndarray:
+def simulated_density(
+    parameters: dict,
+    grid: Atlas,
+    atlas: Atlas,
+    *,
+    diffusivity_ratio: float = DEFAULT_DIFFUSIVITY_RATIO,
+    device: str = "cpu",
+) -> np.ndarray:
     """(X, Y, Z) float32 in [0, 1] on ``atlas``: the uncropped solution on ``grid`` at ``parameters``.
 
     ``parameters`` holds ``D_mm2_per_day``, ``rho_per_day``, ``T_days`` and ``origin_mm`` (INTERFACES.md
@@ -52,23 +65,40 @@ def simulated_density(parameters: dict, grid: Atlas, atlas: Atlas, *, diffusivit
     """
     from gliofit.growth.solver import SolverConfig, simulate_one
 
-    u = simulate_one(grid, parameters["D_mm2_per_day"], parameters["rho_per_day"], parameters["origin_mm"],
-                     parameters["T_days"], diffusivity_ratio=diffusivity_ratio,
-                     config=SolverConfig(active_box=False), device=device)
+    u = simulate_one(
+        grid,
+        parameters["D_mm2_per_day"],
+        parameters["rho_per_day"],
+        parameters["origin_mm"],
+        parameters["T_days"],
+        diffusivity_ratio=diffusivity_ratio,
+        config=SolverConfig(active_box=False),
+        device=device,
+    )
     if grid.shape == atlas.shape and np.allclose(grid.affine, atlas.affine):
         return np.clip(u, 0.0, 1.0).astype(np.float32)
     return np.clip(to_atlas_grid(u, grid, atlas), 0.0, 1.0).astype(np.float32)
 
 
-def upsampled_density(parameters: dict, grid: Atlas, atlas: Atlas, *, diffusivity_ratio: float = DEFAULT_DIFFUSIVITY_RATIO) -> np.ndarray:
+def upsampled_density(
+    parameters: dict, grid: Atlas, atlas: Atlas, *, diffusivity_ratio: float = DEFAULT_DIFFUSIVITY_RATIO
+) -> np.ndarray:
     """The uncropped solution on the database ``grid``, interpolated onto ``atlas``."""
     return simulated_density(parameters, grid, atlas, diffusivity_ratio=diffusivity_ratio)
 
 
-def resimulated_density(parameters: dict, atlas: Atlas, *, resolution_mm: float = 1.0,
-                        diffusivity_ratio: float = DEFAULT_DIFFUSIVITY_RATIO, device: str = "cpu") -> np.ndarray:
+def resimulated_density(
+    parameters: dict,
+    atlas: Atlas,
+    *,
+    resolution_mm: float = 1.0,
+    diffusivity_ratio: float = DEFAULT_DIFFUSIVITY_RATIO,
+    device: str = "cpu",
+) -> np.ndarray:
     """The uncropped solution on ``atlas`` resampled to ``resolution_mm``, back on ``atlas``."""
-    grid = atlas if resolution_mm == 1.0 and np.allclose(atlas.spacing_mm, 1.0) else resample_atlas(atlas, resolution_mm)
+    grid = (
+        atlas if resolution_mm == 1.0 and np.allclose(atlas.spacing_mm, 1.0) else resample_atlas(atlas, resolution_mm)
+    )
     return simulated_density(parameters, grid, atlas, diffusivity_ratio=diffusivity_ratio, device=device)
 
 

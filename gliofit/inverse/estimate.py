@@ -40,11 +40,29 @@ import numpy as np
 
 from gliofit.common.units import derived_parameters
 
-__all__ = ["PARAMETER_KEYS", "SCALAR_KEYS", "TAU_MIN", "TAU_SHORTFALL_FRACTION", "SUPPORT_FRACTION", "entry_parameters", "temperature", "match_weights",
-           "weighted_quantile", "summarise", "parameters_of"]
+__all__ = [
+    "PARAMETER_KEYS",
+    "SCALAR_KEYS",
+    "TAU_MIN",
+    "TAU_SHORTFALL_FRACTION",
+    "SUPPORT_FRACTION",
+    "entry_parameters",
+    "temperature",
+    "match_weights",
+    "weighted_quantile",
+    "summarise",
+    "parameters_of",
+]
 
-SCALAR_KEYS = ("D_mm2_per_day", "rho_per_day", "T_days", "mu_D_mm", "mu_rho", "infiltration_length_mm",
-               "velocity_mm_per_day")
+SCALAR_KEYS = (
+    "D_mm2_per_day",
+    "rho_per_day",
+    "T_days",
+    "mu_D_mm",
+    "mu_rho",
+    "infiltration_length_mm",
+    "velocity_mm_per_day",
+)
 PARAMETER_KEYS = SCALAR_KEYS + ("origin_mm", "threshold_edema", "threshold_core")
 """Keys of ``parameters`` in result.json, in order (INTERFACES.md)."""
 TAU_MIN = 0.01
@@ -93,7 +111,7 @@ def match_weights(scores: np.ndarray, tau: float | None = None) -> np.ndarray:
 def weighted_quantile(x: np.ndarray, w: np.ndarray, q) -> np.ndarray:
     """Weighted quantiles of samples ``x`` (n,) with weights ``w`` (n,) at ``q`` in [0, 1] (midpoint rule)."""
     x, w = np.asarray(x, dtype=np.float64), np.asarray(w, dtype=np.float64)
-    x, w = x[w > 0], w[w > 0]                       # samples without weight do not move the quantiles
+    x, w = x[w > 0], w[w > 0]  # samples without weight do not move the quantiles
     order = np.argsort(x, kind="stable")
     xs, ws = x[order], w[order]
     c = (np.cumsum(ws) - 0.5 * ws) / ws.sum()
@@ -119,10 +137,12 @@ def summarise(params: dict[str, np.ndarray], weights: np.ndarray, *, origin_spac
         v = params[k]
         if v.ndim == 2:
             cols = [_stats(v[:, a], weights) for a in range(v.shape[1])]
-            out[k] = {"mean": [c[0] for c in cols],
-                      "std": [float(np.sqrt(c[1] ** 2 + origin_spacing_mm ** 2 / 12.0)) for c in cols],
-                      "ci95": [[c[2][0] - half for c in cols], [c[2][1] + half for c in cols]],
-                      "ci50": [[c[3][0] - half for c in cols], [c[3][1] + half for c in cols]]}
+            out[k] = {
+                "mean": [c[0] for c in cols],
+                "std": [float(np.sqrt(c[1] ** 2 + origin_spacing_mm**2 / 12.0)) for c in cols],
+                "ci95": [[c[2][0] - half for c in cols], [c[2][1] + half for c in cols]],
+                "ci50": [[c[3][0] - half for c in cols], [c[3][1] + half for c in cols]],
+            }
         else:
             m, s, ci, ci50 = _stats(v, weights)
             out[k] = {"mean": m, "std": s, "ci95": ci, "ci50": ci50}

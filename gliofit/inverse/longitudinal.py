@@ -72,7 +72,7 @@ SHRINK_BOUNDARY_MM = 2.0
 the earlier whole tumour's surface before a warning."""
 N_STARTS = 4
 """Best joint candidates re-simulated as the refinement's first batch."""
-_MIN_GROWTH = 0.02                # s floor: t_l - t_e >= 2 % of t_e
+_MIN_GROWTH = 0.02  # s floor: t_l - t_e >= 2 % of t_e
 
 
 def check_interval(days_between) -> float:
@@ -99,8 +99,13 @@ def check_same_grid(early: str | Path, later: str | Path) -> None:
         except Exception as err:  # noqa: BLE001 - any reader failure is bad input
             raise InputError(f"{p}: cannot read NIfTI ({err})") from None
         heads.append((tuple(int(v) for v in img.shape[:3]), np.asarray(img.affine, dtype=np.float64)))
-    same_grid(later, *heads[1], *heads[0], what="later scan", ref=f"the earlier scan {early} (register the later "
-              "scan to the earlier one first)")
+    same_grid(
+        later,
+        *heads[1],
+        *heads[0],
+        what="later scan",
+        ref=f"the earlier scan {early} (register the later scan to the earlier one first)",
+    )
 
 
 def _surface_voxels(mask: np.ndarray) -> int:
@@ -118,10 +123,12 @@ def shrinkage_warning(early: Observation, later: Observation, voxel_mm: float = 
     allowed = v_e - SHRINK_BOUNDARY_MM / voxel_mm * _surface_voxels(early.wt_atlas)
     if v_l >= allowed:
         return None
-    voxel_cm3 = voxel_mm ** 3 / 1000.0
-    return (f"{later.source}: the later whole tumour ({v_l * voxel_cm3:.1f} cm³) is smaller than the earlier "
-            f"({v_e * voxel_cm3:.1f} cm³) beyond segmentation noise (treatment or steroids?); the growth model "
-            "assumes untreated growth")
+    voxel_cm3 = voxel_mm**3 / 1000.0
+    return (
+        f"{later.source}: the later whole tumour ({v_l * voxel_cm3:.1f} cm³) is smaller than the earlier "
+        f"({v_e * voxel_cm3:.1f} cm³) beyond segmentation noise (treatment or steroids?); the growth model "
+        "assumes untreated growth"
+    )
 
 
 @dataclass
@@ -157,7 +164,7 @@ def _interp_time(volume: float, vox: np.ndarray, times: np.ndarray) -> float:
     """Time (days) at which a simulation's whole tumour reaches ``volume`` voxels (log-log interpolation)."""
     lv = np.log(np.maximum.accumulate(np.maximum(vox.astype(np.float64), 0.5)))
     lt, x = np.log(times), np.log(max(volume, 0.5))
-    if len(lv) >= 2 and x > lv[-1] and lv[-1] > lv[-2]:        # beyond the last stored snapshot
+    if len(lv) >= 2 and x > lv[-1] and lv[-1] > lv[-2]:  # beyond the last stored snapshot
         return float(np.exp(lt[-1] + (x - lv[-1]) * (lt[-1] - lt[-2]) / (lv[-1] - lv[-2])))
     return float(np.exp(np.interp(x, lv, lt)))
 
@@ -173,9 +180,17 @@ def _scores(db, wt, core, ids, rows_vol, edema, core_th, weights) -> tuple[np.nd
     return dice, th, dice @ np.asarray(weights)
 
 
-def joint_candidates(db, early: tuple[np.ndarray, np.ndarray], later: tuple[np.ndarray, np.ndarray],
-                     days_between: float, *, top_k: int = DEFAULT_TOP_K, n_simulations: int = N_SIMULATIONS,
-                     weights=(0.5, 0.5), thresholds_search: bool = True) -> PairCandidates:
+def joint_candidates(
+    db,
+    early: tuple[np.ndarray, np.ndarray],
+    later: tuple[np.ndarray, np.ndarray],
+    days_between: float,
+    *,
+    top_k: int = DEFAULT_TOP_K,
+    n_simulations: int = N_SIMULATIONS,
+    weights=(0.5, 0.5),
+    thresholds_search: bool = True,
+) -> PairCandidates:
     """Score the database's simulations against two scans ``days_between`` apart (module docstring).
 
     ``early`` and ``later`` are (wt, core) bool masks on the database grid.
@@ -198,7 +213,7 @@ def joint_candidates(db, early: tuple[np.ndarray, np.ndarray], later: tuple[np.n
     out = []
     for sim in sim_ids:
         r = np.flatnonzero(e["simulation_id"][rows] == sim)
-        best_later = np.maximum.accumulate(sl[r][::-1])[::-1]           # best later score at j >= k
+        best_later = np.maximum.accumulate(sl[r][::-1])[::-1]  # best later score at j >= k
         k = int(np.argmax(se[r] + best_later))
         j = k + int(np.argmax(sl[r][k:]))
         joint = 0.5 * (se[r][k] + sl[r][j])
@@ -207,22 +222,43 @@ def joint_candidates(db, early: tuple[np.ndarray, np.ndarray], later: tuple[np.n
         t_l = max(_interp_time(v_l, vox, times), t_e * (1 + _MIN_GROWTH))
         s = (t_l - t_e) / n_days
         row = rows[r[k]]
-        out.append((int(sim), int(ids[r[k]]), int(ids[r[j]]), np.stack([de[r[k]], dl[r[j]]]), the[r[k]], joint,
-                    e["D_mm2_per_day"][row] * s, e["rho_per_day"][row] * s, t_e / s,
-                    [e["origin_x_mm"][row], e["origin_y_mm"][row], e["origin_z_mm"][row]]))
+        out.append(
+            (
+                int(sim),
+                int(ids[r[k]]),
+                int(ids[r[j]]),
+                np.stack([de[r[k]], dl[r[j]]]),
+                the[r[k]],
+                joint,
+                e["D_mm2_per_day"][row] * s,
+                e["rho_per_day"][row] * s,
+                t_e / s,
+                [e["origin_x_mm"][row], e["origin_y_mm"][row], e["origin_z_mm"][row]],
+            )
+        )
     out.sort(key=lambda c: (-c[5], c[0]))
     cols = list(zip(*out)) if out else [[]] * 10
-    return PairCandidates(np.asarray(cols[0], dtype=np.int64), np.asarray(cols[1], dtype=np.int64),
-                          np.asarray(cols[2], dtype=np.int64), np.asarray(cols[3], dtype=np.float64).reshape(-1, 2, 2),
-                          np.asarray(cols[4], dtype=np.float64).reshape(-1, 2), np.asarray(cols[5], dtype=np.float64),
-                          np.asarray(cols[6], dtype=np.float64), np.asarray(cols[7], dtype=np.float64),
-                          np.asarray(cols[8], dtype=np.float64), np.asarray(cols[9], dtype=np.float64).reshape(-1, 3),
-                          len(ids))
+    return PairCandidates(
+        np.asarray(cols[0], dtype=np.int64),
+        np.asarray(cols[1], dtype=np.int64),
+        np.asarray(cols[2], dtype=np.int64),
+        np.asarray(cols[3], dtype=np.float64).reshape(-1, 2, 2),
+        np.asarray(cols[4], dtype=np.float64).reshape(-1, 2),
+        np.asarray(cols[5], dtype=np.float64),
+        np.asarray(cols[6], dtype=np.float64),
+        np.asarray(cols[7], dtype=np.float64),
+        np.asarray(cols[8], dtype=np.float64),
+        np.asarray(cols[9], dtype=np.float64).reshape(-1, 3),
+        len(ids),
+    )
 
 
 def _fit(d: np.ndarray, weights) -> dict:
-    return {"dice_whole_tumor": float(d[0]), "dice_core": float(d[1]),
-            "dice_mean": float(weights[0] * d[0] + weights[1] * d[1])}
+    return {
+        "dice_whole_tumor": float(d[0]),
+        "dice_core": float(d[1]),
+        "dice_mean": float(weights[0] * d[0] + weights[1] * d[1]),
+    }
 
 
 def _parameters(p: dict, T_days: float, thresholds) -> dict:
@@ -240,16 +276,36 @@ def _densities(db, atlas, params: dict, times: list[float], density: str) -> lis
 
     grid = resample_atlas(atlas, 1.0) if density == "resimulate" else db.grid
     ratio = float(db.manifest.design.get("diffusivity_ratio", 10.0))
-    u = simulate(grid, [params["D_mm2_per_day"]], [params["rho_per_day"]], [params["origin_mm"]], times,
-                 diffusivity_ratio=ratio)[0]
+    u = simulate(
+        grid, [params["D_mm2_per_day"]], [params["rho_per_day"]], [params["origin_mm"]], times, diffusivity_ratio=ratio
+    )[0]
     return [np.clip(to_atlas_grid(v, grid, atlas), 0.0, 1.0).astype(np.float32) for v in u]
 
 
-def infer_two_scans(db, seg, seg_later, days_between, *, labels: str = "auto", core=None, core_later=None,
-                    t1=None, in_atlas_space: bool = False, registration=None, registration_later=None,
-                    top_k: int = DEFAULT_TOP_K, refine: bool = True, refine_budget: int = 64, weights=(0.5, 0.5),
-                    thresholds_search: bool = True, project_days: float | None = None, density: str = "upsample",
-                    calibration: Calibration | str | Path | None = None, atlas=None, seed: int = 0) -> TwoScanResult:
+def infer_two_scans(
+    db,
+    seg,
+    seg_later,
+    days_between,
+    *,
+    labels: str = "auto",
+    core=None,
+    core_later=None,
+    t1=None,
+    in_atlas_space: bool = False,
+    registration=None,
+    registration_later=None,
+    top_k: int = DEFAULT_TOP_K,
+    refine: bool = True,
+    refine_budget: int = 64,
+    weights=(0.5, 0.5),
+    thresholds_search: bool = True,
+    project_days: float | None = None,
+    density: str = "upsample",
+    calibration: Calibration | str | Path | None = None,
+    atlas=None,
+    seed: int = 0,
+) -> TwoScanResult:
     """Personalise the growth model from two scans ``days_between`` days apart (module docstring).
 
     Parameters
@@ -280,34 +336,70 @@ def infer_two_scans(db, seg, seg_later, days_between, *, labels: str = "auto", c
     db = _open(db)
     atlas = atlas if atlas is not None else atlas_of(db)
     cal = calibration if isinstance(calibration, Calibration) else load_calibration(db, calibration)
-    obs_e = observe(seg, grid=db.grid, atlas=atlas, labels=labels, core=core, t1=t1, in_atlas_space=in_atlas_space,
-                    registration=registration)
-    obs_l = observe(seg_later, grid=db.grid, atlas=atlas, labels=labels, core=core_later,
-                    registration=registration_later or obs_e.registration,
-                    in_atlas_space=obs_e.space == "atlas")
+    obs_e = observe(
+        seg,
+        grid=db.grid,
+        atlas=atlas,
+        labels=labels,
+        core=core,
+        t1=t1,
+        in_atlas_space=in_atlas_space,
+        registration=registration,
+    )
+    obs_l = observe(
+        seg_later,
+        grid=db.grid,
+        atlas=atlas,
+        labels=labels,
+        core=core_later,
+        registration=registration_later or obs_e.registration,
+        in_atlas_space=obs_e.space == "atlas",
+    )
     notes = [m for m in [shrinkage_warning(obs_e, obs_l, float(min(atlas.spacing_mm)))] if m]
     for m in notes:
         warnings.warn(m, stacklevel=2)
     load_s = time.perf_counter() - t0 - obs_e.timings_s["registration"] - obs_l.timings_s["registration"]
     tq = time.perf_counter()
     scans = ((obs_e.wt, obs_e.core), (obs_l.wt, obs_l.core))
-    cands = joint_candidates(db, scans[0], scans[1], n_days, top_k=top_k, weights=w,
-                             thresholds_search=thresholds_search)
+    cands = joint_candidates(
+        db, scans[0], scans[1], n_days, top_k=top_k, weights=w, thresholds_search=thresholds_search
+    )
     if len(cands) == 0:
         raise InputError(f"{db.path}: the database returned no candidates (is it empty?)")
     query_s = time.perf_counter() - tq
     samples = Samples()
     samples.add(cands.D_mm2_per_day, cands.rho_per_day, cands.T_days, cands.origin_mm, cands.score)
-    best = {"D_mm2_per_day": cands.D_mm2_per_day[0], "rho_per_day": cands.rho_per_day[0], "T_days": cands.T_days[0],
-            "origin_mm": cands.origin_mm[0]}
+    best = {
+        "D_mm2_per_day": cands.D_mm2_per_day[0],
+        "rho_per_day": cands.rho_per_day[0],
+        "T_days": cands.T_days[0],
+        "origin_mm": cands.origin_mm[0],
+    }
     dice, thresholds = cands.dice[0], tuple(cands.thresholds[0])
     extra = {"candidates": len(cands), "entries_scored": cands.n_entries, "start_score": float(cands.score[0])}
     tr = time.perf_counter()
     if refine:
-        others = [{"D_mm2_per_day": cands.D_mm2_per_day[i], "rho_per_day": cands.rho_per_day[i],
-                   "T_days": cands.T_days[i], "origin_mm": cands.origin_mm[i]} for i in range(1, min(N_STARTS, len(cands)))]
-        out = refine_two_scans(db.grid, scans, n_days, best, thresholds=thresholds, budget=refine_budget, weights=w,
-                               seed=seed, samples=samples, others=others)
+        others = [
+            {
+                "D_mm2_per_day": cands.D_mm2_per_day[i],
+                "rho_per_day": cands.rho_per_day[i],
+                "T_days": cands.T_days[i],
+                "origin_mm": cands.origin_mm[i],
+            }
+            for i in range(1, min(N_STARTS, len(cands)))
+        ]
+        out = refine_two_scans(
+            db.grid,
+            scans,
+            n_days,
+            best,
+            thresholds=thresholds,
+            budget=refine_budget,
+            weights=w,
+            seed=seed,
+            samples=samples,
+            others=others,
+        )
         extra["refine"] = {k: out[k] for k in ("score", "start_score", "n_forward_runs", "seconds")}
         best, dice = out, np.asarray(out["dice"])
     refine_s = time.perf_counter() - tr
@@ -316,28 +408,77 @@ def infer_two_scans(db, seg, seg_later, days_between, *, labels: str = "auto", c
     T_e = float(best["T_days"])
     params = _parameters(best, T_e + n_days, thresholds)
     timepoints = [
-        {"scan": "earlier", "segmentation": str(obs_e.source), "days_after_first_scan": 0.0, "T_days": T_e,
-         **{k: v for k, v in _parameters(best, T_e, thresholds).items() if k in ("mu_D_mm", "mu_rho")},
-         "fit": _fit(dice[0], w)},
-        {"scan": "later", "segmentation": str(obs_l.source), "days_after_first_scan": n_days, "T_days": T_e + n_days,
-         "mu_D_mm": params["mu_D_mm"], "mu_rho": params["mu_rho"], "fit": _fit(dice[1], w)}]
+        {
+            "scan": "earlier",
+            "segmentation": str(obs_e.source),
+            "days_after_first_scan": 0.0,
+            "T_days": T_e,
+            **{k: v for k, v in _parameters(best, T_e, thresholds).items() if k in ("mu_D_mm", "mu_rho")},
+            "fit": _fit(dice[0], w),
+        },
+        {
+            "scan": "later",
+            "segmentation": str(obs_l.source),
+            "days_after_first_scan": n_days,
+            "T_days": T_e + n_days,
+            "mu_D_mm": params["mu_D_mm"],
+            "mu_rho": params["mu_rho"],
+            "fit": _fit(dice[1], w),
+        },
+    ]
     times = [T_e + n_days] + ([T_e + n_days + float(project_days)] if project_days else [])
     density_fn = functools.lru_cache(maxsize=1)(functools.partial(_densities, db, atlas, params, times, density))
-    matches = [{"rank": i + 1, "entry_id": int(cands.entry_later[i]), "simulation_id": int(cands.simulation_id[i]),
-                "dice_whole_tumor": float(cands.dice[i, 1, 0]), "dice_core": float(cands.dice[i, 1, 1]),
-                "entry_id_earlier": int(cands.entry_early[i]), "joint_score": float(cands.score[i]),
-                "fit_earlier": _fit(cands.dice[i, 0], w),
-                "parameters": _parameters({"D_mm2_per_day": cands.D_mm2_per_day[i], "rho_per_day": cands.rho_per_day[i],
-                                           "origin_mm": cands.origin_mm[i]}, cands.T_days[i] + n_days,
-                                          cands.thresholds[i])} for i in range(min(10, len(cands)))]
-    timings = {"load": load_s, "segmentation": 0.0,
-               "registration": obs_e.timings_s["registration"] + obs_l.timings_s["registration"],
-               "query": query_s + refine_s, "total": time.perf_counter() - t0}
-    database = {"path": str(db.path), "entries": len(db.entries["id"]), "atlas": db.manifest.atlas,
-                "resolution_mm": float(db.manifest.resolution_mm)}
+    matches = [
+        {
+            "rank": i + 1,
+            "entry_id": int(cands.entry_later[i]),
+            "simulation_id": int(cands.simulation_id[i]),
+            "dice_whole_tumor": float(cands.dice[i, 1, 0]),
+            "dice_core": float(cands.dice[i, 1, 1]),
+            "entry_id_earlier": int(cands.entry_early[i]),
+            "joint_score": float(cands.score[i]),
+            "fit_earlier": _fit(cands.dice[i, 0], w),
+            "parameters": _parameters(
+                {
+                    "D_mm2_per_day": cands.D_mm2_per_day[i],
+                    "rho_per_day": cands.rho_per_day[i],
+                    "origin_mm": cands.origin_mm[i],
+                },
+                cands.T_days[i] + n_days,
+                cands.thresholds[i],
+            ),
+        }
+        for i in range(min(10, len(cands)))
+    ]
+    timings = {
+        "load": load_s,
+        "segmentation": 0.0,
+        "registration": obs_e.timings_s["registration"] + obs_l.timings_s["registration"],
+        "query": query_s + refine_s,
+        "total": time.perf_counter() - t0,
+    }
+    database = {
+        "path": str(db.path),
+        "entries": len(db.entries["id"]),
+        "atlas": db.manifest.atlas,
+        "resolution_mm": float(db.manifest.resolution_mm),
+    }
     extra.update({"sigma": sigma, "refine_s": refine_s, "query_s": query_s, "warnings": notes})
-    return TwoScanResult(parameters=params, uncertainty=uncertainty, matches=matches, fit=_fit(dice[1], w),
-                         timings=timings, space=obs_l.space, database=database, observation=obs_l, atlas=atlas,
-                         density_fn=lambda: density_fn()[0], extra=extra, timepoints=timepoints,
-                         calibration=cal.summary(), days_between=n_days, project_days=project_days,
-                         projected_fn=(lambda: density_fn()[1]) if project_days else None)
+    return TwoScanResult(
+        parameters=params,
+        uncertainty=uncertainty,
+        matches=matches,
+        fit=_fit(dice[1], w),
+        timings=timings,
+        space=obs_l.space,
+        database=database,
+        observation=obs_l,
+        atlas=atlas,
+        density_fn=lambda: density_fn()[0],
+        extra=extra,
+        timepoints=timepoints,
+        calibration=cal.summary(),
+        days_between=n_days,
+        project_days=project_days,
+        projected_fn=(lambda: density_fn()[1]) if project_days else None,
+    )

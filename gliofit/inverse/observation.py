@@ -41,8 +41,16 @@ from gliofit.common.timing import Stopwatch
 from gliofit.growth.atlas import Atlas
 from gliofit.inverse.registration import AtlasRegistration
 
-__all__ = ["Observation", "LABEL_MODES", "MASK_FRACTION", "observe", "masks_from_file", "is_atlas_space",
-           "same_grid", "to_grid_masks"]
+__all__ = [
+    "Observation",
+    "LABEL_MODES",
+    "MASK_FRACTION",
+    "observe",
+    "masks_from_file",
+    "is_atlas_space",
+    "same_grid",
+    "to_grid_masks",
+]
 
 LABEL_MODES = ("auto", "brats2021", "brats2023", "masks")
 MASK_FRACTION = 0.5
@@ -101,8 +109,9 @@ def _integer_labels(data: np.ndarray, path: Path) -> np.ndarray:
     return np.rint(data).astype(np.int64)
 
 
-def masks_from_file(seg: str | Path, *, labels: str = "auto", core: str | Path | None = None
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+def masks_from_file(
+    seg: str | Path, *, labels: str = "auto", core: str | Path | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     """Read whole-tumour and core masks from a label map or two mask files.
 
     Parameters
@@ -141,8 +150,9 @@ def masks_from_file(seg: str | Path, *, labels: str = "auto", core: str | Path |
             conv = CONVENTIONS[labels]
             unknown = sorted(set(np.unique(lab).tolist()) - {0, *conv.values})
             if unknown:
-                raise InputError(f"{seg}: label values {unknown} are not part of {labels} "
-                                 f"({', '.join(map(str, conv.values))})")
+                raise InputError(
+                    f"{seg}: label values {unknown} are not part of {labels} ({', '.join(map(str, conv.values))})"
+                )
         m = tumour_masks(lab, conv, str(seg))
         wt, co, convention = m["whole_tumor"], m["core"], conv.name
     if not wt.any():
@@ -164,8 +174,9 @@ def is_atlas_space(affine: np.ndarray, shape: tuple[int, ...], atlas: Atlas) -> 
 
 def same_grid(affine: np.ndarray, shape: tuple[int, ...], grid: Atlas, tol_mm: float = 1e-3) -> bool:
     """True when a volume's shape equals ``grid.shape`` and its affine equals ``grid.affine`` (to ``tol_mm``)."""
-    return (tuple(int(s) for s in shape) == tuple(grid.shape)
-            and bool(np.allclose(np.asarray(affine, dtype=np.float64), grid.affine, atol=tol_mm)))
+    return tuple(int(s) for s in shape) == tuple(grid.shape) and bool(
+        np.allclose(np.asarray(affine, dtype=np.float64), grid.affine, atol=tol_mm)
+    )
 
 
 def to_grid_masks(fraction: np.ndarray, src_affine: np.ndarray, grid: Atlas) -> np.ndarray:
@@ -209,8 +220,10 @@ def observe(
         wt, co, affine, convention = masks_from_file(seg, labels=labels, core=core)
         seg = Path(seg)
         if registration is not None and (t1 is not None or in_atlas_space):
-            raise InputError(f"{seg}: give one of registration, t1 and in_atlas_space, not several",
-                             parameter=("registration", "t1", "in_atlas_space"))
+            raise InputError(
+                f"{seg}: give one of registration, t1 and in_atlas_space, not several",
+                parameter=("registration", "t1", "in_atlas_space"),
+            )
         if registration is None and t1 is not None:
             t1_data, t1_affine = load_volume(t1, "T1")
             check_same_grid(t1, t1_data.shape, t1_affine, wt.shape, affine, what="T1", ref="the segmentation")
@@ -233,9 +246,12 @@ def observe(
             elif same_grid(affine, wt.shape, grid):
                 note = "atlas space: detected (shape and affine equal the database grid)"
             else:
-                raise InputError(f"{seg}: is not in atlas space (its shape and affine are not those of the "
-                                 f"{atlas.name} atlas grid); give t1 to register it, or in_atlas_space if its "
-                                 "affine is atlas world mm", parameter=("t1", "in_atlas_space"))
+                raise InputError(
+                    f"{seg}: is not in atlas space (its shape and affine are not those of the "
+                    f"{atlas.name} atlas grid); give t1 to register it, or in_atlas_space if its "
+                    "affine is atlas world mm",
+                    parameter=("t1", "in_atlas_space"),
+                )
             wt_atlas = to_grid_masks(wt, affine, atlas)
             core_atlas = to_grid_masks(co, affine, atlas)
             space = "atlas"
@@ -244,7 +260,21 @@ def observe(
         wt_grid = to_grid_masks(src[0], src_affine, grid)
         core_grid = to_grid_masks(src[1], src_affine, grid) & wt_grid
         if not wt_grid.any():
-            raise InputError(f"{seg}: the tumour covers no database voxel ({grid.spacing_mm[0]:g} mm) after "
-                             "resampling; is it inside the atlas's brain, and larger than half a voxel?")
-    return Observation(wt_grid, core_grid, wt_atlas, core_atlas & wt_atlas, seg, convention, space,
-                       tuple(int(s) for s in wt.shape), affine, registration, dict(watch.seconds), note)
+            raise InputError(
+                f"{seg}: the tumour covers no database voxel ({grid.spacing_mm[0]:g} mm) after "
+                "resampling; is it inside the atlas's brain, and larger than half a voxel?"
+            )
+    return Observation(
+        wt_grid,
+        core_grid,
+        wt_atlas,
+        core_atlas & wt_atlas,
+        seg,
+        convention,
+        space,
+        tuple(int(s) for s in wt.shape),
+        affine,
+        registration,
+        dict(watch.seconds),
+        note,
+    )

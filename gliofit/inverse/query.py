@@ -36,9 +36,22 @@ from gliofit.simulations_db.dice import dice_scores, volume_window
 from gliofit.simulations_db.features import FeatureSpec, query_features
 from gliofit.simulations_db.store import threshold_level
 
-__all__ = ["Matches", "EDEMA_GRID", "CORE_GRID", "DEFAULT_TOP_K", "DEFAULT_MIN_DICE", "SHIFT_WINDOW_VOX",
-           "ALIGN_MAX_MM", "SHIFT_TOP", "query", "check_weights", "threshold_grid", "score_candidates",
-           "shift_candidates", "rank"]
+__all__ = [
+    "Matches",
+    "EDEMA_GRID",
+    "CORE_GRID",
+    "DEFAULT_TOP_K",
+    "DEFAULT_MIN_DICE",
+    "SHIFT_WINDOW_VOX",
+    "ALIGN_MAX_MM",
+    "SHIFT_TOP",
+    "query",
+    "check_weights",
+    "threshold_grid",
+    "score_candidates",
+    "shift_candidates",
+    "rank",
+]
 
 EDEMA_GRID = (0.15, 0.25, 0.35)
 """Whole-tumour (FLAIR) thresholds searched at query time (fraction of capacity)."""
@@ -89,8 +102,15 @@ class Matches:
 
     def head(self, n: int) -> Matches:
         s = slice(0, int(n))
-        return Matches(self.ids[s], self.dice[s], self.thresholds[s], self.score[s], self.weights, self.n_candidates,
-                       self.shifts[s])
+        return Matches(
+            self.ids[s],
+            self.dice[s],
+            self.thresholds[s],
+            self.score[s],
+            self.weights,
+            self.n_candidates,
+            self.shifts[s],
+        )
 
 
 def check_weights(weights) -> tuple[float, float]:
@@ -112,8 +132,9 @@ def threshold_grid(db_thresholds: dict, search: bool) -> tuple[tuple[float, ...]
     return tuple(sorted({*EDEMA_GRID, te})), tuple(sorted({*CORE_GRID, tc}))
 
 
-def score_candidates(db, wt: np.ndarray, core: np.ndarray, ids: np.ndarray, edema: tuple[float, ...],
-                     core_thresholds: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+def score_candidates(
+    db, wt: np.ndarray, core: np.ndarray, ids: np.ndarray, edema: tuple[float, ...], core_thresholds: tuple[float, ...]
+) -> tuple[np.ndarray, np.ndarray]:
     """Best Dice of each entry over the thresholds.
 
     Returns
@@ -134,16 +155,22 @@ def score_candidates(db, wt: np.ndarray, core: np.ndarray, ids: np.ndarray, edem
         lc = threshold_level(core_thresholds[min(j, len(core_thresholds) - 1)])
         cands = [(bbox[:3], crop >= le, crop >= lc) for bbox, crop in crops]
         per[j] = dice_scores(wt, core, cands)
-    e_idx = np.minimum(np.argmax(per[:len(edema), :, 0], axis=0), len(edema) - 1)
-    c_idx = np.minimum(np.argmax(per[:len(core_thresholds), :, 1], axis=0), len(core_thresholds) - 1)
+    e_idx = np.minimum(np.argmax(per[: len(edema), :, 0], axis=0), len(edema) - 1)
+    c_idx = np.minimum(np.argmax(per[: len(core_thresholds), :, 1], axis=0), len(core_thresholds) - 1)
     rows = np.arange(n)
     dice = np.stack([per[e_idx, rows, 0], per[c_idx, rows, 1]], axis=1)
     th = np.stack([np.asarray(edema)[e_idx], np.asarray(core_thresholds)[c_idx]], axis=1)
     return dice, th
 
 
-def rank(ids: np.ndarray, dice: np.ndarray, thresholds: np.ndarray, weights: tuple[float, float],
-         n_candidates: int, shifts: np.ndarray | None = None) -> Matches:
+def rank(
+    ids: np.ndarray,
+    dice: np.ndarray,
+    thresholds: np.ndarray,
+    weights: tuple[float, float],
+    n_candidates: int,
+    shifts: np.ndarray | None = None,
+) -> Matches:
     """Order by weighted mean Dice (descending), ties by entry id."""
     score = dice @ np.asarray(weights)
     order = np.lexsort((ids, -score))
@@ -170,8 +197,15 @@ def _window(w: int) -> np.ndarray:
     return np.stack(np.meshgrid(r, r, r, indexing="ij"), axis=-1).reshape(-1, 3)
 
 
-def _dice_at(g: _CodeGrid, flat_idx: np.ndarray, lev_e: np.ndarray, lev_c: np.ndarray, vol_e: np.ndarray,
-             vol_c: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _dice_at(
+    g: _CodeGrid,
+    flat_idx: np.ndarray,
+    lev_e: np.ndarray,
+    lev_c: np.ndarray,
+    vol_e: np.ndarray,
+    vol_c: np.ndarray,
+    offsets: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Best whole-tumour and core Dice over the thresholds at each translation (flat ``offsets`` (S,)).
 
     Returns (S,) wt Dice, (S,) core Dice, (S,) index of the edema level, (S,) index of the core level.
@@ -186,10 +220,20 @@ def _dice_at(g: _CodeGrid, flat_idx: np.ndarray, lev_e: np.ndarray, lev_c: np.nd
     return d_e[rows, ie], d_c[rows, ic], ie, ic
 
 
-def shift_candidates(db, wt: np.ndarray, core: np.ndarray, ids: np.ndarray, crops: list, edema: tuple[float, ...],
-                     core_thresholds: tuple[float, ...], weights: tuple[float, float], *,
-                     window_vox: int = SHIFT_WINDOW_VOX, align_max_mm: float = ALIGN_MAX_MM,
-                     top: int = SHIFT_TOP) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def shift_candidates(
+    db,
+    wt: np.ndarray,
+    core: np.ndarray,
+    ids: np.ndarray,
+    crops: list,
+    edema: tuple[float, ...],
+    core_thresholds: tuple[float, ...],
+    weights: tuple[float, float],
+    *,
+    window_vox: int = SHIFT_WINDOW_VOX,
+    align_max_mm: float = ALIGN_MAX_MM,
+    top: int = SHIFT_TOP,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Best Dice of each entry over integer translations of its crop (module docstring, step 4).
 
     Parameters
@@ -223,7 +267,7 @@ def shift_candidates(db, wt: np.ndarray, core: np.ndarray, ids: np.ndarray, crop
     win = _window(window_vox)
     w = np.asarray(weights, dtype=np.float64)
     prepared = []
-    first = np.zeros((n, 2, 2))           # (candidate, [unshifted, aligned], [wt, core])
+    first = np.zeros((n, 2, 2))  # (candidate, [unshifted, aligned], [wt, core])
     first_th = np.zeros((n, 2, 2), dtype=np.int64)
     first_shift = np.zeros((n, 2, 3), dtype=np.int64)
     for i, (bbox, crop) in enumerate(crops):
@@ -244,7 +288,7 @@ def shift_candidates(db, wt: np.ndarray, core: np.ndarray, ids: np.ndarray, crop
         first[i] = np.stack([de, dc], axis=1)
         first_th[i] = np.stack([ie, ic], axis=1)
         first_shift[i] = cand
-    score2 = first @ w                                        # (n, 2)
+    score2 = first @ w  # (n, 2)
     pick = np.argmax(score2, axis=1)
     r = np.arange(n)
     dice, th_idx, shifts = first[r, pick], first_th[r, pick], first_shift[r, pick]
@@ -265,8 +309,17 @@ def shift_candidates(db, wt: np.ndarray, core: np.ndarray, ids: np.ndarray, crop
     return dice.astype(np.float64), thresholds.astype(np.float64), shifts
 
 
-def query(db, wt: np.ndarray, core: np.ndarray, *, top_k: int = DEFAULT_TOP_K, weights=(0.5, 0.5),
-          thresholds_search: bool = True, min_dice: float = DEFAULT_MIN_DICE, shift: bool = True) -> Matches:
+def query(
+    db,
+    wt: np.ndarray,
+    core: np.ndarray,
+    *,
+    top_k: int = DEFAULT_TOP_K,
+    weights=(0.5, 0.5),
+    thresholds_search: bool = True,
+    min_dice: float = DEFAULT_MIN_DICE,
+    shift: bool = True,
+) -> Matches:
     """Rank database entries against the query masks (the index method).
 
     Parameters

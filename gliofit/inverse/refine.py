@@ -36,8 +36,8 @@ LOG_SCALE = 0.15
 """One search unit of log mu_D and log mu_rho (a 15 % change)."""
 ORIGIN_SCALE_MM = 3.0
 """One search unit of each seed-point coordinate, mm."""
-_D_LIMITS = (1e-3, 5.0)          # mm²/day, a guard against runaway steps (solver cost grows with D)
-_RHO_LIMITS = (1e-4, 1.0)        # 1/day
+_D_LIMITS = (1e-3, 5.0)  # mm²/day, a guard against runaway steps (solver cost grows with D)
+_RHO_LIMITS = (1e-4, 1.0)  # 1/day
 
 
 class CMAES:
@@ -51,15 +51,16 @@ class CMAES:
     rng : generator of the samples.
     """
 
-    def __init__(self, mean: np.ndarray, sigma: float, *, popsize: int | None = None,
-                 rng: np.random.Generator | None = None) -> None:
+    def __init__(
+        self, mean: np.ndarray, sigma: float, *, popsize: int | None = None, rng: np.random.Generator | None = None
+    ) -> None:
         n = len(mean)
         self.n, self.mean, self.sigma = n, np.asarray(mean, dtype=np.float64).copy(), float(sigma)
         self.lam = int(popsize or 4 + math.floor(3 * math.log(n)))
         self.mu = self.lam // 2
         w = math.log(self.mu + 0.5) - np.log(np.arange(1, self.mu + 1))
         self.weights = w / w.sum()
-        self.mueff = 1.0 / float((self.weights ** 2).sum())
+        self.mueff = 1.0 / float((self.weights**2).sum())
         me = self.mueff
         self.cc = (4 + me / n) / (n + 4 + 2 * me / n)
         self.cs = (me + 2) / (n + me + 5)
@@ -95,9 +96,11 @@ class CMAES:
         hsig = norm_ps / math.sqrt(1 - (1 - self.cs) ** (2 * self.generation)) / self.chin < 1.4 + 2 / (self.n + 1)
         self.pc = (1 - self.cc) * self.pc + hsig * math.sqrt(self.cc * (2 - self.cc) * self.mueff) * yw
         rank_mu = (best.T * self.weights) @ best
-        self.C = ((1 - self.c1 - self.cmu) * self.C
-                  + self.c1 * (np.outer(self.pc, self.pc) + (1 - hsig) * self.cc * (2 - self.cc) * self.C)
-                  + self.cmu * rank_mu)
+        self.C = (
+            (1 - self.c1 - self.cmu) * self.C
+            + self.c1 * (np.outer(self.pc, self.pc) + (1 - hsig) * self.cc * (2 - self.cc) * self.C)
+            + self.cmu * rank_mu
+        )
         self.C = (self.C + self.C.T) / 2
         self.sigma *= math.exp((self.cs / self.damps) * (norm_ps / self.chin - 1))
         self._y = None
@@ -141,10 +144,20 @@ class _Objective:
         return dices @ self.weights
 
 
-def refine(grid: Atlas, wt: np.ndarray, core: np.ndarray, start: dict, *,
-           thresholds: tuple[float, float] = (DEFAULT_THRESHOLD_EDEMA, DEFAULT_THRESHOLD_CORE),
-           budget: int = 40, seed: int = 0, weights: tuple[float, float] = (0.5, 0.5), popsize: int | None = None,
-           config: SolverConfig = SolverConfig(), device: str = "cpu") -> dict:
+def refine(
+    grid: Atlas,
+    wt: np.ndarray,
+    core: np.ndarray,
+    start: dict,
+    *,
+    thresholds: tuple[float, float] = (DEFAULT_THRESHOLD_EDEMA, DEFAULT_THRESHOLD_CORE),
+    budget: int = 40,
+    seed: int = 0,
+    weights: tuple[float, float] = (0.5, 0.5),
+    popsize: int | None = None,
+    config: SolverConfig = SolverConfig(),
+    device: str = "cpu",
+) -> dict:
     """Improve a match by a CMA-ES over log mu_D, log mu_rho and the seed point, T fixed.
 
     Parameters
@@ -177,8 +190,11 @@ def refine(grid: Atlas, wt: np.ndarray, core: np.ndarray, start: dict, *,
 
     def decode(z: np.ndarray):
         z = np.atleast_2d(z)
-        return (mu_d0 * np.exp(LOG_SCALE * z[:, 0]), mu_r0 * np.exp(LOG_SCALE * z[:, 1]),
-                o0 + ORIGIN_SCALE_MM * z[:, 2:5])
+        return (
+            mu_d0 * np.exp(LOG_SCALE * z[:, 0]),
+            mu_r0 * np.exp(LOG_SCALE * z[:, 1]),
+            o0 + ORIGIN_SCALE_MM * z[:, 2:5],
+        )
 
     best_z = np.zeros(5)
     best_d = obj(*decode(best_z))[0]
@@ -197,12 +213,21 @@ def refine(grid: Atlas, wt: np.ndarray, core: np.ndarray, start: dict, *,
             break
         es.tell(-scores)
         if not (d[:, 0] >= 0).any():
-            break                                      # every seed left the tissue: nothing to learn
+            break  # every seed left the tissue: nothing to learn
     mu_d, mu_r, origin = (v[0] for v in decode(best_z))
-    D, rho = float(np.clip(mu_d ** 2 / T, *_D_LIMITS)), float(np.clip(mu_r ** 2 / T, *_RHO_LIMITS))
+    D, rho = float(np.clip(mu_d**2 / T, *_D_LIMITS)), float(np.clip(mu_r**2 / T, *_RHO_LIMITS))
     derived = derived_parameters(D, rho, T)
-    return {"D_mm2_per_day": D, "rho_per_day": rho, "T_days": T, "origin_mm": [float(v) for v in origin],
-            "mu_D_mm": derived["mu_D_mm"], "mu_rho": derived["mu_rho"],
-            "dice_whole_tumor": float(best_d[0]), "dice_core": float(best_d[1]), "dice_mean": best_score,
-            "start_dice_mean": start_score, "n_forward_runs": obj.runs,
-            "seconds": round(time.perf_counter() - t0, 3)}
+    return {
+        "D_mm2_per_day": D,
+        "rho_per_day": rho,
+        "T_days": T,
+        "origin_mm": [float(v) for v in origin],
+        "mu_D_mm": derived["mu_D_mm"],
+        "mu_rho": derived["mu_rho"],
+        "dice_whole_tumor": float(best_d[0]),
+        "dice_core": float(best_d[1]),
+        "dice_mean": best_score,
+        "start_dice_mean": start_score,
+        "n_forward_runs": obj.runs,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }

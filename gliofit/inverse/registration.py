@@ -69,8 +69,7 @@ class AtlasRegistration(Protocol):
         """Pull a patient volume (X, Y, Z) on ``affine`` onto the atlas grid (float32)."""
         ...
 
-    def to_patient(self, data: np.ndarray, atlas: Atlas, shape: tuple[int, int, int],
-                   affine: np.ndarray) -> np.ndarray:
+    def to_patient(self, data: np.ndarray, atlas: Atlas, shape: tuple[int, int, int], affine: np.ndarray) -> np.ndarray:
         """Push an atlas-grid volume onto the patient grid ``(shape, affine)`` (float32)."""
         ...
 
@@ -105,8 +104,7 @@ class Registration:
         out = sitk.Resample(sitk_image(data, affine), ref, self.transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
         return sitk_array(out)
 
-    def to_patient(self, data: np.ndarray, atlas: Atlas, shape: tuple[int, int, int],
-                   affine: np.ndarray) -> np.ndarray:
+    def to_patient(self, data: np.ndarray, atlas: Atlas, shape: tuple[int, int, int], affine: np.ndarray) -> np.ndarray:
         """Push an atlas-grid volume onto the patient grid ``(shape, affine)`` (trilinear, float32)."""
         import SimpleITK as sitk
 
@@ -124,8 +122,12 @@ class Registration:
             raise InputError(f"{out}: output path is a file, not a folder")
         with atomic_write(out / TRANSFORM_NAME) as tmp:
             sitk.WriteTransform(self.transform, str(tmp))
-        meta = {"kind": "sitk-affine", "metric": None if not np.isfinite(self.metric) else float(self.metric),
-                "transform": TRANSFORM_NAME, "gliofit_version": __version__}
+        meta = {
+            "kind": "sitk-affine",
+            "metric": None if not np.isfinite(self.metric) else float(self.metric),
+            "transform": TRANSFORM_NAME,
+            "gliofit_version": __version__,
+        }
         return {TRANSFORM_NAME: out / TRANSFORM_NAME, JSON_NAME: write_json(meta, out / JSON_NAME)}
 
     @classmethod
@@ -154,8 +156,9 @@ def _method(sitk, transform, fixed_mask, moving_mask, seed: int):
     reg.SetMetricFixedMask(fixed_mask)
     reg.SetMetricMovingMask(moving_mask)
     reg.SetInterpolator(sitk.sitkLinear)
-    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-3, numberOfIterations=150,
-                                                 relaxationFactor=0.5, gradientMagnitudeTolerance=1e-6)
+    reg.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=1.0, minStep=1e-3, numberOfIterations=150, relaxationFactor=0.5, gradientMagnitudeTolerance=1e-6
+    )
     reg.SetOptimizerScalesFromPhysicalShift()
     reg.SetShrinkFactorsPerLevel([4, 2])
     reg.SetSmoothingSigmasPerLevel([2.0, 1.0])
@@ -164,8 +167,15 @@ def _method(sitk, transform, fixed_mask, moving_mask, seed: int):
     return reg
 
 
-def register_to_atlas(t1: np.ndarray, affine: np.ndarray, atlas: Atlas, *, exclude: np.ndarray | None = None,
-                      source: str = "T1", seed: int = 0) -> Registration:
+def register_to_atlas(
+    t1: np.ndarray,
+    affine: np.ndarray,
+    atlas: Atlas,
+    *,
+    exclude: np.ndarray | None = None,
+    source: str = "T1",
+    seed: int = 0,
+) -> Registration:
     """Affinely register a patient T1 (X, Y, Z on ``affine``) to ``atlas.t1``.
 
     Parameters
@@ -192,8 +202,9 @@ def register_to_atlas(t1: np.ndarray, affine: np.ndarray, atlas: Atlas, *, exclu
         iters = max(1, int(round(TUMOUR_MARGIN_MM / float(spacing_mm(affine).min()))))
         keep &= ~ndimage.binary_dilation(exclude, iterations=iters)
     moving_mask = sitk_image(keep, affine, np.uint8)
-    rigid = sitk.CenteredTransformInitializer(fixed, moving, sitk.Euler3DTransform(),
-                                              sitk.CenteredTransformInitializerFilter.MOMENTS)
+    rigid = sitk.CenteredTransformInitializer(
+        fixed, moving, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS
+    )
     _method(sitk, rigid, fixed_mask, moving_mask, seed).Execute(fixed, moving)
     aff = sitk.AffineTransform(3)
     aff.SetCenter(rigid.GetCenter())

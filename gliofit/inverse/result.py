@@ -45,10 +45,22 @@ class Result:
     extra : method details not in result.json (method, candidates, temperature, refine report, warnings).
     """
 
-    def __init__(self, *, parameters: dict, uncertainty: dict, matches: list[dict], fit: dict, timings: dict,
-                 space: str, database: dict, observation: Observation, atlas: Atlas,
-                 density_fn: Callable[[], np.ndarray], extra: dict | None = None,
-                 calibration: dict | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        parameters: dict,
+        uncertainty: dict,
+        matches: list[dict],
+        fit: dict,
+        timings: dict,
+        space: str,
+        database: dict,
+        observation: Observation,
+        atlas: Atlas,
+        density_fn: Callable[[], np.ndarray],
+        extra: dict | None = None,
+        calibration: dict | None = None,
+    ) -> None:
         self.parameters = parameters
         self.uncertainty = uncertainty
         self.matches = matches
@@ -65,8 +77,10 @@ class Result:
 
     def __repr__(self) -> str:
         p = self.parameters
-        return (f"Result(mu_D_mm={p['mu_D_mm']:.3g}, mu_rho={p['mu_rho']:.3g}, "
-                f"origin_mm={[round(v, 1) for v in p['origin_mm']]}, dice_mean={self.fit['dice_mean']:.3f})")
+        return (
+            f"Result(mu_D_mm={p['mu_D_mm']:.3g}, mu_rho={p['mu_rho']:.3g}, "
+            f"origin_mm={[round(v, 1) for v in p['origin_mm']]}, dice_mean={self.fit['dice_mean']:.3f})"
+        )
 
     @property
     def density_array(self) -> np.ndarray:
@@ -120,10 +134,17 @@ class Result:
         obs, p = self.observation, self.parameters
         observed = np.where(obs.core_atlas, 1, np.where(obs.wt_atlas, 2, 0)).astype(np.uint8)
         u = self.density_array
-        return patient_figure(mri=self.atlas.t1, mri_name="atlas T1", segmentation=observed, density=u,
-                              match_whole_tumor=u >= p["threshold_edema"], match_core=u >= p["threshold_core"],
-                              affine=self.atlas.affine, segmentation_names={1: "observed core", 2: "observed edema"},
-                              title=parameters_title(p, self.uncertainty, self.fit))
+        return patient_figure(
+            mri=self.atlas.t1,
+            mri_name="atlas T1",
+            segmentation=observed,
+            density=u,
+            match_whole_tumor=u >= p["threshold_edema"],
+            match_core=u >= p["threshold_core"],
+            affine=self.atlas.affine,
+            segmentation_names={1: "observed core", 2: "observed edema"},
+            title=parameters_title(p, self.uncertainty, self.fit),
+        )
 
     def to_html(self, images: dict | None = None) -> str:
         """A self-contained report page (:func:`gliofit.common.report_html.patient_html`); ``images``:
@@ -144,10 +165,12 @@ class Result:
         out.mkdir(parents=True, exist_ok=True)
         try:
             files = {
-                "tumor_density_atlas": save_volume(self.density_array, self.atlas.affine,
-                                                   out / "tumor_density_atlas.nii.gz"),
-                "tumor_density": save_volume(self.density_on_input_grid(), self.observation.input_affine,
-                                             out / "tumor_density.nii.gz"),
+                "tumor_density_atlas": save_volume(
+                    self.density_array, self.atlas.affine, out / "tumor_density_atlas.nii.gz"
+                ),
+                "tumor_density": save_volume(
+                    self.density_on_input_grid(), self.observation.input_affine, out / "tumor_density.nii.gz"
+                ),
             }
             if figure:
                 files["report"] = save_figure(self.plot(), out / "report.png")

@@ -42,8 +42,18 @@ from gliofit.growth.atlas import Atlas, resample_atlas, to_atlas_grid
 from gliofit.simulations_db.design import origin_weights
 from gliofit.growth.solver import SolverConfig, simulate
 
-__all__ = ["SyntheticPatient", "sample_parameters", "onset_days", "grow_patient", "segmentation_noise", "masks_to_labels",
-           "read_patient", "grow_cohort", "REFERENCE_RANGES", "RECURRENCE_DAYS"]
+__all__ = [
+    "SyntheticPatient",
+    "sample_parameters",
+    "onset_days",
+    "grow_patient",
+    "segmentation_noise",
+    "masks_to_labels",
+    "read_patient",
+    "grow_cohort",
+    "REFERENCE_RANGES",
+    "RECURRENCE_DAYS",
+]
 
 REFERENCE_RANGES = {"D_mm2_per_day": (0.02, 1.5), "rho_per_day": (0.002, 0.2), "T_days": (50.0, 1500.0)}
 """FACTS.md reference ranges of the forward model's parameters."""
@@ -63,15 +73,16 @@ def onset_days(D_mm2_per_day: float, rho_per_day: float, seed_sigma_mm: float = 
     """Days until the seed saturates, an upper estimate: the solver's Gaussian seed (mass (2 pi)^1.5 sigma³)
     spreads as a heat kernel and grows as exp(rho t); its peak ``M exp(rho t) / (4 pi D t)^1.5`` reaches 1 at
     the fixed point ``t = ln((4 pi D t)^1.5 / M) / rho`` (plus 1/rho for the logistic bend)."""
-    mass = (2 * np.pi) ** 1.5 * seed_sigma_mm ** 3
+    mass = (2 * np.pi) ** 1.5 * seed_sigma_mm**3
     t = 1.0 / rho_per_day
     for _ in range(50):
         t = (max(np.log((4 * np.pi * D_mm2_per_day * t) ** 1.5 / mass), 0.0) + 1.0) / rho_per_day
     return float(t)
 
 
-def _visible_volumes(grid: Atlas, D: float, rho: float, origin_mm: np.ndarray, times: np.ndarray,
-                     thresholds: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+def _visible_volumes(
+    grid: Atlas, D: float, rho: float, origin_mm: np.ndarray, times: np.ndarray, thresholds: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
     """Whole-tumour and core volumes (cm³) at ``times`` (days) of one simulation on ``grid``."""
     u = simulate(grid, [D], [rho], [origin_mm], times)[0]
     voxel_cm3 = grid.voxel_volume_mm3 / 1000.0
@@ -79,9 +90,14 @@ def _visible_volumes(grid: Atlas, D: float, rho: float, origin_mm: np.ndarray, t
     return ((flat >= thresholds[0]).sum(axis=1) * voxel_cm3, (flat >= thresholds[1]).sum(axis=1) * voxel_cm3)
 
 
-def sample_parameters(rng: np.random.Generator, grid: Atlas, *,
-                      thresholds: tuple[float, float] = (DEFAULT_THRESHOLD_EDEMA, DEFAULT_THRESHOLD_CORE),
-                      volume_cm3: tuple[float, float] = VISIBLE_VOLUME_CM3, max_tries: int = 200) -> dict:
+def sample_parameters(
+    rng: np.random.Generator,
+    grid: Atlas,
+    *,
+    thresholds: tuple[float, float] = (DEFAULT_THRESHOLD_EDEMA, DEFAULT_THRESHOLD_CORE),
+    volume_cm3: tuple[float, float] = VISIBLE_VOLUME_CM3,
+    max_tries: int = 200,
+) -> dict:
     """Draw D, rho, T and a seed point from the reference ranges, restricted to realistic visible tumours.
 
     D (mm²/day) and rho (1/day) are log-uniform over their reference ranges; the seed point is a voxel of
@@ -104,8 +120,7 @@ def sample_parameters(rng: np.random.Generator, grid: Atlas, *,
     dict: ``D_mm2_per_day``, ``rho_per_day``, ``T_days`` (floats), ``origin_mm`` (list of 3 world mm), and
     ``check_whole_tumor_cm3``, ``check_core_cm3``: the volumes at T on ``grid`` (interpolated).
     """
-    (d_lo, d_hi), (r_lo, r_hi), (t_lo, t_hi) = (REFERENCE_RANGES[k] for k in ("D_mm2_per_day", "rho_per_day",
-                                                                               "T_days"))
+    (d_lo, d_hi), (r_lo, r_hi), (t_lo, t_hi) = (REFERENCE_RANGES[k] for k in ("D_mm2_per_day", "rho_per_day", "T_days"))
     w = origin_weights(grid).ravel()
     for _ in range(max_tries):
         D, rho = _log_uniform(rng, d_lo, d_hi), _log_uniform(rng, r_lo, r_hi)
@@ -122,14 +137,20 @@ def sample_parameters(rng: np.random.Generator, grid: Atlas, *,
         wt, core = _visible_volumes(grid, D, rho, origin, times, thresholds)
         k = int(np.argmax(wt >= target)) if (wt >= target).any() else -1
         if k <= 0:
-            continue                                # never reaches it, or already larger at 50 days
+            continue  # never reaches it, or already larger at 50 days
         f = (np.log(target) - np.log(max(wt[k - 1], 1e-3))) / (np.log(wt[k]) - np.log(max(wt[k - 1], 1e-3)))
         T = float(np.exp(np.log(times[k - 1]) + np.clip(f, 0, 1) * np.log(times[k] / times[k - 1])))
         core_T = float(core[k - 1] + np.clip(f, 0, 1) * (core[k] - core[k - 1]))
         if core_T < MIN_CORE_CM3:
             continue
-        return {"D_mm2_per_day": D, "rho_per_day": rho, "T_days": T, "origin_mm": [float(v) for v in origin],
-                "check_whole_tumor_cm3": round(float(target), 3), "check_core_cm3": round(core_T, 3)}
+        return {
+            "D_mm2_per_day": D,
+            "rho_per_day": rho,
+            "T_days": T,
+            "origin_mm": [float(v) for v in origin],
+            "check_whole_tumor_cm3": round(float(target), 3),
+            "check_core_cm3": round(core_T, 3),
+        }
     raise InputError(f"no realistic tumour parameters in {max_tries} draws on atlas {grid.name}")
 
 
@@ -168,8 +189,14 @@ def _jitter(mask: np.ndarray, amplitude_vox: float, sigma_vox: float, rng: np.ra
     return (_signed_distance(mask) + amplitude_vox * _smooth_field(mask.shape, sigma_vox, rng)) > 0
 
 
-def _rigid_resample(density: np.ndarray, affine: np.ndarray, rotation: np.ndarray, shift_mm: np.ndarray,
-                    centre_mm: np.ndarray, box: tuple[slice, ...]) -> np.ndarray:
+def _rigid_resample(
+    density: np.ndarray,
+    affine: np.ndarray,
+    rotation: np.ndarray,
+    shift_mm: np.ndarray,
+    centre_mm: np.ndarray,
+    box: tuple[slice, ...],
+) -> np.ndarray:
     """``density`` seen through a rigid misregistration, computed on ``box`` only (zero elsewhere).
 
     The observed image at world point x is the true one at ``R (x - c) + c - t``: the tumour appears
@@ -182,17 +209,32 @@ def _rigid_resample(density: np.ndarray, affine: np.ndarray, rotation: np.ndarra
     off = np.array([s.start for s in box], dtype=np.float64)
     shape = tuple(s.stop - s.start for s in box)
     out = np.zeros(density.shape, dtype=np.float32)
-    out[box] = ndimage.affine_transform(density.astype(np.float32, copy=False), m[:3, :3],
-                                        offset=m[:3, :3] @ off + m[:3, 3], output_shape=shape,
-                                        order=1, mode="constant", cval=0.0, prefilter=False)
+    out[box] = ndimage.affine_transform(
+        density.astype(np.float32, copy=False),
+        m[:3, :3],
+        offset=m[:3, :3] @ off + m[:3, 3],
+        output_shape=shape,
+        order=1,
+        mode="constant",
+        cval=0.0,
+        prefilter=False,
+    )
     return out
 
 
-def segmentation_noise(density: np.ndarray, affine: np.ndarray, rng: np.random.Generator, *,
-                       thresholds: tuple[float, float] = (DEFAULT_THRESHOLD_EDEMA, DEFAULT_THRESHOLD_CORE),
-                       jitter_voxels: tuple[float, float] = (1.0, 2.0), jitter_sigma_vox: float = 3.0,
-                       shift_mm: float = 2.0, rotation_deg: float = 2.0, centre_mm: Sequence[float] | None = None,
-                       brain: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+def segmentation_noise(
+    density: np.ndarray,
+    affine: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    thresholds: tuple[float, float] = (DEFAULT_THRESHOLD_EDEMA, DEFAULT_THRESHOLD_CORE),
+    jitter_voxels: tuple[float, float] = (1.0, 2.0),
+    jitter_sigma_vox: float = 3.0,
+    shift_mm: float = 2.0,
+    rotation_deg: float = 2.0,
+    centre_mm: Sequence[float] | None = None,
+    brain: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """Observed whole-tumour and core masks of a density, as a segmentation with its errors would give them.
 
     Parameters
@@ -223,7 +265,7 @@ def segmentation_noise(density: np.ndarray, affine: np.ndarray, rng: np.random.G
     direction = rng.normal(size=3)
     shift = direction / np.linalg.norm(direction) * shift_mm * rng.uniform() ** (1 / 3)
     spacing = float(np.min(np.linalg.norm(affine[:3, :3], axis=0)))
-    reach_mm = shift_mm + np.deg2rad(rotation_deg) * 150.0     # rotation moves points <= 150 mm from the centre
+    reach_mm = shift_mm + np.deg2rad(rotation_deg) * 150.0  # rotation moves points <= 150 mm from the centre
     margin = int(np.ceil(reach_mm / spacing + 3 * max(jitter_voxels) + 2 * jitter_sigma_vox))
     box = _box(density >= 0.5 * lo_thr, margin)
     moved = _rigid_resample(density, affine, rotation, shift, np.asarray(centre_mm, dtype=np.float64), box)
@@ -236,10 +278,13 @@ def segmentation_noise(density: np.ndarray, affine: np.ndarray, rng: np.random.G
     if brain is not None:
         wt &= brain
     core &= wt
-    noise = {"shift_mm": [round(float(v), 4) for v in shift], "rotation_deg": round(angle, 4),
-             "rotation_matrix": np.round(rotation, 6).tolist(),
-             "jitter_rms_voxels": {"whole_tumor": round(float(amp[0]), 4), "core": round(float(amp[1]), 4)},
-             "jitter_sigma_voxels": jitter_sigma_vox}
+    noise = {
+        "shift_mm": [round(float(v), 4) for v in shift],
+        "rotation_deg": round(angle, 4),
+        "rotation_matrix": np.round(rotation, 6).tolist(),
+        "jitter_rms_voxels": {"whole_tumor": round(float(amp[0]), 4), "core": round(float(amp[1]), 4)},
+        "jitter_sigma_voxels": jitter_sigma_vox,
+    }
     return wt, core, noise
 
 
@@ -318,20 +363,35 @@ def read_patient(case_dir: str | Path, *, density: bool = True) -> SyntheticPati
         raise InputError(f"{d}: not a synthetic patient (no truth.json)")
     truth = json.loads((d / "truth.json").read_text())
     labels, affine = load_volume(d / "seg.nii.gz", "synthetic segmentation")
-    dens = (load_volume(d / "density.nii.gz", "synthetic density")[0] if density and (d / "density.nii.gz").is_file()
-            else np.zeros(labels.shape))
-    rec = (np.asarray(load_volume(d / "recurrence.nii.gz", "synthetic recurrence density")[0], dtype=np.float32)
-           if density and (d / "recurrence.nii.gz").is_file() else None)
-    return SyntheticPatient(truth, np.asarray(dens, dtype=np.float32), np.asarray(labels, dtype=np.uint8), affine,
-                            rec)
+    dens = (
+        load_volume(d / "density.nii.gz", "synthetic density")[0]
+        if density and (d / "density.nii.gz").is_file()
+        else np.zeros(labels.shape)
+    )
+    rec = (
+        np.asarray(load_volume(d / "recurrence.nii.gz", "synthetic recurrence density")[0], dtype=np.float32)
+        if density and (d / "recurrence.nii.gz").is_file()
+        else None
+    )
+    return SyntheticPatient(truth, np.asarray(dens, dtype=np.float32), np.asarray(labels, dtype=np.uint8), affine, rec)
 
 
-def grow_patient(atlas: Atlas, params: dict, *, rng: np.random.Generator, resolution_mm: float = 1.0,
-                 sim_grid: Atlas | None = None, jitter_voxels: tuple[float, float] = (1.0, 2.0),
-                 shift_mm: float = 2.0, rotation_deg: float = 2.0,
-                 thresholds: tuple[float, float] = (DEFAULT_THRESHOLD_EDEMA, DEFAULT_THRESHOLD_CORE),
-                 rim_mm: tuple[float, float] = (2.0, 5.0), config: SolverConfig = SolverConfig(),
-                 recurrence_days: float | None = None, on_step=None) -> SyntheticPatient:
+def grow_patient(
+    atlas: Atlas,
+    params: dict,
+    *,
+    rng: np.random.Generator,
+    resolution_mm: float = 1.0,
+    sim_grid: Atlas | None = None,
+    jitter_voxels: tuple[float, float] = (1.0, 2.0),
+    shift_mm: float = 2.0,
+    rotation_deg: float = 2.0,
+    thresholds: tuple[float, float] = (DEFAULT_THRESHOLD_EDEMA, DEFAULT_THRESHOLD_CORE),
+    rim_mm: tuple[float, float] = (2.0, 5.0),
+    config: SolverConfig = SolverConfig(),
+    recurrence_days: float | None = None,
+    on_step=None,
+) -> SyntheticPatient:
     """Grow a tumour with ``params`` and segment it with noise, on the grid of ``atlas``.
 
     Parameters
@@ -360,8 +420,7 @@ def grow_patient(atlas: Atlas, params: dict, *, rng: np.random.Generator, resolu
     times = [T] if recurrence_days is None else [T, T + float(recurrence_days)]
     u = simulate(grid, [D], [rho], [origin], times, config=config, on_step=on_step)[0]
     density = np.clip(to_atlas_grid(u[0], grid, atlas), 0.0, 1.0).astype(np.float32)
-    later = (None if recurrence_days is None
-             else np.clip(to_atlas_grid(u[1], grid, atlas), 0.0, 1.0).astype(np.float32))
+    later = None if recurrence_days is None else np.clip(to_atlas_grid(u[1], grid, atlas), 0.0, 1.0).astype(np.float32)
     brain = atlas.brain
     centre = voxel_to_world(atlas.affine, np.argwhere(atlas.domain).mean(axis=0))
     if jitter_voxels[1] <= 0 and shift_mm <= 0 and rotation_deg <= 0:
@@ -369,20 +428,37 @@ def grow_patient(atlas: Atlas, params: dict, *, rng: np.random.Generator, resolu
             raise InputError("the tumour has no voxel above the edema threshold: nothing to segment")
         wt, core, noise = density >= thresholds[0], density >= thresholds[1], {}
     else:
-        wt, core, noise = segmentation_noise(density, atlas.affine, rng, thresholds=thresholds,
-                                             jitter_voxels=jitter_voxels, shift_mm=shift_mm,
-                                             rotation_deg=rotation_deg, centre_mm=centre, brain=brain)
+        wt, core, noise = segmentation_noise(
+            density,
+            atlas.affine,
+            rng,
+            thresholds=thresholds,
+            jitter_voxels=jitter_voxels,
+            shift_mm=shift_mm,
+            rotation_deg=rotation_deg,
+            centre_mm=centre,
+            brain=brain,
+        )
     rim = float(rng.uniform(*rim_mm))
     labels = masks_to_labels(wt, core, rim / min(atlas.spacing_mm))
     voxel_cm3 = atlas.voxel_volume_mm3 / 1000.0
-    truth = {"D_mm2_per_day": D, "rho_per_day": rho, "T_days": T, "origin_mm": [float(v) for v in origin],
-             **derived_parameters(D, rho, T), "threshold_edema": float(thresholds[0]),
-             "threshold_core": float(thresholds[1]), "resolution_mm": float(min(grid.spacing_mm)),
-             "atlas": atlas.name, "rim_mm": round(rim, 4), "noise": noise,
-             "whole_tumor_cm3": round(float(wt.sum()) * voxel_cm3, 3),
-             "core_cm3": round(float(core.sum()) * voxel_cm3, 3),
-             "true_whole_tumor_cm3": round(float((density >= thresholds[0]).sum()) * voxel_cm3, 3),
-             "true_core_cm3": round(float((density >= thresholds[1]).sum()) * voxel_cm3, 3)}
+    truth = {
+        "D_mm2_per_day": D,
+        "rho_per_day": rho,
+        "T_days": T,
+        "origin_mm": [float(v) for v in origin],
+        **derived_parameters(D, rho, T),
+        "threshold_edema": float(thresholds[0]),
+        "threshold_core": float(thresholds[1]),
+        "resolution_mm": float(min(grid.spacing_mm)),
+        "atlas": atlas.name,
+        "rim_mm": round(rim, 4),
+        "noise": noise,
+        "whole_tumor_cm3": round(float(wt.sum()) * voxel_cm3, 3),
+        "core_cm3": round(float(core.sum()) * voxel_cm3, 3),
+        "true_whole_tumor_cm3": round(float((density >= thresholds[0]).sum()) * voxel_cm3, 3),
+        "true_core_cm3": round(float((density >= thresholds[1]).sum()) * voxel_cm3, 3),
+    }
     if recurrence_days is not None:
         truth["recurrence_days"] = float(recurrence_days)
     return SyntheticPatient(truth, density, labels, np.asarray(atlas.affine, dtype=np.float64), later)
@@ -399,8 +475,16 @@ def grid_tissue_ok(grid: Atlas, origin_mm) -> bool:
     return grid.tissue_at(origin_mm) >= TISSUE_THRESHOLD
 
 
-def grow_cohort(root: str | Path, n: int, seed: int, atlas: Atlas, *, resolution_mm: float = 1.0,
-                check_mm: float = 4.0, progress: bool = True) -> tuple[list[Path], float]:
+def grow_cohort(
+    root: str | Path,
+    n: int,
+    seed: int,
+    atlas: Atlas,
+    *,
+    resolution_mm: float = 1.0,
+    check_mm: float = 4.0,
+    progress: bool = True,
+) -> tuple[list[Path], float]:
     """Patient folders ``root/case-XXX`` (XXX = 0 .. n-1), each with its recurrence, grown when missing.
 
     Patient ``i`` draws its parameters and noise from ``default_rng([seed, i])`` (:func:`sample_parameters`
@@ -431,11 +515,15 @@ def grow_cohort(root: str | Path, n: int, seed: int, atlas: Atlas, *, resolution
                 params = sample_parameters(rng, check_grid)
                 if grid_tissue_ok(sim_grid, params["origin_mm"]):
                     break
-            patient = grow_patient(atlas, params, rng=rng, resolution_mm=resolution_mm, sim_grid=sim_grid,
-                                   recurrence_days=dt)
+            patient = grow_patient(
+                atlas, params, rng=rng, resolution_mm=resolution_mm, sim_grid=sim_grid, recurrence_days=dt
+            )
             patient.truth["case"] = case.name
-            patient.truth["sample"] = {"seed": key, "check_grid_mm": check_mm, **{
-                k: v for k, v in params.items() if k.startswith("check_")}}
+            patient.truth["sample"] = {
+                "seed": key,
+                "check_grid_mm": check_mm,
+                **{k: v for k, v in params.items() if k.startswith("check_")},
+            }
             patient.write(case)
             bar.update(task, advance=1)
     return cases, time.perf_counter() - t0

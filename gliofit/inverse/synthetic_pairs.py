@@ -44,8 +44,14 @@ MAX_LATER_CM3 = 300.0
 """Largest whole tumour accepted at the later scan, cm³ (a database stores snapshots up to ~300-400 cm³)."""
 
 
-def sample_pair(rng: np.random.Generator, grid: Atlas, *, interval_days: tuple[float, float] = INTERVAL_DAYS,
-                max_tries: int = 50, **kwargs) -> dict:
+def sample_pair(
+    rng: np.random.Generator,
+    grid: Atlas,
+    *,
+    interval_days: tuple[float, float] = INTERVAL_DAYS,
+    max_tries: int = 50,
+    **kwargs,
+) -> dict:
     """Parameters of a two-scan patient: :func:`sample_parameters` plus ``days_between``.
 
     ``grid`` is the coarse check grid; a draw whose later whole tumour there exceeds :data:`MAX_LATER_CM3`
@@ -61,25 +67,48 @@ def sample_pair(rng: np.random.Generator, grid: Atlas, *, interval_days: tuple[f
     raise InputError(f"no two-scan patient with a later tumour <= {MAX_LATER_CM3} cm³ in {max_tries} draws")
 
 
-def _scan(atlas: Atlas, density: np.ndarray, rng: np.random.Generator, thresholds, brain, centre, rim_mm, noise_kw,
-          truth: dict) -> SyntheticPatient:
-    wt, core, noise = segmentation_noise(density, atlas.affine, rng, thresholds=thresholds, centre_mm=centre,
-                                         brain=brain, **noise_kw)
+def _scan(
+    atlas: Atlas,
+    density: np.ndarray,
+    rng: np.random.Generator,
+    thresholds,
+    brain,
+    centre,
+    rim_mm,
+    noise_kw,
+    truth: dict,
+) -> SyntheticPatient:
+    wt, core, noise = segmentation_noise(
+        density, atlas.affine, rng, thresholds=thresholds, centre_mm=centre, brain=brain, **noise_kw
+    )
     rim = float(rng.uniform(*rim_mm))
     labels = masks_to_labels(wt, core, rim / min(atlas.spacing_mm))
     voxel_cm3 = atlas.voxel_volume_mm3 / 1000.0
-    rec = {**truth, "rim_mm": round(rim, 4), "noise": noise,
-           "whole_tumor_cm3": round(float(wt.sum()) * voxel_cm3, 3), "core_cm3": round(float(core.sum()) * voxel_cm3, 3),
-           "true_whole_tumor_cm3": round(float((density >= thresholds[0]).sum()) * voxel_cm3, 3),
-           "true_core_cm3": round(float((density >= thresholds[1]).sum()) * voxel_cm3, 3)}
+    rec = {
+        **truth,
+        "rim_mm": round(rim, 4),
+        "noise": noise,
+        "whole_tumor_cm3": round(float(wt.sum()) * voxel_cm3, 3),
+        "core_cm3": round(float(core.sum()) * voxel_cm3, 3),
+        "true_whole_tumor_cm3": round(float((density >= thresholds[0]).sum()) * voxel_cm3, 3),
+        "true_core_cm3": round(float((density >= thresholds[1]).sum()) * voxel_cm3, 3),
+    }
     return SyntheticPatient(rec, density, labels, np.asarray(atlas.affine, dtype=np.float64))
 
 
-def grow_pair(atlas: Atlas, params: dict, *, rng: np.random.Generator, resolution_mm: float = 1.0,
-              sim_grid: Atlas | None = None,
-              thresholds: tuple[float, float] = (DEFAULT_THRESHOLD_EDEMA, DEFAULT_THRESHOLD_CORE),
-              rim_mm: tuple[float, float] = (2.0, 5.0), jitter_voxels: tuple[float, float] = (1.0, 2.0),
-              shift_mm: float = 2.0, rotation_deg: float = 2.0) -> tuple[SyntheticPatient, SyntheticPatient]:
+def grow_pair(
+    atlas: Atlas,
+    params: dict,
+    *,
+    rng: np.random.Generator,
+    resolution_mm: float = 1.0,
+    sim_grid: Atlas | None = None,
+    thresholds: tuple[float, float] = (DEFAULT_THRESHOLD_EDEMA, DEFAULT_THRESHOLD_CORE),
+    rim_mm: tuple[float, float] = (2.0, 5.0),
+    jitter_voxels: tuple[float, float] = (1.0, 2.0),
+    shift_mm: float = 2.0,
+    rotation_deg: float = 2.0,
+) -> tuple[SyntheticPatient, SyntheticPatient]:
     """Grow ``params`` (with ``days_between``) once and segment it at T and T + days_between.
 
     Returns the early and the later :class:`SyntheticPatient` (1 mm atlas grid); each truth records the
@@ -97,16 +126,27 @@ def grow_pair(atlas: Atlas, params: dict, *, rng: np.random.Generator, resolutio
     scans = []
     for k, t in enumerate((T, T + n)):
         density = np.clip(to_atlas_grid(u[k], grid, atlas), 0.0, 1.0).astype(np.float32)
-        truth = {"D_mm2_per_day": D, "rho_per_day": rho, "T_days": t, "origin_mm": [float(v) for v in origin],
-                 **derived_parameters(D, rho, t), "threshold_edema": float(thresholds[0]),
-                 "threshold_core": float(thresholds[1]), "resolution_mm": float(min(grid.spacing_mm)),
-                 "atlas": atlas.name, "days_between": n, "T_early_days": T, "scan": ("early", "later")[k]}
+        truth = {
+            "D_mm2_per_day": D,
+            "rho_per_day": rho,
+            "T_days": t,
+            "origin_mm": [float(v) for v in origin],
+            **derived_parameters(D, rho, t),
+            "threshold_edema": float(thresholds[0]),
+            "threshold_core": float(thresholds[1]),
+            "resolution_mm": float(min(grid.spacing_mm)),
+            "atlas": atlas.name,
+            "days_between": n,
+            "T_early_days": T,
+            "scan": ("early", "later")[k],
+        }
         scans.append(_scan(atlas, density, rng, thresholds, brain, centre, rim_mm, noise_kw, truth))
     return scans[0], scans[1]
 
 
-def write_pair(case_dir: str | Path, early: SyntheticPatient, later: SyntheticPatient, *,
-               density: bool = False) -> Path:
+def write_pair(
+    case_dir: str | Path, early: SyntheticPatient, later: SyntheticPatient, *, density: bool = False
+) -> Path:
     """``case_dir/early`` and ``case_dir/later`` (each as :meth:`SyntheticPatient.write`), later last."""
     d = Path(case_dir)
     early.write(d / "early", density=density)

@@ -37,8 +37,16 @@ __all__ = [
     "load_calibration",
 ]
 
-CALIBRATED_KEYS = ("D_mm2_per_day", "rho_per_day", "T_days", "mu_D_mm", "mu_rho", "infiltration_length_mm",
-                   "velocity_mm_per_day", "origin_mm")
+CALIBRATED_KEYS = (
+    "D_mm2_per_day",
+    "rho_per_day",
+    "T_days",
+    "mu_D_mm",
+    "mu_rho",
+    "infiltration_length_mm",
+    "velocity_mm_per_day",
+    "origin_mm",
+)
 SIGMA_FLOOR = {"log": 0.01, "origin_mm": 0.25}
 """Smallest spread used: 1 % in a log-parameter, 0.25 mm in an origin coordinate."""
 CALIBRATION_FILE = "calibration-two-scan.json"
@@ -74,20 +82,36 @@ class Calibration:
 
     def summary(self) -> dict:
         """The ``calibration`` block of result.json."""
-        return {"method": self.method, "source": self.source, "kappa": dict(self.kappa),
-                "coverage95": dict(self.coverage95)}
+        return {
+            "method": self.method,
+            "source": self.source,
+            "kappa": dict(self.kappa),
+            "coverage95": dict(self.coverage95),
+        }
 
 
 DEFAULT_CALIBRATION = Calibration(
-    kappa={"D_mm2_per_day": 4.0, "rho_per_day": 4.0, "T_days": 4.0, "mu_D_mm": 4.0, "mu_rho": 4.0,
-           "infiltration_length_mm": 4.0, "velocity_mm_per_day": 4.0, "origin_mm": 4.0},
-    source="default (no calibration for this database)")
+    kappa={
+        "D_mm2_per_day": 4.0,
+        "rho_per_day": 4.0,
+        "T_days": 4.0,
+        "mu_D_mm": 4.0,
+        "mu_rho": 4.0,
+        "infiltration_length_mm": 4.0,
+        "velocity_mm_per_day": 4.0,
+        "origin_mm": 4.0,
+    },
+    source="default (no calibration for this database)",
+)
 
 
 def database_identity(db) -> dict:
     """What makes a calibration valid for ``db``: atlas, resolution and entries."""
-    return {"atlas": db.manifest.atlas, "resolution_mm": float(db.manifest.resolution_mm),
-            "entries": len(db.entries["id"])}
+    return {
+        "atlas": db.manifest.atlas,
+        "resolution_mm": float(db.manifest.resolution_mm),
+        "entries": len(db.entries["id"]),
+    }
 
 
 def conformal_quantile(errors, level: float) -> float:
@@ -131,13 +155,22 @@ def load_calibration(db, path: str | Path | None = None) -> Calibration:
         return DEFAULT_CALIBRATION
     try:
         d = json.loads(p.read_text())
-        cal = Calibration(kappa={k: float(v) for k, v in d["kappa"].items()}, method=str(d.get("method", "")),
-                          source=str(p), database=dict(d.get("database", {})),
-                          coverage95=dict(d.get("coverage95", {})))
+        cal = Calibration(
+            kappa={k: float(v) for k, v in d["kappa"].items()},
+            method=str(d.get("method", "")),
+            source=str(p),
+            database=dict(d.get("database", {})),
+            coverage95=dict(d.get("coverage95", {})),
+        )
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise InputError(f"{p}: not a two-scan calibration file ({err})") from None
     want = database_identity(db)
     if cal.database and any(cal.database.get(k) != v for k, v in want.items()):
         raise InputError(f"{p}: calibration was fitted on another database ({cal.database}), not {db.path} ({want})")
-    return Calibration(kappa={**DEFAULT_CALIBRATION.kappa, **cal.kappa}, method=cal.method or DEFAULT_CALIBRATION.method,
-                       source=cal.source, database=cal.database, coverage95=cal.coverage95)
+    return Calibration(
+        kappa={**DEFAULT_CALIBRATION.kappa, **cal.kappa},
+        method=cal.method or DEFAULT_CALIBRATION.method,
+        source=cal.source,
+        database=cal.database,
+        coverage95=cal.coverage95,
+    )

@@ -34,9 +34,9 @@ __all__ = ["LOG_T_SCALE", "REFINE_CONFIG", "Samples", "posterior_summary", "refi
 
 LOG_T_SCALE = 0.3
 """One search unit of log T (a 35 % change)."""
-_D_LIMITS = (1e-3, 5.0)          # mm²/day, a guard against runaway steps (solver cost grows with D)
-_RHO_LIMITS = (1e-4, 1.0)        # 1/day
-_T_LIMITS = (5.0, 5000.0)        # days
+_D_LIMITS = (1e-3, 5.0)  # mm²/day, a guard against runaway steps (solver cost grows with D)
+_RHO_LIMITS = (1e-4, 1.0)  # 1/day
+_T_LIMITS = (5.0, 5000.0)  # days
 REFINE_CONFIG = SolverConfig(compile=False)
 """Solver settings of the refinement: a fused (compiled) stencil changes shape with every active box and
 costs more in compilation than it saves on a batch of 8 at 2 mm."""
@@ -54,8 +54,13 @@ class Samples:
         self.origin.extend(np.asarray(origin, dtype=np.float64).reshape(-1, 3))
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"D_mm2_per_day": np.asarray(self.D), "rho_per_day": np.asarray(self.rho), "T_days": np.asarray(self.T),
-                "origin_mm": np.asarray(self.origin).reshape(-1, 3), "score": np.asarray(self.score)}
+        return {
+            "D_mm2_per_day": np.asarray(self.D),
+            "rho_per_day": np.asarray(self.rho),
+            "T_days": np.asarray(self.T),
+            "origin_mm": np.asarray(self.origin).reshape(-1, 3),
+            "score": np.asarray(self.score),
+        }
 
 
 def scan_dice(u: np.ndarray, wt: np.ndarray, core: np.ndarray, thresholds: tuple[float, float]) -> tuple[float, float]:
@@ -95,10 +100,22 @@ class _PairObjective:
         return s
 
 
-def refine_two_scans(grid: Atlas, scans, days_between: float, start: dict, *, thresholds: tuple[float, float],
-                     budget: int = 64, weights=(0.5, 0.5), seed: int = 0, popsize: int | None = None,
-                     config: SolverConfig = REFINE_CONFIG, device: str = "cpu", samples: Samples | None = None,
-                     others: list[dict] | None = None) -> dict:
+def refine_two_scans(
+    grid: Atlas,
+    scans,
+    days_between: float,
+    start: dict,
+    *,
+    thresholds: tuple[float, float],
+    budget: int = 64,
+    weights=(0.5, 0.5),
+    seed: int = 0,
+    popsize: int | None = None,
+    config: SolverConfig = REFINE_CONFIG,
+    device: str = "cpu",
+    samples: Samples | None = None,
+    others: list[dict] | None = None,
+) -> dict:
     """Fit D, rho, T (at the first scan) and the seed point to both scans by CMA-ES.
 
     Parameters
@@ -147,12 +164,18 @@ def refine_two_scans(grid: Atlas, scans, days_between: float, start: dict, *, th
 
     def encode(p: dict) -> np.ndarray:
         T = float(p["T_days"])
-        return np.concatenate([[math.log(math.sqrt(float(p["D_mm2_per_day"]) * T) / mu_d0) / LOG_SCALE,
-                                math.log(math.sqrt(float(p["rho_per_day"]) * T) / mu_r0) / LOG_SCALE,
-                                math.log(T / T0) / LOG_T_SCALE],
-                               (np.asarray(p["origin_mm"], dtype=np.float64).reshape(3) - o0) / ORIGIN_SCALE_MM])
+        return np.concatenate(
+            [
+                [
+                    math.log(math.sqrt(float(p["D_mm2_per_day"]) * T) / mu_d0) / LOG_SCALE,
+                    math.log(math.sqrt(float(p["rho_per_day"]) * T) / mu_r0) / LOG_SCALE,
+                    math.log(T / T0) / LOG_T_SCALE,
+                ],
+                (np.asarray(p["origin_mm"], dtype=np.float64).reshape(3) - o0) / ORIGIN_SCALE_MM,
+            ]
+        )
 
-    z0 = np.stack([encode(p) for p in [start, *(others or [])][:max(1, int(budget))]])
+    z0 = np.stack([encode(p) for p in [start, *(others or [])][: max(1, int(budget))]])
     d0, s0 = evaluate(z0)
     k0 = int(np.argmax(s0))
     best_z, best_d, best_score = z0[k0], d0[k0], float(s0[k0])
@@ -168,9 +191,17 @@ def refine_two_scans(grid: Atlas, scans, days_between: float, start: dict, *, th
             break
         es.tell(-s)
     D, rho, T, origin = (v[0] for v in decode(best_z))
-    return {"D_mm2_per_day": float(D), "rho_per_day": float(rho), "T_days": float(T),
-            "origin_mm": [float(v) for v in origin], "dice": np.asarray(best_d).tolist(), "score": best_score,
-            "start_score": start_score, "n_forward_runs": obj.runs, "seconds": round(time.perf_counter() - t0, 3)}
+    return {
+        "D_mm2_per_day": float(D),
+        "rho_per_day": float(rho),
+        "T_days": float(T),
+        "origin_mm": [float(v) for v in origin],
+        "dice": np.asarray(best_d).tolist(),
+        "score": best_score,
+        "start_score": start_score,
+        "n_forward_runs": obj.runs,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
 
 
 def _log_stats(x: np.ndarray, w: np.ndarray) -> tuple[float, float]:
@@ -179,8 +210,9 @@ def _log_stats(x: np.ndarray, w: np.ndarray) -> tuple[float, float]:
     return m, max(float(np.sqrt(max(np.sum(w * (lx - m) ** 2), 0.0))), SIGMA_FLOOR["log"])
 
 
-def posterior_summary(samples: dict[str, np.ndarray], estimate: dict, days_between: float,
-                      calibration: Calibration) -> tuple[dict, dict]:
+def posterior_summary(
+    samples: dict[str, np.ndarray], estimate: dict, days_between: float, calibration: Calibration
+) -> tuple[dict, dict]:
     """``uncertainty`` (at the later scan) and the spreads ``sigma`` per key, from weighted samples.
 
     ``samples`` holds arrays ``D_mm2_per_day``, ``rho_per_day``, ``T_days`` (at the first scan),
@@ -190,29 +222,42 @@ def posterior_summary(samples: dict[str, np.ndarray], estimate: dict, days_betwe
     w = match_weights(samples["score"])
     T_late = samples["T_days"] + days_between
     derived = derived_parameters(samples["D_mm2_per_day"], samples["rho_per_day"], T_late)
-    values = {"D_mm2_per_day": samples["D_mm2_per_day"], "rho_per_day": samples["rho_per_day"], "T_days": T_late,
-              **{k: np.asarray(v) for k, v in derived.items()}}
+    values = {
+        "D_mm2_per_day": samples["D_mm2_per_day"],
+        "rho_per_day": samples["rho_per_day"],
+        "T_days": T_late,
+        **{k: np.asarray(v) for k, v in derived.items()},
+    }
     est_T = float(estimate["T_days"]) + days_between
-    est = {"D_mm2_per_day": float(estimate["D_mm2_per_day"]), "rho_per_day": float(estimate["rho_per_day"]),
-           "T_days": est_T, **derived_parameters(estimate["D_mm2_per_day"], estimate["rho_per_day"], est_T)}
+    est = {
+        "D_mm2_per_day": float(estimate["D_mm2_per_day"]),
+        "rho_per_day": float(estimate["rho_per_day"]),
+        "T_days": est_T,
+        **derived_parameters(estimate["D_mm2_per_day"], estimate["rho_per_day"], est_T),
+    }
     unc, sigma = {}, {}
     for k, x in values.items():
         m, s = _log_stats(x, w)
         half = calibration.kappa[k] * s
         c = math.log(est[k])
-        unc[k] = {"mean": float(math.exp(m)), "std": float(est[k] * half / 1.96),
-                  "ci95": [float(math.exp(c - half)), float(math.exp(c + half))]}
+        unc[k] = {
+            "mean": float(math.exp(m)),
+            "std": float(est[k] * half / 1.96),
+            "ci95": [float(math.exp(c - half)), float(math.exp(c + half))],
+        }
         sigma[k] = s
     o = samples["origin_mm"]
     o_est = np.asarray(estimate["origin_mm"], dtype=np.float64)
     mean = np.array([np.sum(w * o[:, a]) for a in range(3)])
     s_o = np.maximum(np.sqrt([np.sum(w * (o[:, a] - mean[a]) ** 2) for a in range(3)]), SIGMA_FLOOR["origin_mm"])
     half = calibration.kappa["origin_mm"] * s_o
-    unc["origin_mm"] = {"mean": mean.tolist(), "std": (half / 1.96).tolist(),
-                        "ci95": [(o_est - half).tolist(), (o_est + half).tolist()]}
+    unc["origin_mm"] = {
+        "mean": mean.tolist(),
+        "std": (half / 1.96).tolist(),
+        "ci95": [(o_est - half).tolist(), (o_est + half).tolist()],
+    }
     sigma["origin_mm"] = s_o.tolist()
     for k in ("threshold_edema", "threshold_core"):
         v = float(estimate[k])
         unc[k] = {"mean": v, "std": 0.0, "ci95": [v, v]}
     return unc, sigma
-

@@ -26,9 +26,16 @@ class TwoScanResult(Result):
     :attr:`Result.warnings` and result.json's ``warnings``.)
     """
 
-    def __init__(self, *, timepoints: list[dict], calibration: dict, days_between: float,
-                 project_days: float | None = None, projected_fn: Callable[[], np.ndarray] | None = None,
-                 **kwargs) -> None:
+    def __init__(
+        self,
+        *,
+        timepoints: list[dict],
+        calibration: dict,
+        days_between: float,
+        project_days: float | None = None,
+        projected_fn: Callable[[], np.ndarray] | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.timepoints = timepoints
         self.calibration = calibration
@@ -52,9 +59,11 @@ class TwoScanResult(Result):
         d["days_between"] = self.days_between
         d["calibration"] = self.calibration
         if self.project_days is not None:
-            d["projection"] = {"days_after_later_scan": self.project_days,
-                               "T_days": self.parameters["T_days"] + self.project_days,
-                               "files": ["tumor_density_projected.nii.gz", "tumor_density_projected_atlas.nii.gz"]}
+            d["projection"] = {
+                "days_after_later_scan": self.project_days,
+                "T_days": self.parameters["T_days"] + self.project_days,
+                "files": ["tumor_density_projected.nii.gz", "tumor_density_projected_atlas.nii.gz"],
+            }
         return d
 
     def save(self, out_dir: str | Path, *, figure: bool = True) -> dict[str, Path]:
@@ -64,10 +73,12 @@ class TwoScanResult(Result):
         proj = self.projected_density_array
         if proj is not None:
             out.mkdir(parents=True, exist_ok=True)
-            files["tumor_density_projected_atlas"] = save_volume(proj, self.atlas.affine,
-                                                                 out / "tumor_density_projected_atlas.nii.gz")
+            files["tumor_density_projected_atlas"] = save_volume(
+                proj, self.atlas.affine, out / "tumor_density_projected_atlas.nii.gz"
+            )
             on_input = np.clip(self.observation.to_input_grid(proj, self.atlas), 0.0, 1.0).astype(np.float32)
-            files["tumor_density_projected"] = save_volume(on_input, self.observation.input_affine,
-                                                           out / "tumor_density_projected.nii.gz")
-        files.update(super().save(out, figure=figure))    # result.json last
+            files["tumor_density_projected"] = save_volume(
+                on_input, self.observation.input_affine, out / "tumor_density_projected.nii.gz"
+            )
+        files.update(super().save(out, figure=figure))  # result.json last
         return files

@@ -41,11 +41,30 @@ from gliofit.common.wording import fit_warnings
 from gliofit.pipelines.patient import check_patient_name, find_patients
 from gliofit.pipelines.run import REGISTRATIONS, STAGES, output_folder_ready
 
-__all__ = ["PARAMETER_KEYS", "FIT_KEYS", "csv_columns", "result_row", "failure_row", "run_one", "run_cohort",
-           "collect_rows", "write_results_csv"]
+__all__ = [
+    "PARAMETER_KEYS",
+    "FIT_KEYS",
+    "csv_columns",
+    "result_row",
+    "failure_row",
+    "run_one",
+    "run_cohort",
+    "collect_rows",
+    "write_results_csv",
+]
 
-PARAMETER_KEYS = ("D_mm2_per_day", "rho_per_day", "T_days", "mu_D_mm", "mu_rho", "infiltration_length_mm",
-                  "velocity_mm_per_day", "origin_mm", "threshold_edema", "threshold_core")
+PARAMETER_KEYS = (
+    "D_mm2_per_day",
+    "rho_per_day",
+    "T_days",
+    "mu_D_mm",
+    "mu_rho",
+    "infiltration_length_mm",
+    "velocity_mm_per_day",
+    "origin_mm",
+    "threshold_edema",
+    "threshold_core",
+)
 """result.json ``parameters`` keys, in INTERFACES.md's order."""
 FIT_KEYS = ("dice_whole_tumor", "dice_core", "dice_mean")
 _FAILED = ".failed"
@@ -86,13 +105,19 @@ def result_row(patient: str, result: dict) -> dict[str, Any]:
 
 def failure_row(record: dict) -> dict[str, Any]:
     """A results.csv row from a failure record."""
-    return {"patient": record["patient"], "status": "failed", "error": record["error"],
-            "total": record.get("seconds", "")}
+    return {
+        "patient": record["patient"],
+        "status": "failed",
+        "error": record["error"],
+        "total": record.get("seconds", ""),
+    }
 
 
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if isinstance(exc, (InputError, ValueError, OSError)) else f"internal error: {type(exc).__name__}: {text}"
+    return (
+        text if isinstance(exc, (InputError, ValueError, OSError)) else f"internal error: {type(exc).__name__}: {text}"
+    )
 
 
 def run_one(task: dict) -> dict:
@@ -119,8 +144,13 @@ def run_one(task: dict) -> dict:
         full = storage_error(exc, out)
         if full is not None:  # the cohort's own disk, not the patient: stop, the next run resumes
             raise full from None
-        record = {"patient": name, "error": _one_line(exc), "kind": type(exc).__name__,
-                  "seconds": round(time.perf_counter() - t0, 3), "traceback": traceback.format_exc(limit=8)}
+        record = {
+            "patient": name,
+            "error": _one_line(exc),
+            "kind": type(exc).__name__,
+            "seconds": round(time.perf_counter() - t0, 3),
+            "traceback": traceback.format_exc(limit=8),
+        }
         write_json(record, failed)
         return {"patient": name, "status": "failed", "row": failure_row(record)}
     failed.unlink(missing_ok=True)
@@ -196,8 +226,11 @@ def _drive(todo: list[Path], base: dict, workers: int | None, scheduler: str | N
                     if crashes[folder.name] < MAX_CRASHES:
                         pending.insert(0, folder)
                         continue
-                    record = {"patient": folder.name, "error": "the worker process died (a crash in native "
-                              "code or out of memory)", "kind": "BrokenProcessPool"}
+                    record = {
+                        "patient": folder.name,
+                        "error": "the worker process died (a crash in native code or out of memory)",
+                        "kind": "BrokenProcessPool",
+                    }
                     write_json(record, Path(base["out_dir"]) / _FAILED / f"{folder.name}.json")
                     row = failure_row(record)
                 ran += 1
@@ -212,9 +245,17 @@ def _drive(todo: list[Path], base: dict, workers: int | None, scheduler: str | N
     return ran
 
 
-def run_cohort(cohort_dir: str | Path, db: str | Path, out_dir: str | Path, *, workers: int | None = None,
-               scheduler: str | None = None, progress: bool = True, report: bool = True,
-               **options: Any) -> dict:
+def run_cohort(
+    cohort_dir: str | Path,
+    db: str | Path,
+    out_dir: str | Path,
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    progress: bool = True,
+    report: bool = True,
+    **options: Any,
+) -> dict:
     """Run every patient folder of ``cohort_dir`` not finished yet; write ``out_dir``.
 
     Parameters
@@ -239,11 +280,13 @@ def run_cohort(cohort_dir: str | Path, db: str | Path, out_dir: str | Path, *, w
     if workers is not None and int(workers) < 1:
         raise InputError(f"workers must be >= 1, got {workers}", parameter="workers")
     if options.get("registration", "syn") not in REGISTRATIONS:
-        raise InputError(f"registration must be one of {', '.join(REGISTRATIONS)}, "
-                         f"got {options['registration']!r}", parameter="registration")
+        raise InputError(
+            f"registration must be one of {', '.join(REGISTRATIONS)}, got {options['registration']!r}",
+            parameter="registration",
+        )
     folders = find_patients(cohort_dir)
     db_path = Path(db)
-    read_manifest(db_path)                                  # not a database: one line before any patient runs
+    read_manifest(db_path)  # not a database: one line before any patient runs
     out = output_folder_ready(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(out / LOCK_NAME, f"cohort output {out}"):
@@ -252,7 +295,7 @@ def run_cohort(cohort_dir: str | Path, db: str | Path, out_dir: str | Path, *, w
         todo = [p for p in folders if not _finished(out, p.name)]
         t0 = time.perf_counter()
         ran = 0
-        table = {row["patient"]: row for row in collect_rows(out, names)}   # read once; kept up to date below
+        table = {row["patient"]: row for row in collect_rows(out, names)}  # read once; kept up to date below
 
         def rows() -> list[dict]:
             return [table[n] for n in names if n in table]
@@ -276,5 +319,12 @@ def run_cohort(cohort_dir: str | Path, db: str | Path, out_dir: str | Path, *, w
 
             files.update({k: str(v) for k, v in write_cohort_report(out, final).items()})
         ok = sum(r["status"] == "ok" for r in final)
-        return {"patients": len(folders), "ok": ok, "failed": len(final) - ok, "skipped": len(folders) - len(todo),
-                "ran": ran, "seconds": round(time.perf_counter() - t0, 2), **files}
+        return {
+            "patients": len(folders),
+            "ok": ok,
+            "failed": len(final) - ok,
+            "skipped": len(folders) - len(todo),
+            "ran": ran,
+            "seconds": round(time.perf_counter() - t0, 2),
+            **files,
+        }

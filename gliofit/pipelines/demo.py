@@ -26,8 +26,19 @@ import numpy as np
 
 from gliofit.common.errors import InputError
 
-__all__ = ["DEMO_CASE", "DEMO_PARAMETERS", "DEMO_RESOLUTION_MM", "DEMO_SIMULATIONS", "default_cache", "run_demo",
-           "comparison_rows", "interval_checks", "demo_database", "demo_patient_folder", "demo_simulations"]
+__all__ = [
+    "DEMO_CASE",
+    "DEMO_PARAMETERS",
+    "DEMO_RESOLUTION_MM",
+    "DEMO_SIMULATIONS",
+    "default_cache",
+    "run_demo",
+    "comparison_rows",
+    "interval_checks",
+    "demo_database",
+    "demo_patient_folder",
+    "demo_simulations",
+]
 
 DEMO_PARAMETERS = {"D_mm2_per_day": 0.3, "rho_per_day": 0.04, "T_days": 250.0, "origin_mm": (-28.0, -12.0, 22.0)}
 """A left-frontal white-matter tumour of about 130 cm³ (whole tumour at 1 mm)."""
@@ -90,8 +101,13 @@ def _patient(cache: Path, atlas, resolution_mm: float, progress: bool):
         return case, read_patient(case, density=False), 0.0
     t0 = time.perf_counter()
     with progress_bar(disable=not progress) as bar:
-        patient = grow_patient(atlas, DEMO_PARAMETERS, rng=np.random.default_rng(DEMO_SEED),
-                               resolution_mm=resolution_mm, on_step=time_reporter(bar, "growing the patient"))
+        patient = grow_patient(
+            atlas,
+            DEMO_PARAMETERS,
+            rng=np.random.default_rng(DEMO_SEED),
+            resolution_mm=resolution_mm,
+            on_step=time_reporter(bar, "growing the patient"),
+        )
     patient.write(case)
     return case, patient, time.perf_counter() - t0
 
@@ -109,22 +125,45 @@ def _patient_folder(cache: Path, atlas, patient, resolution_mm: float) -> Path:
     if (folder / "truth.json").is_file():
         return folder
     t = patient.truth
-    truth = PhantomTruth(case=DEMO_CASE, seed=DEMO_SEED, D_mm2_per_day=t["D_mm2_per_day"],
-                         rho_per_day=t["rho_per_day"], T_days=t["T_days"], origin_mm=tuple(t["origin_mm"]),
-                         threshold_edema=t["threshold_edema"], threshold_core=t["threshold_core"],
-                         threshold_necrosis=THRESHOLD_NECROSIS, noise_sigma=0.03, bias_strength=0.1,
-                         scales=(1.0, 1.0, 1.0, 1.0))
+    truth = PhantomTruth(
+        case=DEMO_CASE,
+        seed=DEMO_SEED,
+        D_mm2_per_day=t["D_mm2_per_day"],
+        rho_per_day=t["rho_per_day"],
+        T_days=t["T_days"],
+        origin_mm=tuple(t["origin_mm"]),
+        threshold_edema=t["threshold_edema"],
+        threshold_core=t["threshold_core"],
+        threshold_necrosis=THRESHOLD_NECROSIS,
+        noise_sigma=0.03,
+        bias_strength=0.1,
+        scales=(1.0, 1.0, 1.0, 1.0),
+    )
     images = render_phantom(atlas, patient.labels, truth, np.random.default_rng(DEMO_SEED))
-    return write_case(root, truth, images, patient.labels, atlas.affine, "brats2023",
-                      extra={k: v for k, v in t.items() if k not in ("origin_mm",)})
+    return write_case(
+        root,
+        truth,
+        images,
+        patient.labels,
+        atlas.affine,
+        "brats2023",
+        extra={k: v for k, v in t.items() if k not in ("origin_mm",)},
+    )
 
 
 def comparison_rows(truth: dict, result: dict) -> list[tuple[str, float, float, tuple[float, float]]]:
     """(name, true, recovered, 95% interval) for the identifiable and interpretable parameters
     (``result``: result.json as a dict)."""
     rows = []
-    for key in ("mu_D_mm", "mu_rho", "infiltration_length_mm", "velocity_mm_per_day", "D_mm2_per_day",
-                "rho_per_day", "T_days"):
+    for key in (
+        "mu_D_mm",
+        "mu_rho",
+        "infiltration_length_mm",
+        "velocity_mm_per_day",
+        "D_mm2_per_day",
+        "rho_per_day",
+        "T_days",
+    ):
         ci = result["uncertainty"].get(key, {}).get("ci95", [float("nan")] * 2)
         rows.append((key, float(truth[key]), float(result["parameters"][key]), (float(ci[0]), float(ci[1]))))
     return rows
@@ -147,19 +186,31 @@ def _print_table(truth: dict, result: dict, err) -> None:
     lo, hi = result["uncertainty"]["origin_mm"]["ci95"]
     for a, axis in enumerate("xyz"):
         name = f"origin_{axis}_mm"
-        err(f"{name:24s} {truth['origin_mm'][a]:9.4g} {result['parameters']['origin_mm'][a]:11.4g}   "
-            f"{f'[{lo[a]:.4g}, {hi[a]:.4g}]':22s}  {'inside' if checks[name] else 'OUTSIDE'}")
+        err(
+            f"{name:24s} {truth['origin_mm'][a]:9.4g} {result['parameters']['origin_mm'][a]:11.4g}   "
+            f"{f'[{lo[a]:.4g}, {hi[a]:.4g}]':22s}  {'inside' if checks[name] else 'OUTSIDE'}"
+        )
     o = np.asarray(result["parameters"]["origin_mm"]) - np.asarray(truth["origin_mm"])
     fit = result["fit"]
     method = (result.get("calibration") or {}).get("method", "none")
-    err(f"origin error {np.linalg.norm(o):.1f} mm; Dice whole tumour {fit['dice_whole_tumor']:.3f}, "
+    err(
+        f"origin error {np.linalg.norm(o):.1f} mm; Dice whole tumour {fit['dice_whole_tumor']:.3f}, "
         f"core {fit['dice_core']:.3f}, mean {fit['dice_mean']:.3f}; truth inside {sum(checks.values())} of "
-        f"{len(checks)} 95% intervals (calibration: {method})")
+        f"{len(checks)} 95% intervals (calibration: {method})"
+    )
 
 
-def run_demo(out_dir: str | Path, *, cache: str | Path | None = None, simulations: int = DEMO_SIMULATIONS,
-             resolution_mm: float = DEMO_RESOLUTION_MM, patient_resolution_mm: float = 1.0,
-             registration: str = "syn", progress: bool = True, echo=None) -> dict:
+def run_demo(
+    out_dir: str | Path,
+    *,
+    cache: str | Path | None = None,
+    simulations: int = DEMO_SIMULATIONS,
+    resolution_mm: float = DEMO_RESOLUTION_MM,
+    patient_resolution_mm: float = 1.0,
+    registration: str = "syn",
+    progress: bool = True,
+    echo=None,
+) -> dict:
     """Build (once) the demo database and patient folder, run the whole pipeline on it, write ``out_dir``.
 
     Parameters
@@ -195,13 +246,25 @@ def run_demo(out_dir: str | Path, *, cache: str | Path | None = None, simulation
     _print_table(patient.truth, result, echo or (lambda line: print(line, file=sys.stderr)))
     voxel_cm3 = atlas.voxel_volume_mm3 / 1000.0
     return {
-        "truth": {k: patient.truth[k] for k in ("D_mm2_per_day", "rho_per_day", "T_days", "origin_mm", "mu_D_mm",
-                                                "mu_rho", "infiltration_length_mm", "velocity_mm_per_day")},
+        "truth": {
+            k: patient.truth[k]
+            for k in (
+                "D_mm2_per_day",
+                "rho_per_day",
+                "T_days",
+                "origin_mm",
+                "mu_D_mm",
+                "mu_rho",
+                "infiltration_length_mm",
+                "velocity_mm_per_day",
+            )
+        },
         "recovered": result["parameters"],
         "fit": result["fit"],
         "interval_check_95": interval_checks(patient.truth, result),
-        "origin_error_mm": round(float(np.linalg.norm(np.subtract(result["parameters"]["origin_mm"],
-                                                                  patient.truth["origin_mm"]))), 3),
+        "origin_error_mm": round(
+            float(np.linalg.norm(np.subtract(result["parameters"]["origin_mm"], patient.truth["origin_mm"]))), 3
+        ),
         "database": result["database"],
         "patient_folder": str(folder),
         "whole_tumor_cm3": round(float(patient.whole_tumor.sum()) * voxel_cm3, 2),
@@ -209,6 +272,10 @@ def run_demo(out_dir: str | Path, *, cache: str | Path | None = None, simulation
         "plan": result.get("plan"),
         "outputs": sorted(str(p) for p in out.rglob("*") if p.is_file()),
         "timings_s": result["timings_s"],
-        "seconds": {"database": round(build_s, 2), "patient": round(grow_s, 2), "run": round(run_s, 2),
-                    "total": round(time.perf_counter() - t0, 2)},
+        "seconds": {
+            "database": round(build_s, 2),
+            "patient": round(grow_s, 2),
+            "run": round(run_s, 2),
+            "total": round(time.perf_counter() - t0, 2),
+        },
     }

@@ -51,7 +51,7 @@ def read_series_map(path: str | Path | None) -> dict[str, str]:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{p}: not valid JSON ({exc})") from None
     if not isinstance(raw, dict) or not raw:
-        raise InputError(f"{p}: expected an object such as {{\"flair\": 7}}")
+        raise InputError(f'{p}: expected an object such as {{"flair": 7}}')
     bad = sorted(set(raw) - set(MODALITIES))
     if bad:
         raise InputError(f"{p}: unknown modality {bad[0]!r} (use {', '.join(MODALITIES)})")
@@ -108,25 +108,35 @@ def _check_one_each(chosen: dict, skipped: list[Skipped], root: Path) -> dict[st
     for m in MODALITIES:
         if len(chosen[m]) > 1:
             names = ", ".join(s.label() for s, _ in chosen[m])
-            raise InputError(f"{root}: {len(chosen[m])} candidate {MODALITY_NAMES[m]} series: {names} "
-                             f"(choose one with --series MAP.json)")
+            raise InputError(
+                f"{root}: {len(chosen[m])} candidate {MODALITY_NAMES[m]} series: {names} "
+                f"(choose one with --series MAP.json)"
+            )
         if not chosen[m]:
             seen = ", ".join(f"{k.what} ({k.reason})" for k in skipped) or "none"
-            raise InputError(f"{root}: no {MODALITY_NAMES[m]} series found (other series: {seen}; "
-                             f"name it with --series MAP.json)")
+            raise InputError(
+                f"{root}: no {MODALITY_NAMES[m]} series found (other series: {seen}; name it with --series MAP.json)"
+            )
     return {m: chosen[m][0] for m in MODALITIES}
 
 
 def _record(series: Series, rule: str, ordered, step: float, data: np.ndarray, affine: np.ndarray, root: Path) -> dict:
-    return {"series_number": series.number, "description": series.description,
-            "series_instance_uid": series.uid, "rule": rule,
-            "files": [str(s.path.relative_to(root)) for s in ordered], "slices": len(ordered),
-            "shape": list(data.shape), "slice_step_mm": round(step, 6),
-            "affine": np.round(affine, 6).tolist()}
+    return {
+        "series_number": series.number,
+        "description": series.description,
+        "series_instance_uid": series.uid,
+        "rule": rule,
+        "files": [str(s.path.relative_to(root)) for s in ordered],
+        "slices": len(ordered),
+        "shape": list(data.shape),
+        "slice_step_mm": round(step, 6),
+        "affine": np.round(affine, 6).tolist(),
+    }
 
 
-def import_dicom(study_dir: str | Path, out_dir: str | Path, *, series_map: str | Path | None = None,
-                 progress: bool = True) -> dict:
+def import_dicom(
+    study_dir: str | Path, out_dir: str | Path, *, series_map: str | Path | None = None, progress: bool = True
+) -> dict:
     """Convert a DICOM study into a BraTS 2023 patient folder; returns the ``import.json`` content.
 
     Parameters
@@ -159,10 +169,15 @@ def import_dicom(study_dir: str | Path, out_dir: str | Path, *, series_map: str 
             data, affine = read_volume(ordered, step)
             save_volume(data, affine, tmp / f"{name}{LAYOUTS['brats2023'][m]}.nii.gz")
             records[m] = _record(picked[m][0], picked[m][1], ordered, step, data, affine, root)
-        record = {"format": "gliofit-import/1", "gliofit_version": __version__, "study_dir": str(root.resolve()),
-                  "layout": "brats2023", "series": records,
-                  "skipped_series": [vars(s) for s in skipped_series],
-                  "skipped_files": [{"file": s.what, "reason": s.reason} for s in skipped_files]}
+        record = {
+            "format": "gliofit-import/1",
+            "gliofit_version": __version__,
+            "study_dir": str(root.resolve()),
+            "layout": "brats2023",
+            "series": records,
+            "skipped_series": [vars(s) for s in skipped_series],
+            "skipped_files": [{"file": s.what, "reason": s.reason} for s in skipped_files],
+        }
         write_json(record, tmp / IMPORT_JSON)
     return record
 

@@ -29,13 +29,12 @@ from gliofit.common.grids import resample_linear, spacing_mm, voxel_to_world
 from gliofit.common.nifti import load_volume
 from gliofit.segmentation.brats_convert import MODALITIES, read_case_folder
 
-__all__ = ["Acquisition", "DicomStudy", "ACQUISITIONS", "write_dicom_study", "rigid_ras", "write_series",
-           "series_grid"]
+__all__ = ["Acquisition", "DicomStudy", "ACQUISITIONS", "write_dicom_study", "rigid_ras", "write_series", "series_grid"]
 
 _LPS = np.diag([-1.0, -1.0, 1.0])
 SKULL_MM = (4.0, 9.0)
 """The skull-like shell lies this far outside the brain, mm."""
-_SKULL_INTENSITY = {"t1": 1.1, "t1c": 1.1, "t2": 0.55, "flair": 0.7}     # times the brain's median
+_SKULL_INTENSITY = {"t1": 1.1, "t1c": 1.1, "t2": 0.55, "flair": 0.7}  # times the brain's median
 
 
 @dataclass(frozen=True)
@@ -90,15 +89,16 @@ def rigid_ras(angles_deg, shift_mm, centre_mm) -> np.ndarray:
     return m
 
 
-def series_grid(centre_mm: np.ndarray, extent_mm: np.ndarray, pixel_mm: float, slice_mm: float,
-                tilt_deg: float) -> tuple[np.ndarray, tuple[int, int, int]]:
+def series_grid(
+    centre_mm: np.ndarray, extent_mm: np.ndarray, pixel_mm: float, slice_mm: float, tilt_deg: float
+) -> tuple[np.ndarray, tuple[int, int, int]]:
     """A (4, 4) RAS affine and shape (columns, rows, slices) of a grid tilted about x around ``centre_mm``.
 
     Columns run towards patient left, rows towards posterior, slices towards superior (then tilted),
     as an axial acquisition displayed in radiological convention.
     """
     rot = rigid_ras((tilt_deg, 0.0, 0.0), (0.0, 0.0, 0.0), (0.0, 0.0, 0.0))[:3, :3]
-    axes = rot @ np.diag([-1.0, -1.0, 1.0])            # RAS directions of columns, rows, slices
+    axes = rot @ np.diag([-1.0, -1.0, 1.0])  # RAS directions of columns, rows, slices
     n = np.ceil(extent_mm / np.array([pixel_mm, pixel_mm, slice_mm])).astype(int)
     affine = np.eye(4)
     affine[:3, :3] = axes * np.array([pixel_mm, pixel_mm, slice_mm])
@@ -129,8 +129,17 @@ def _base_dataset(study: dict, acq_uid: str, number: int, description: str):
     return ds
 
 
-def write_series(folder: Path, volume: np.ndarray, affine: np.ndarray, study: dict, acq: Acquisition, number: int,
-                 rng: np.random.Generator, *, image_type=("ORIGINAL", "PRIMARY", "M", "NONE")) -> str:
+def write_series(
+    folder: Path,
+    volume: np.ndarray,
+    affine: np.ndarray,
+    study: dict,
+    acq: Acquisition,
+    number: int,
+    rng: np.random.Generator,
+    *,
+    image_type=("ORIGINAL", "PRIMARY", "M", "NONE"),
+) -> str:
     """Write one series, a file per slice, ``volume`` (columns, rows, slices) >= 0 on ``affine`` (RAS).
 
     Files get random names in ``folder``; returns the SeriesInstanceUID.
@@ -183,8 +192,15 @@ def write_series(folder: Path, volume: np.ndarray, affine: np.ndarray, study: di
     return series_uid
 
 
-def _skull_and_bias(img: np.ndarray, affine: np.ndarray, brain: np.ndarray, modality: str, pad_vox: int,
-                    rng: np.random.Generator, bias_strength: float) -> tuple[np.ndarray, np.ndarray]:
+def _skull_and_bias(
+    img: np.ndarray,
+    affine: np.ndarray,
+    brain: np.ndarray,
+    modality: str,
+    pad_vox: int,
+    rng: np.random.Generator,
+    bias_strength: float,
+) -> tuple[np.ndarray, np.ndarray]:
     """The image padded by ``pad_vox``, a skull-like shell added and a smooth bias field multiplied in."""
     img = np.pad(img, pad_vox)
     brain = np.pad(brain, pad_vox)
@@ -198,16 +214,26 @@ def _skull_and_bias(img: np.ndarray, affine: np.ndarray, brain: np.ndarray, moda
     ijk = np.indices(img.shape, dtype=np.float32).reshape(3, -1).T
     xyz = voxel_to_world(shifted, ijk) / 80.0
     c = rng.normal(size=4)
-    field = (c[0] * xyz[:, 0] + c[1] * xyz[:, 1] + c[2] * xyz[:, 2] + c[3] * (xyz ** 2).sum(axis=1))
+    field = c[0] * xyz[:, 0] + c[1] * xyz[:, 1] + c[2] * xyz[:, 2] + c[3] * (xyz**2).sum(axis=1)
     field = field / max(float(np.abs(field).max()), 1e-6) * bias_strength
     img = img * np.exp(field).reshape(img.shape).astype(np.float32)
     return img.astype(np.float32), shifted
 
 
-def write_dicom_study(case_dir: str | Path, out_dir: str | Path, *, seed: int = 0, tilt_deg: float = 15.0,
-                      pixel_scale: float = 1.0, motion_deg: float = 3.0, motion_mm: float = 4.0,
-                      bias_strength: float = 0.3, localiser: bool = True, patient_id: str = "PHANTOM-0001",
-                      patient_name: str = "Phantom^Patient") -> DicomStudy:
+def write_dicom_study(
+    case_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    tilt_deg: float = 15.0,
+    pixel_scale: float = 1.0,
+    motion_deg: float = 3.0,
+    motion_mm: float = 4.0,
+    bias_strength: float = 0.3,
+    localiser: bool = True,
+    patient_id: str = "PHANTOM-0001",
+    patient_name: str = "Phantom^Patient",
+) -> DicomStudy:
     """Write a phantom case as a DICOM study (one folder per series under ``out_dir``).
 
     Parameters
@@ -233,19 +259,30 @@ def write_dicom_study(case_dir: str | Path, out_dir: str | Path, *, seed: int = 
     centre = voxel_to_world(affine, (idx.min(axis=0) + idx.max(axis=0)) / 2.0)
     extent = (idx.max(axis=0) - idx.min(axis=0) + 1) * spacing_mm(affine) + 2 * SKULL_MM[1] + 6.0
     extent = np.array([extent.max(), extent.max(), extent[2] + 20.0])
-    study = {"PatientName": patient_name, "PatientID": patient_id, "PatientBirthDate": "19700101",
-             "PatientSex": "O", "StudyInstanceUID": _uid("1.2.826.0.1.3680043.10.1338.1", patient_id, seed),
-             "StudyDate": "20240102", "StudyTime": "101500", "StudyID": "1", "AccessionNumber": "A0001",
-             "ReferringPhysicianName": "", "FrameOfReferenceUID": _uid("1.2.826.0.1.3680043.10.1338.4", seed)}
+    study = {
+        "PatientName": patient_name,
+        "PatientID": patient_id,
+        "PatientBirthDate": "19700101",
+        "PatientSex": "O",
+        "StudyInstanceUID": _uid("1.2.826.0.1.3680043.10.1338.1", patient_id, seed),
+        "StudyDate": "20240102",
+        "StudyTime": "101500",
+        "StudyID": "1",
+        "AccessionNumber": "A0001",
+        "ReferringPhysicianName": "",
+        "FrameOfReferenceUID": _uid("1.2.826.0.1.3680043.10.1338.4", seed),
+    }
     written = DicomStudy(out, {}, {}, {}, {}, (brain, affine), Path(case_dir))
     for number, acq in enumerate(ACQUISITIONS, start=2):
         img, _ = load_volume(case.images[MODALITIES.index(acq.modality)], acq.modality)
         padded, padded_affine = _skull_and_bias(img, affine, brain, acq.modality, pad_vox, rng, bias_strength)
         axis = rng.normal(size=3)
         shift = rng.normal(size=3)
-        motion = (np.eye(4) if acq.modality == "t1c" else
-                  rigid_ras(motion_deg * axis / np.linalg.norm(axis), motion_mm * shift / np.linalg.norm(shift),
-                            centre))
+        motion = (
+            np.eye(4)
+            if acq.modality == "t1c"
+            else rigid_ras(motion_deg * axis / np.linalg.norm(axis), motion_mm * shift / np.linalg.norm(shift), centre)
+        )
         grid, shape = series_grid(centre, extent, acq.pixel_mm * pixel_scale, acq.slice_mm * pixel_scale, tilt_deg)
         vol = resample_linear(padded, padded_affine, motion @ grid, shape)
         folder = out / f"s{number:02d}"

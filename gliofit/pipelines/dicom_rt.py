@@ -29,8 +29,21 @@ from gliofit.common.errors import InputError
 from gliofit.common.grids import resample_linear
 from gliofit.common.io import atomic_write
 
-__all__ = ["Reference", "Structure", "load_reference", "plan_structures", "write_rtstruct", "read_rtstruct",
-           "write_seg", "read_seg", "on_reference", "ISO_DENSITY_LEVELS", "RTSTRUCT_NAME", "SEG_NAME", "export_plan"]
+__all__ = [
+    "Reference",
+    "Structure",
+    "load_reference",
+    "plan_structures",
+    "write_rtstruct",
+    "read_rtstruct",
+    "write_seg",
+    "read_seg",
+    "on_reference",
+    "ISO_DENSITY_LEVELS",
+    "RTSTRUCT_NAME",
+    "SEG_NAME",
+    "export_plan",
+]
 
 ISO_DENSITY_LEVELS = (0.01, 0.10, 0.30)
 """Iso-density contours, fraction of carrying capacity."""
@@ -38,8 +51,19 @@ RTSTRUCT_NAME, SEG_NAME = "rtstruct.dcm", "seg.dcm"
 _RTSTRUCT_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
 _STUDY_COMPONENT_CLASS = "1.2.840.10008.3.1.2.3.1"
 _FLIP = np.diag([-1.0, -1.0, 1.0, 1.0])
-_COLOURS = [(255, 0, 0), (0, 128, 255), (255, 255, 0), (255, 128, 0), (255, 0, 255), (128, 64, 0), (0, 255, 0),
-            (0, 255, 255), (128, 128, 255), (255, 128, 128), (128, 255, 128)]
+_COLOURS = [
+    (255, 0, 0),
+    (0, 128, 255),
+    (255, 255, 0),
+    (255, 128, 0),
+    (255, 0, 255),
+    (128, 64, 0),
+    (0, 255, 0),
+    (0, 255, 255),
+    (128, 128, 255),
+    (255, 128, 128),
+    (128, 255, 128),
+]
 
 
 @dataclass
@@ -116,8 +140,18 @@ def _now() -> tuple[str, str]:
 
 
 def _copy_patient_and_study(ds, ref) -> None:
-    for key in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate",
-                "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber"):
+    for key in (
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "PatientSex",
+        "StudyInstanceUID",
+        "StudyDate",
+        "StudyTime",
+        "ReferringPhysicianName",
+        "StudyID",
+        "AccessionNumber",
+    ):
         setattr(ds, key, getattr(ref, key, "") or "")
 
 
@@ -139,8 +173,7 @@ def _contour_item(points_cr: np.ndarray, k: int, ref: Reference, number: int):
     return item
 
 
-def write_rtstruct(structures: list[Structure], ref: Reference, path: str | Path, *,
-                   label: str = "gliofit") -> Path:
+def write_rtstruct(structures: list[Structure], ref: Reference, path: str | Path, *, label: str = "gliofit") -> Path:
     """Write one RTSTRUCT of ``structures`` referencing the series ``ref``; returns the path."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -230,7 +263,9 @@ def read_rtstruct(path: str | Path, ref: Reference) -> dict[str, np.ndarray]:
             vox = (inv @ np.c_[pts, np.ones(len(pts))].T)[:3].T
             k = int(round(float(vox[:, 2].mean())))
             if np.abs(vox[:, 2] - k).max() > 1e-2 or not 0 <= k < ref.shape[2]:
-                raise InputError(f"{path}: a contour of {names[int(rc.ReferencedROINumber)]} is off the reference slices")
+                raise InputError(
+                    f"{path}: a contour of {names[int(rc.ReferencedROINumber)]} is off the reference slices"
+                )
             mask[:, :, k] ^= polygon2mask(ref.shape[:2], vox[:, :2])
         out[names[int(rc.ReferencedROINumber)]] = mask
     return out
@@ -251,22 +286,39 @@ def write_seg(regions: dict[str, Structure], ref_files: list[Path], ref: Referen
         if str(d.SOPInstanceUID) in sources:
             sources[str(d.SOPInstanceUID)] = d
     images = [sources[str(d.SOPInstanceUID)] for d in ref.datasets]
-    algo = hd.AlgorithmIdentificationSequence(name="gliofit", version=__version__,
-                                              family=codes.DCM.ArtificialIntelligence)
+    algo = hd.AlgorithmIdentificationSequence(
+        name="gliofit", version=__version__, family=codes.DCM.ArtificialIntelligence
+    )
     descriptions, planes = [], []
     for i, (name, s) in enumerate(regions.items(), start=1):
-        descriptions.append(hd.seg.SegmentDescription(
-            segment_number=i, segment_label=name, segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
-            segmented_property_type=getattr(codes.SCT, _SEG_CODES.get(name, "Neoplasm")),
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm_identification=algo))
-        planes.append(np.transpose(on_reference(s, ref), (2, 1, 0)))       # (slices, rows, columns)
+        descriptions.append(
+            hd.seg.SegmentDescription(
+                segment_number=i,
+                segment_label=name,
+                segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+                segmented_property_type=getattr(codes.SCT, _SEG_CODES.get(name, "Neoplasm")),
+                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                algorithm_identification=algo,
+            )
+        )
+        planes.append(np.transpose(on_reference(s, ref), (2, 1, 0)))  # (slices, rows, columns)
     pixels = np.stack(planes, axis=-1).astype(np.uint8)
     seg = hd.seg.Segmentation(
-        source_images=images, pixel_array=pixels, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=9902,
-        sop_instance_uid=hd.UID(), instance_number=1, manufacturer="gliofit", manufacturer_model_name="gliofit",
-        software_versions=__version__, device_serial_number="none", series_description="gliofit tumour regions",
-        omit_empty_frames=False)
+        source_images=images,
+        pixel_array=pixels,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=hd.UID(),
+        series_number=9902,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="gliofit",
+        manufacturer_model_name="gliofit",
+        software_versions=__version__,
+        device_serial_number="none",
+        series_description="gliofit tumour regions",
+        omit_empty_frames=False,
+    )
     p = Path(path)
     with atomic_write(p) as tmp:
         seg.save_as(tmp)
@@ -284,27 +336,43 @@ def read_seg(path: str | Path, ref: Reference) -> dict[str, np.ndarray]:
     return {labels[n]: np.transpose(arr[..., i] > 0, (2, 1, 0)) for i, n in enumerate(sorted(labels))}
 
 
-def plan_structures(density: np.ndarray, labels: np.ndarray, affine: np.ndarray, standard: np.ndarray,
-                    model: np.ndarray, convention) -> tuple[list[Structure], dict[str, Structure]]:
+def plan_structures(
+    density: np.ndarray, labels: np.ndarray, affine: np.ndarray, standard: np.ndarray, model: np.ndarray, convention
+) -> tuple[list[Structure], dict[str, Structure]]:
     """The RTSTRUCT structures and the SEG regions of one plan (all on ``affine``; a LabelConvention)."""
     lab = np.rint(labels).astype(np.int64)
-    regions = {"Necrosis": lab == convention.necrosis, "Edema": lab == convention.edema,
-               "Enhancing": lab == convention.enhancing}
+    regions = {
+        "Necrosis": lab == convention.necrosis,
+        "Edema": lab == convention.edema,
+        "Enhancing": lab == convention.enhancing,
+    }
     f = lambda m: m.astype(np.float32)  # noqa: E731
-    structures = [Structure("Target standard", f(standard), affine, kind="CTV"),
-                  Structure("Target model", f(model), affine, kind="CTV"),
-                  Structure("Whole tumour", f(lab > 0), affine, kind="GTV"),
-                  Structure("Tumour core", f(regions["Necrosis"] | regions["Enhancing"]), affine, kind="GTV"),
-                  Structure("Enhancing", f(regions["Enhancing"]), affine, kind="GTV"),
-                  Structure("Necrosis", f(regions["Necrosis"]), affine, kind="GTV"),
-                  Structure("Edema", f(regions["Edema"]), affine, kind="CONTROL")]
-    structures += [Structure(f"Density {round(100 * lv)}%", density.astype(np.float32), affine, level=lv)
-                   for lv in ISO_DENSITY_LEVELS]
+    structures = [
+        Structure("Target standard", f(standard), affine, kind="CTV"),
+        Structure("Target model", f(model), affine, kind="CTV"),
+        Structure("Whole tumour", f(lab > 0), affine, kind="GTV"),
+        Structure("Tumour core", f(regions["Necrosis"] | regions["Enhancing"]), affine, kind="GTV"),
+        Structure("Enhancing", f(regions["Enhancing"]), affine, kind="GTV"),
+        Structure("Necrosis", f(regions["Necrosis"]), affine, kind="GTV"),
+        Structure("Edema", f(regions["Edema"]), affine, kind="CONTROL"),
+    ]
+    structures += [
+        Structure(f"Density {round(100 * lv)}%", density.astype(np.float32), affine, level=lv)
+        for lv in ISO_DENSITY_LEVELS
+    ]
     return structures, {k: Structure(k, f(v), affine) for k, v in regions.items()}
 
 
-def export_plan(folder: str | Path, reference: str | Path | list, *, density: str | Path, seg: str | Path,
-                standard: str | Path, model: str | Path, labels: str = "auto") -> dict[str, Path]:
+def export_plan(
+    folder: str | Path,
+    reference: str | Path | list,
+    *,
+    density: str | Path,
+    seg: str | Path,
+    standard: str | Path,
+    model: str | Path,
+    labels: str = "auto",
+) -> dict[str, Path]:
     """Write ``rtstruct.dcm`` and ``seg.dcm`` into ``folder`` for a plan's NIfTI files (all on one grid).
 
     ``reference`` is the T1c series (a folder or its files); ``labels``: auto, brats2021 or brats2023.
@@ -324,5 +392,7 @@ def export_plan(folder: str | Path, reference: str | Path | list, *, density: st
     conv = detect_convention(np.rint(lab), str(seg)) if labels == "auto" else CONVENTIONS[labels]
     structures, regions = plan_structures(dens, lab, affine, std > 0, mod > 0, conv)
     f = Path(folder)
-    return {"rtstruct": write_rtstruct(structures, ref, f / RTSTRUCT_NAME),
-            "seg": write_seg(regions, [Path(p) for p in ref_files], ref, f / SEG_NAME)}
+    return {
+        "rtstruct": write_rtstruct(structures, ref, f / RTSTRUCT_NAME),
+        "seg": write_seg(regions, [Path(p) for p in ref_files], ref, f / SEG_NAME),
+    }

@@ -51,19 +51,34 @@ def _is_t1_text(f: dict) -> bool:
 RULES: tuple[Rule, ...] = (
     Rule("flair", "description names FLAIR", _has(_FLAIR_TEXT)),
     Rule("flair", "inversion recovery with TI >= 1500 ms and TE >= 60 ms", _is_flair_by_sequence),
-    Rule("t1c", "T1 description and the contrast-agent tag (0018,0010)",
-         lambda f: _is_t1_text(f) and f["contrast"] and not re.search(_PRE_TEXT, f["text"])),
-    Rule("t1c", "T1 description names contrast (post, +C, Gd)",
-         lambda f: _is_t1_text(f) and bool(re.search(_POST_TEXT, f["text"])) and not re.search(_PRE_TEXT, f["text"])),
+    Rule(
+        "t1c",
+        "T1 description and the contrast-agent tag (0018,0010)",
+        lambda f: _is_t1_text(f) and f["contrast"] and not re.search(_PRE_TEXT, f["text"]),
+    ),
+    Rule(
+        "t1c",
+        "T1 description names contrast (post, +C, Gd)",
+        lambda f: _is_t1_text(f) and bool(re.search(_POST_TEXT, f["text"])) and not re.search(_PRE_TEXT, f["text"]),
+    ),
     Rule("t1", "T1 description, no contrast agent", lambda f: _is_t1_text(f) and not f["contrast"]),
     Rule("t1", "T1 description names pre-contrast", lambda f: _is_t1_text(f) and bool(re.search(_PRE_TEXT, f["text"]))),
     Rule("t2", "description names T2", lambda f: bool(re.search(_T2_TEXT, f["text"]))),
-    Rule("t2", "TE >= 80 ms and TR >= 2000 ms without inversion",
-         lambda f: (f["te_ms"] or 0) >= 80 and (f["tr_ms"] or 0) >= 2000 and "IR" not in f["seq"]),
-    Rule("t1", "TE <= 20 ms and TR <= 1000 ms, no contrast agent",
-         lambda f: 0 < (f["te_ms"] or 0) <= 20 and 0 < (f["tr_ms"] or 0) <= 1000 and not f["contrast"]),
-    Rule("t1c", "TE <= 20 ms and TR <= 1000 ms with the contrast-agent tag",
-         lambda f: 0 < (f["te_ms"] or 0) <= 20 and 0 < (f["tr_ms"] or 0) <= 1000 and f["contrast"]),
+    Rule(
+        "t2",
+        "TE >= 80 ms and TR >= 2000 ms without inversion",
+        lambda f: (f["te_ms"] or 0) >= 80 and (f["tr_ms"] or 0) >= 2000 and "IR" not in f["seq"],
+    ),
+    Rule(
+        "t1",
+        "TE <= 20 ms and TR <= 1000 ms, no contrast agent",
+        lambda f: 0 < (f["te_ms"] or 0) <= 20 and 0 < (f["tr_ms"] or 0) <= 1000 and not f["contrast"],
+    ),
+    Rule(
+        "t1c",
+        "TE <= 20 ms and TR <= 1000 ms with the contrast-agent tag",
+        lambda f: 0 < (f["te_ms"] or 0) <= 20 and 0 < (f["tr_ms"] or 0) <= 1000 and f["contrast"],
+    ),
 )
 """The modality rules, tried in order; the first match wins."""
 
@@ -85,8 +100,14 @@ def header_facts(ds) -> dict:
     seq = ds.get("ScanningSequence", "")
     seq = seq if isinstance(seq, str) else "\\".join(str(v) for v in seq)
     agent = str(ds.get("ContrastBolusAgent", "") or "").strip().lower()
-    return {"text": text, "seq": seq.upper(), "ti_ms": _float(ds, "InversionTime"), "te_ms": _float(ds, "EchoTime"),
-            "tr_ms": _float(ds, "RepetitionTime"), "contrast": agent not in ("", "none", "no", "n/a", "0")}
+    return {
+        "text": text,
+        "seq": seq.upper(),
+        "ti_ms": _float(ds, "InversionTime"),
+        "te_ms": _float(ds, "EchoTime"),
+        "tr_ms": _float(ds, "RepetitionTime"),
+        "contrast": agent not in ("", "none", "no", "n/a", "0"),
+    }
 
 
 def skip_reason(ds) -> str | None:

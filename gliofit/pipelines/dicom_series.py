@@ -20,8 +20,19 @@ import numpy as np
 
 from gliofit.common.errors import InputError
 
-__all__ = ["Slice", "Series", "Skipped", "scan_study", "read_image_slices", "header_affine", "check_geometry", "read_volume", "IMAGE_SOP_CLASSES",
-           "ORIENTATION_TOL", "GAP_TOLERANCE"]
+__all__ = [
+    "Slice",
+    "Series",
+    "Skipped",
+    "scan_study",
+    "read_image_slices",
+    "header_affine",
+    "check_geometry",
+    "read_volume",
+    "IMAGE_SOP_CLASSES",
+    "ORIENTATION_TOL",
+    "GAP_TOLERANCE",
+]
 
 IMAGE_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.4": "MR Image",
@@ -129,7 +140,7 @@ def _as_slice(path: Path, ds, root: Path) -> tuple[Slice | None, Skipped | None]
     import hashlib
 
     digest = hashlib.sha1(bytes(ds.PixelData)).hexdigest()
-    del ds.PixelData                                    # SimpleITK reads the pixels again later
+    del ds.PixelData  # SimpleITK reads the pixels again later
     try:
         iop = tuple(float(v) for v in ds.ImageOrientationPatient)
         ipp = tuple(float(v) for v in ds.ImagePositionPatient)
@@ -184,15 +195,18 @@ def scan_study(folder: str | Path, *, on_file=None) -> tuple[list[Series], list[
     if dicom_seen == 0:
         raise InputError(f"{root}: no DICOM files found")
     if not groups:
-        raise InputError(f"{root}: no image series among {dicom_seen} DICOM files "
-                         f"(e.g. {skipped[0].what}: {skipped[0].reason})")
+        raise InputError(
+            f"{root}: no image series among {dicom_seen} DICOM files (e.g. {skipped[0].what}: {skipped[0].reason})"
+        )
     series = [Series(uid, sl) for uid, sl in groups.items()]
     reference = next(iter(groups.values()))[0]
     for s in series:
         other = next((x for x in s.slices if x.patient_key != reference.patient_key), None)
         if other is not None:
-            raise InputError(f"{other.path}: belongs to a different patient than {reference.path} "
-                             f"(one study folder must hold one patient)")
+            raise InputError(
+                f"{other.path}: belongs to a different patient than {reference.path} "
+                f"(one study folder must hold one patient)"
+            )
     series.sort(key=lambda s: (s.number if s.number is not None else 1 << 30, s.uid))
     return series, skipped
 
@@ -226,12 +240,16 @@ def check_geometry(series: Series, root: Path) -> tuple[list[Slice], float]:
     if np.abs(steps - step).max() > GAP_TOLERANCE * step:
         k = int(np.argmax(np.abs(steps - step)))
         missing = max(int(round(steps[k] / step)) - 1, 1)
-        raise InputError(f"{ordered[k].path}: {series.label()} has {missing} missing slice(s) after this file "
-                         f"(step {steps[k]:.2f} mm, expected {step:.2f} mm)")
+        raise InputError(
+            f"{ordered[k].path}: {series.label()} has {missing} missing slice(s) after this file "
+            f"(step {steps[k]:.2f} mm, expected {step:.2f} mm)"
+        )
     offsets = np.array(ordered[-1].position) - np.array(ordered[0].position)
     if np.linalg.norm(np.cross(offsets / np.linalg.norm(offsets), n)) > 0.05:
-        raise InputError(f"{where}: {series.label()} has slices that are not stacked along their normal "
-                         f"(gantry tilt is not supported)")
+        raise InputError(
+            f"{where}: {series.label()} has slices that are not stacked along their normal "
+            f"(gantry tilt is not supported)"
+        )
     return ordered, step
 
 
@@ -266,8 +284,9 @@ def read_volume(ordered: list[Slice], step_mm: float) -> tuple[np.ndarray, np.nd
     affine[:3, :3] = _LPS @ direction @ np.diag(img.GetSpacing())
     affine[:3, 3] = _LPS @ np.asarray(img.GetOrigin())
     expected = header_affine(ordered, step_mm)
-    corners = np.array([[i, j, k, 1.0] for i in (0, data.shape[0] - 1) for j in (0, data.shape[1] - 1)
-                        for k in (0, data.shape[2] - 1)]).T
+    corners = np.array(
+        [[i, j, k, 1.0] for i in (0, data.shape[0] - 1) for j in (0, data.shape[1] - 1) for k in (0, data.shape[2] - 1)]
+    ).T
     if np.abs((affine - expected) @ corners).max() > 0.01:
         raise InputError(f"{ordered[0].path.parent}: the series reader's geometry disagrees with the headers")
     return data, affine

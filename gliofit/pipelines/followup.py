@@ -19,9 +19,18 @@ RIGID_SPACING_MM = 2.0
 """Both T1s are compared at this spacing (their own when coarser)."""
 
 
-def followup_on_first_grid(labels: np.ndarray, affine: np.ndarray, t1_later: np.ndarray, t1_later_affine: np.ndarray,
-                           t1_first: np.ndarray, t1_first_affine: np.ndarray, *, registration: str,
-                           tumour: np.ndarray | None = None, source: str = "followup") -> np.ndarray:
+def followup_on_first_grid(
+    labels: np.ndarray,
+    affine: np.ndarray,
+    t1_later: np.ndarray,
+    t1_later_affine: np.ndarray,
+    t1_first: np.ndarray,
+    t1_first_affine: np.ndarray,
+    *,
+    registration: str,
+    tumour: np.ndarray | None = None,
+    source: str = "followup",
+) -> np.ndarray:
     """The later labels (on the later T1's grid) on the earlier T1's grid, uint8.
 
     ``registration="none"`` (atlas-space input): the grids must already be equal (InputError naming
@@ -32,8 +41,10 @@ def followup_on_first_grid(labels: np.ndarray, affine: np.ndarray, t1_later: np.
     same = t1_later.shape == t1_first.shape and np.allclose(t1_later_affine, t1_first_affine, atol=1e-3)
     if registration == "none":
         if not same:
-            raise InputError(f"{source}: grid {t1_later.shape} differs from the earlier scan's {t1_first.shape} "
-                             "(atlas-space input: both scans must share the grid)")
+            raise InputError(
+                f"{source}: grid {t1_later.shape} differs from the earlier scan's {t1_first.shape} "
+                "(atlas-space input: both scans must share the grid)"
+            )
         return np.asarray(labels, dtype=np.uint8)
     import ants
 
@@ -50,7 +61,11 @@ def followup_on_first_grid(labels: np.ndarray, affine: np.ndarray, t1_later: np.
     mask = _coarse(ants_image(keep, t1_later_affine), nearest=True)
     with tempfile.TemporaryDirectory(prefix="gliofit-rigid-") as d:
         reg = ants.registration(fixed, moving, "Rigid", outprefix=os.path.join(d, "rigid_"), moving_mask=mask)
-        out = ants.apply_transforms(ants_image(np.zeros(t1_first.shape, np.float32), t1_first_affine),
-                                    ants_image(np.asarray(labels, np.float32), affine), reg["fwdtransforms"],
-                                    interpolator="nearestNeighbor", singleprecision=True)
+        out = ants.apply_transforms(
+            ants_image(np.zeros(t1_first.shape, np.float32), t1_first_affine),
+            ants_image(np.asarray(labels, np.float32), affine),
+            reg["fwdtransforms"],
+            interpolator="nearestNeighbor",
+            singleprecision=True,
+        )
         return np.rint(ants_array(out)).astype(np.uint8)

@@ -25,8 +25,16 @@ from pathlib import Path
 from gliofit.common.errors import InputError
 from gliofit.segmentation.brats_convert import LAYOUTS, MODALITIES, BratsCase, read_case_folder
 
-__all__ = ["FOLLOWUP_FOLDER", "TIMEPOINTS_FILE", "FollowUp", "check_patient_name", "find_followup", "find_patient",
-           "find_patients", "read_timepoints"]
+__all__ = [
+    "FOLLOWUP_FOLDER",
+    "TIMEPOINTS_FILE",
+    "FollowUp",
+    "check_patient_name",
+    "find_followup",
+    "find_patient",
+    "find_patients",
+    "read_timepoints",
+]
 
 FOLLOWUP_FOLDER = "followup"
 TIMEPOINTS_FILE = "timepoints.json"
@@ -92,11 +100,13 @@ def read_timepoints(path: str | Path) -> float:
     try:
         d = json.loads(p.read_text())
     except FileNotFoundError:
-        raise InputError(f"{p}: missing (a followup/ folder needs {TIMEPOINTS_FILE} with the days between the scans)") from None
+        raise InputError(
+            f"{p}: missing (a followup/ folder needs {TIMEPOINTS_FILE} with the days between the scans)"
+        ) from None
     except (OSError, ValueError) as err:
         raise InputError(f"{p}: not valid JSON ({err})") from None
     if not isinstance(d, dict) or not ({"days_between"} <= d.keys() or {"earlier_date", "later_date"} <= d.keys()):
-        raise InputError(f"{p}: give {{\"days_between\": N}} or {{\"earlier_date\": ..., \"later_date\": ...}}")
+        raise InputError(f'{p}: give {{"days_between": N}} or {{"earlier_date": ..., "later_date": ...}}')
     days = None
     if "earlier_date" in d:
         days = float((_date(d["later_date"], p, "later_date") - _date(d["earlier_date"], p, "earlier_date")).days)
@@ -122,7 +132,7 @@ def _followup_case(folder: Path, patient: str) -> BratsCase:
             files = {k: _find(folder, f"{name}{s}") for k, s in names.items()}
             if all(files[m] is not None for m in MODALITIES):
                 return BratsCase(name, layout, tuple(files[m] for m in MODALITIES), files["seg"])
-    return read_case_folder(folder)                       # its one-line error names what is missing
+    return read_case_folder(folder)  # its one-line error names what is missing
 
 
 def find_followup(folder: str | Path) -> FollowUp | None:

@@ -57,9 +57,8 @@ from gliofit.common.nifti import load_volume, save_volume
 __all__ = ["Plan", "make_plan", "recurrence_coverage", "plan_files", "LABEL_CHOICES", "OUTPUT_FILES"]
 
 LABEL_CHOICES = ("auto", "brats2021", "brats2023")
-OUTPUT_FILES = {"target_standard": "target_standard.nii.gz", "target_model": "target_model.nii.gz",
-                "plan": "plan.json"}
-_DENSITY_TOL = 1e-6      # interpolation round-off accepted outside [0, 1] (then clipped)
+OUTPUT_FILES = {"target_standard": "target_standard.nii.gz", "target_model": "target_model.nii.gz", "plan": "plan.json"}
+_DENSITY_TOL = 1e-6  # interpolation round-off accepted outside [0, 1] (then clipped)
 
 
 @dataclass
@@ -94,8 +93,9 @@ def _check_density(density: np.ndarray, source: str) -> np.ndarray:
         raise InputError(f"{source}: density holds NaN or infinite values")
     lo, hi = float(d.min()), float(d.max())
     if lo < -_DENSITY_TOL or hi > 1 + _DENSITY_TOL:
-        raise InputError(f"{source}: density must lie in [0, 1] (fraction of carrying capacity), "
-                         f"got values in [{lo:.4g}, {hi:.4g}]")
+        raise InputError(
+            f"{source}: density must lie in [0, 1] (fraction of carrying capacity), got values in [{lo:.4g}, {hi:.4g}]"
+        )
     return np.clip(d, 0.0, 1.0)
 
 
@@ -108,8 +108,9 @@ def _mask(arr: np.ndarray | None, shape: tuple, name: str) -> np.ndarray | None:
     return m > 0 if m.dtype != bool else m
 
 
-def _model_target(density: np.ndarray, core: np.ndarray, allowed: np.ndarray, dist_mm: np.ndarray,
-                  n: int) -> np.ndarray:
+def _model_target(
+    density: np.ndarray, core: np.ndarray, allowed: np.ndarray, dist_mm: np.ndarray, n: int
+) -> np.ndarray:
     """The core plus the ``n - |core|`` highest-density voxels of ``allowed``; ties closest to the core."""
     model = np.ascontiguousarray(core, dtype=bool).copy()
     k = n - int(model.sum())
@@ -118,7 +119,7 @@ def _model_target(density: np.ndarray, core: np.ndarray, allowed: np.ndarray, di
     idx = np.flatnonzero(allowed & ~model)
     d = density.reshape(-1)[idx]
     if k < idx.size:
-        kth = np.partition(d, idx.size - k)[idx.size - k]          # the k-th largest density
+        kth = np.partition(d, idx.size - k)[idx.size - k]  # the k-th largest density
         above = idx[d > kth]
         tied = idx[d == kth]
         order = np.argsort(dist_mm.reshape(-1)[tied], kind="stable")  # closer first, then lower index
@@ -185,15 +186,27 @@ def make_plan(
     summary = _summary(d, core_m, wt, standard, model, spacing, aff, margin, basis, brain_m is not None)
     zero = summary["zero_density_voxels"]
     if zero:
-        warnings.append(f"the model target needs {zero} of its {n} voxels where the density is 0 (chosen by "
-                        "distance to the core, not by the model): the density does not reach the standard "
-                        "target's volume")
+        warnings.append(
+            f"the model target needs {zero} of its {n} voxels where the density is 0 (chosen by "
+            "distance to the core, not by the model): the density does not reach the standard "
+            "target's volume"
+        )
     summary["warnings"] = warnings
     return Plan(standard=standard, model=model, threshold=summary["threshold"], affine=aff, summary=summary)
 
 
-def _summary(d: np.ndarray, core: np.ndarray, wt: np.ndarray | None, standard: np.ndarray, model: np.ndarray,
-             spacing: np.ndarray, aff: np.ndarray, margin: float, basis: str, has_brain: bool) -> dict:
+def _summary(
+    d: np.ndarray,
+    core: np.ndarray,
+    wt: np.ndarray | None,
+    standard: np.ndarray,
+    model: np.ndarray,
+    spacing: np.ndarray,
+    aff: np.ndarray,
+    margin: float,
+    basis: str,
+    has_brain: bool,
+) -> dict:
     voxel_cm3 = abs(float(np.linalg.det(aff[:3, :3]))) / 1000.0
     inside = d[model]
     threshold = float(inside.min())
@@ -263,13 +276,15 @@ def _as_labels(data: np.ndarray, source: str, what: str) -> np.ndarray:
     return a.astype(np.int64)
 
 
-def _same_grid(path: str | Path, shape: tuple, aff: np.ndarray, ref_shape: tuple, ref_aff: np.ndarray,
-               what: str) -> None:
+def _same_grid(
+    path: str | Path, shape: tuple, aff: np.ndarray, ref_shape: tuple, ref_aff: np.ndarray, what: str
+) -> None:
     check_same_grid(path, shape, aff, ref_shape, ref_aff, what=what, ref="the density")
 
 
-def _recurrence_masks(path: str | Path, shape: tuple, affine: np.ndarray,
-                      labels: str) -> tuple[np.ndarray, np.ndarray | None, str]:
+def _recurrence_masks(
+    path: str | Path, shape: tuple, affine: np.ndarray, labels: str
+) -> tuple[np.ndarray, np.ndarray | None, str]:
     """(recurrence, enhancing or None, kind): a 0/1 mask, or a BraTS label map with its convention."""
     data, aff = load_volume(path, "recurrence")
     _same_grid(path, data.shape, aff, shape, affine, "recurrence")
@@ -288,8 +303,9 @@ def _recurrence_masks(path: str | Path, shape: tuple, affine: np.ndarray,
     return rec, (enh if enh.any() else None), conv.name
 
 
-def _brain(brain_path: str | Path | None, density_path: Path, shape: tuple,
-           affine: np.ndarray) -> tuple[np.ndarray | None, str]:
+def _brain(
+    brain_path: str | Path | None, density_path: Path, shape: tuple, affine: np.ndarray
+) -> tuple[np.ndarray | None, str]:
     """The brain mask and where it came from: --brain, brain_mask.nii.gz beside the density, or none."""
     path = Path(brain_path) if brain_path is not None else density_path.parent / "brain_mask.nii.gz"
     if brain_path is None and not path.is_file():
@@ -341,8 +357,9 @@ def plan_files(
     density = _check_density(density, str(dpath))
     seg, seg_aff = load_volume(seg_path, "segmentation")
     _same_grid(seg_path, seg.shape, seg_aff, density.shape, affine, "segmentation")
-    masks = tumour_masks(_as_labels(seg, str(seg_path), "segmentation"),
-                         None if labels == "auto" else labels, str(seg_path))
+    masks = tumour_masks(
+        _as_labels(seg, str(seg_path), "segmentation"), None if labels == "auto" else labels, str(seg_path)
+    )
     if not masks["whole_tumor"].any():
         raise InputError(f"{seg_path}: the segmentation holds no tumour voxels (no core and no whole tumour)")
     brain, brain_source = _brain(brain_path, dpath, density.shape, affine)
@@ -358,7 +375,8 @@ def plan_files(
         summary["coverage"] = {k: (None if v is None else round(v, 4)) for k, v in cov.items()}
         voxel_cm3 = abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
         summary["recurrence"] = {
-            "file": str(recurrence_path), "kind": kind,
+            "file": str(recurrence_path),
+            "kind": kind,
             "volume_cm3": round(int(recurrence.sum()) * voxel_cm3, 4),
             "enhancing_cm3": None if enhancing is None else round(int(enhancing.sum()) * voxel_cm3, 4),
         }

@@ -43,11 +43,14 @@ def find_predict_patients(input_dir: str | Path) -> list[tuple[str, Path]]:
     root = Path(input_dir)
     if not root.is_dir():
         raise InputError(f"{root}: input folder not found" if not root.exists() else f"{root}: not a folder")
-    folders = [root] if root.name.startswith("Patient-") else sorted(
-        p for p in root.iterdir() if p.is_dir() and p.name.startswith("Patient-"))
+    folders = (
+        [root]
+        if root.name.startswith("Patient-")
+        else sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("Patient-"))
+    )
     if not folders:
         raise InputError(f"{root}: no Patient-X folders (PREDICT-GBM layout: Patient-X/X-gm.nii.gz ...)")
-    return [(f.name[len("Patient-"):], f) for f in folders]
+    return [(f.name[len("Patient-") :], f) for f in folders]
 
 
 def _file(folder: Path, x: str, key: str) -> Path:
@@ -69,13 +72,18 @@ def start_parameters(grid, wt: np.ndarray, core: np.ndarray) -> dict:
     centre_of = core if core.any() else wt
     idx = np.argwhere(centre_of)
     centre = idx.mean(axis=0)
-    inside = idx[np.argmin(np.linalg.norm(idx - centre, axis=1))]      # a voxel of the mask nearest its centre
-    return {"D_mm2_per_day": D, "rho_per_day": rho, "T_days": T_DAYS,
-            "origin_mm": [float(v) for v in voxel_to_world(grid.affine, inside.astype(float))]}
+    inside = idx[np.argmin(np.linalg.norm(idx - centre, axis=1))]  # a voxel of the mask nearest its centre
+    return {
+        "D_mm2_per_day": D,
+        "rho_per_day": rho,
+        "T_days": T_DAYS,
+        "origin_mm": [float(v) for v in voxel_to_world(grid.affine, inside.astype(float))],
+    }
 
 
-def predict_patient(folder: Path, x: str, *, resolution_mm: float = 2.0, budget: int = 40) -> tuple[np.ndarray,
-                                                                                                  np.ndarray, dict]:
+def predict_patient(
+    folder: Path, x: str, *, resolution_mm: float = 2.0, budget: int = 40
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """(density on the input grid, affine, fit record) of one PREDICT-GBM patient folder."""
     from gliofit.common.grids import check_same_grid
     from gliofit.growth.atlas import Atlas, resample_atlas
@@ -98,8 +106,13 @@ def predict_patient(folder: Path, x: str, *, resolution_mm: float = 2.0, budget:
     empty = wt_in & (gm + wm < 0.5)
     wm = np.where(empty, 1.0 - gm, wm)
     csf = np.where(wt_in, np.minimum(csf, 1.0 - gm - wm), csf)
-    atlas = Atlas(f"patient-{x}", gm.astype(np.float32), wm.astype(np.float32),
-                  np.clip(csf, 0.0, 1.0).astype(np.float32), np.asarray(affine, dtype=np.float64))
+    atlas = Atlas(
+        f"patient-{x}",
+        gm.astype(np.float32),
+        wm.astype(np.float32),
+        np.clip(csf, 0.0, 1.0).astype(np.float32),
+        np.asarray(affine, dtype=np.float64),
+    )
     grid = resample_atlas(atlas, check_positive(resolution_mm, "--resolution-mm"))
     wt = resample_area(wt_in.astype(np.float32), affine, grid.affine, grid.shape) >= 0.5
     core = resample_area(core_in.astype(np.float32), affine, grid.affine, grid.shape) >= 0.5
@@ -113,8 +126,9 @@ def predict_patient(folder: Path, x: str, *, resolution_mm: float = 2.0, budget:
     return density, affine, record
 
 
-def predict_gbm(input_dir: str | Path, output_dir: str | Path, *, resolution_mm: float = 2.0, budget: int = 40,
-                on_patient=None) -> list[dict]:
+def predict_gbm(
+    input_dir: str | Path, output_dir: str | Path, *, resolution_mm: float = 2.0, budget: int = 40, on_patient=None
+) -> list[dict]:
     """Write ``OUTPUT_DIR/X.nii.gz`` (and ``X.json``, the fit) for every patient; returns the fit records.
 
     A patient whose output exists is skipped (resumable); each file is written atomically.

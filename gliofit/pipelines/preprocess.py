@@ -43,9 +43,24 @@ from gliofit.pipelines.patient import check_patient_name, find_patient
 from gliofit.pipelines.registration import ants_array, ants_image
 from gliofit.segmentation.brats_convert import LAYOUTS, MODALITIES
 
-__all__ = ["preprocess", "PREPROCESS_JSON", "PREPROCESS_STEPS", "HEAD_FRACTION", "REGISTRATION_SPACING_MM", "REFINE_BAND_MM",
-           "head_mask", "n4", "rigid_to", "output_grid", "atlas_brain_mask", "refine_brain_mask",
-           "ants_matrix_ras", "rough_brain", "needs_preprocessing", "N4_SPACING_MM"]
+__all__ = [
+    "preprocess",
+    "PREPROCESS_JSON",
+    "PREPROCESS_STEPS",
+    "HEAD_FRACTION",
+    "REGISTRATION_SPACING_MM",
+    "REFINE_BAND_MM",
+    "head_mask",
+    "n4",
+    "rigid_to",
+    "output_grid",
+    "atlas_brain_mask",
+    "refine_brain_mask",
+    "ants_matrix_ras",
+    "rough_brain",
+    "needs_preprocessing",
+    "N4_SPACING_MM",
+]
 
 PREPROCESS_JSON = "preprocess.json"
 HEAD_FRACTION = 0.1
@@ -60,16 +75,30 @@ N4_SPACING_MM = 4.0
 """N4 fits the bias field on a copy at this isotropic spacing (mm)."""
 N4_SETTINGS = {"shrink_factor": 4, "convergence": {"iters": [50, 50, 50, 50], "tol": 1e-7}}
 """ANTsPy N4 settings (its default B-spline: one control-point mesh span per 200 mm)."""
-RIGID_SETTINGS = {"aff_metric": "mattes", "aff_iterations": (100, 50, 25), "aff_shrink_factors": (4, 2, 1),
-                  "aff_smoothing_sigmas": (2, 1, 0), "aff_random_sampling_rate": 0.3}
+RIGID_SETTINGS = {
+    "aff_metric": "mattes",
+    "aff_iterations": (100, 50, 25),
+    "aff_shrink_factors": (4, 2, 1),
+    "aff_smoothing_sigmas": (2, 1, 0),
+    "aff_random_sampling_rate": 0.3,
+}
 ROUGH_THRESHOLD = 0.4
 """Rough brain: voxels above this fraction of the head's median, opened by :data:`ROUGH_OPENING_MM`."""
 ROUGH_OPENING_MM = 4.0
 _SEED = 7
 MAX_MOTION_MM = 15.0
 """A rigid result moving the head by more than this on average (mm) is retried (see :func:`rigid_to`)."""
-PREPROCESS_STEPS = ("n4 t1", "n4 t1c", "n4 t2", "n4 flair", "register t1", "register t2", "register flair",
-                    "resample", "brain mask")
+PREPROCESS_STEPS = (
+    "n4 t1",
+    "n4 t1c",
+    "n4 t2",
+    "n4 flair",
+    "register t1",
+    "register t2",
+    "register flair",
+    "resample",
+    "brain mask",
+)
 """The names ``on_step`` receives, in order (the n4 ones only with bias correction)."""
 
 
@@ -136,8 +165,9 @@ def _motion_mm(matrix_ras: np.ndarray, data: np.ndarray, affine: np.ndarray) -> 
     return float(np.linalg.norm((pts @ matrix_ras.T - pts)[:, :3], axis=1).mean())
 
 
-def rigid_to(fixed: tuple[np.ndarray, np.ndarray], moving: tuple[np.ndarray, np.ndarray], dst: Path,
-             kind: str = "Rigid") -> dict:
+def rigid_to(
+    fixed: tuple[np.ndarray, np.ndarray], moving: tuple[np.ndarray, np.ndarray], dst: Path, kind: str = "Rigid"
+) -> dict:
     """Register ``moving`` onto ``fixed`` (each (data, RAS affine)); the ANTs file is copied to ``dst``.
 
     Series of one session move little: a result moving the head by more than :data:`MAX_MOTION_MM` on
@@ -155,8 +185,15 @@ def rigid_to(fixed: tuple[np.ndarray, np.ndarray], moving: tuple[np.ndarray, np.
     retried = False
     for attempt, rate in enumerate((RIGID_SETTINGS["aff_random_sampling_rate"], 1.0)):
         settings = RIGID_SETTINGS | {"aff_random_sampling_rate": rate}
-        reg = ants.registration(fixed=f, moving=m, type_of_transform=kind, initial_transform="Identity",
-                                random_seed=_SEED + attempt, verbose=False, **settings)
+        reg = ants.registration(
+            fixed=f,
+            moving=m,
+            type_of_transform=kind,
+            initial_transform="Identity",
+            random_seed=_SEED + attempt,
+            verbose=False,
+            **settings,
+        )
         matrix = ants_matrix_ras(reg["fwdtransforms"][0])
         motion = _motion_mm(matrix, *fixed)
         if best is None or motion < best[0]:
@@ -166,19 +203,27 @@ def rigid_to(fixed: tuple[np.ndarray, np.ndarray], moving: tuple[np.ndarray, np.
             break
         retried = True
     assert best is not None
-    return {"file": str(dst), "matrix_ras": np.round(best[1], 8).tolist(), "type": kind,
-            "motion_mm": round(best[0], 3), "retried": retried, "seconds": round(time.perf_counter() - t0, 3)}
+    return {
+        "file": str(dst),
+        "matrix_ras": np.round(best[1], 8).tolist(),
+        "type": kind,
+        "motion_mm": round(best[0], 3),
+        "retried": retried,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
 
 
-def output_grid(mask: np.ndarray, affine: np.ndarray, spacing: float, margin_mm: float = 4.0
-                ) -> tuple[np.ndarray, tuple[int, int, int]]:
+def output_grid(
+    mask: np.ndarray, affine: np.ndarray, spacing: float, margin_mm: float = 4.0
+) -> tuple[np.ndarray, tuple[int, int, int]]:
     """An axis-aligned RAS grid of ``spacing`` mm covering the world bounding box of ``mask`` plus a margin."""
     idx = np.argwhere(mask)
     if idx.size == 0:
         raise InputError("the T1c holds no signal above background: nothing to preprocess")
     lo_i, hi_i = idx.min(axis=0) - 0.5, idx.max(axis=0) + 0.5
-    corners = np.array([[x, y, z, 1.0] for x in (lo_i[0], hi_i[0]) for y in (lo_i[1], hi_i[1])
-                        for z in (lo_i[2], hi_i[2])]).T
+    corners = np.array(
+        [[x, y, z, 1.0] for x in (lo_i[0], hi_i[0]) for y in (lo_i[1], hi_i[1]) for z in (lo_i[2], hi_i[2])]
+    ).T
     world = (affine @ corners)[:3]
     lo, hi = world.min(axis=1) - margin_mm, world.max(axis=1) + margin_mm
     shape = np.ceil((hi - lo) / spacing).astype(int)
@@ -187,13 +232,19 @@ def output_grid(mask: np.ndarray, affine: np.ndarray, spacing: float, margin_mm:
     return grid, tuple(int(v) for v in shape)
 
 
-def _apply(data: np.ndarray, affine: np.ndarray, grid: np.ndarray, shape, transform: str | None,
-           nearest: bool = False) -> np.ndarray:
+def _apply(
+    data: np.ndarray, affine: np.ndarray, grid: np.ndarray, shape, transform: str | None, nearest: bool = False
+) -> np.ndarray:
     import ants
 
     target = ants_image(np.zeros(shape, np.float32), grid)
-    out = ants.apply_transforms(target, ants_image(data, affine), [transform] if transform else [],
-                                interpolator="nearestNeighbor" if nearest else "linear", singleprecision=True)
+    out = ants.apply_transforms(
+        target,
+        ants_image(data, affine),
+        [transform] if transform else [],
+        interpolator="nearestNeighbor" if nearest else "linear",
+        singleprecision=True,
+    )
     return ants_array(out)
 
 
@@ -229,17 +280,31 @@ def atlas_brain_mask(t1c: np.ndarray, grid: np.ndarray, atlas, dst: Path) -> tup
     f = _coarse(ants_image(np.where(near, t1c, 0.0), grid))
     fmask = _coarse(ants_image(near.astype(np.float32), grid), linear=False)
     m = _coarse(ants_image(atlas.t1, atlas.affine))
-    reg = ants.registration(fixed=f, moving=m, mask=fmask, type_of_transform="Affine", random_seed=_SEED,
-                            verbose=False, aff_metric="mattes", aff_iterations=(100, 50, 25),
-                            aff_shrink_factors=(4, 2, 1), aff_smoothing_sigmas=(2, 1, 0),
-                            aff_random_sampling_rate=0.3)
+    reg = ants.registration(
+        fixed=f,
+        moving=m,
+        mask=fmask,
+        type_of_transform="Affine",
+        random_seed=_SEED,
+        verbose=False,
+        aff_metric="mattes",
+        aff_iterations=(100, 50, 25),
+        aff_shrink_factors=(4, 2, 1),
+        aff_smoothing_sigmas=(2, 1, 0),
+        aff_random_sampling_rate=0.3,
+    )
     dst.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(reg["fwdtransforms"][0], dst)
     brain = (atlas.gm + atlas.wm + atlas.csf).astype(np.float32)
     warped = _apply(brain, atlas.affine, grid, t1c.shape, str(dst))
-    return warped >= 0.5, {"file": str(dst), "matrix_ras": np.round(ants_matrix_ras(dst), 8).tolist(),
-                           "type": "Affine", "atlas": atlas.name, "rough_volume_cm3":
-                           round(float(rough.sum()) * sp ** 3 / 1000, 3), "seconds": round(time.perf_counter() - t0, 3)}
+    return warped >= 0.5, {
+        "file": str(dst),
+        "matrix_ras": np.round(ants_matrix_ras(dst), 8).tolist(),
+        "type": "Affine",
+        "atlas": atlas.name,
+        "rough_volume_cm3": round(float(rough.sum()) * sp**3 / 1000, 3),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
 
 
 def _intensity_range(img: np.ndarray, core: np.ndarray) -> tuple[float, float]:
@@ -273,15 +338,25 @@ def _reoriented(path: Path, what: str) -> tuple[np.ndarray, np.ndarray, dict]:
     img = nib.load(str(path)) if path.is_file() else None
     if img is None:
         raise InputError(f"{path}: {what} not found")
-    load_volume(path, what)                              # the one validation of a volume
+    load_volume(path, what)  # the one validation of a volume
     before = "".join(nib.aff2axcodes(img.affine))
     can = nib.as_closest_canonical(img)
-    return (np.asarray(can.dataobj, dtype=np.float32), can.affine.astype(np.float64),
-            {"step": "reorient", "modality": what, "from_axcodes": before, "to_axcodes": "RAS"})
+    return (
+        np.asarray(can.dataobj, dtype=np.float32),
+        can.affine.astype(np.float64),
+        {"step": "reorient", "modality": what, "from_axcodes": before, "to_axcodes": "RAS"},
+    )
 
 
-def preprocess(patient_dir: str | Path, out_dir: str | Path, *, spacing_mm: float = 1.0, bias_correction: bool = True,
-               atlas=None, on_step=None) -> dict:
+def preprocess(
+    patient_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    spacing_mm: float = 1.0,
+    bias_correction: bool = True,
+    atlas=None,
+    on_step=None,
+) -> dict:
     """Preprocess one patient folder (BraTS layout, e.g. from ``import-dicom``) into ``out_dir``.
 
     Parameters
@@ -320,22 +395,42 @@ def preprocess(patient_dir: str | Path, out_dir: str | Path, *, spacing_mm: floa
                 note(f"n4 {m}")
                 t0 = time.perf_counter()
                 vols[m] = (n4(d, a, heads[m]), a)
-                steps.append({"step": "n4", "modality": m, "settings": _with_units(N4_SETTINGS),
-                              "seconds": round(time.perf_counter() - t0, 3)})
+                steps.append(
+                    {
+                        "step": "n4",
+                        "modality": m,
+                        "settings": _with_units(N4_SETTINGS),
+                        "seconds": round(time.perf_counter() - t0, 3),
+                    }
+                )
         transforms: dict[str, str | None] = {"t1c": None}
         for m in ("t1", "t2", "flair"):
             note(f"register {m}")
             rec = rigid_to(vols["t1c"], vols[m], tdir / f"{m}_to_t1c.mat")
             transforms[m] = rec["file"]
             rec["file"] = str(Path(rec["file"]).relative_to(tmp))
-            steps.append({"step": "register", "modality": m, "to": "t1c",
-                          "settings": _with_units(RIGID_SETTINGS) | {"spacing_mm": REGISTRATION_SPACING_MM}} | rec)
+            steps.append(
+                {
+                    "step": "register",
+                    "modality": m,
+                    "to": "t1c",
+                    "settings": _with_units(RIGID_SETTINGS) | {"spacing_mm": REGISTRATION_SPACING_MM},
+                }
+                | rec
+            )
         note("resample")
         grid, shape = output_grid(heads["t1c"], vols["t1c"][1], spacing)
         out_imgs = {m: np.maximum(_apply(d, a, grid, shape, transforms[m]), 0.0) for m, (d, a) in vols.items()}
-        steps.append({"step": "resample", "spacing_mm": spacing, "shape": list(shape),
-                      "affine": np.round(grid, 6).tolist(), "interpolation": "linear",
-                      "frame": "t1c world (RAS mm)"})
+        steps.append(
+            {
+                "step": "resample",
+                "spacing_mm": spacing,
+                "shape": list(shape),
+                "affine": np.round(grid, 6).tolist(),
+                "interpolation": "linear",
+                "frame": "t1c world (RAS mm)",
+            }
+        )
         note("brain mask")
         atlas = atlas if atlas is not None else load_atlas()
         if atlas.t1 is None:
@@ -343,10 +438,18 @@ def preprocess(patient_dir: str | Path, out_dir: str | Path, *, spacing_mm: floa
         mask0, rec = atlas_brain_mask(out_imgs["t1c"], grid, atlas, tdir / "atlas_to_t1c.mat")
         rec["file"] = str(Path(rec["file"]).relative_to(tmp))
         brain = refine_brain_mask(mask0, [out_imgs["t1c"], out_imgs["t2"]], spacing)
-        steps.append({"step": "brain_mask", "method": "atlas brain carried by an affine registration, refined "
-                      "on T1c and T2 intensities", "refine_band_mm": [REFINE_BAND_MM, REFINE_OUTWARD_MM],
-                      "volume_cm3": {"atlas": round(float(mask0.sum()) * spacing ** 3 / 1000, 3),
-                                     "refined": round(float(brain.sum()) * spacing ** 3 / 1000, 3)}} | rec)
+        steps.append(
+            {
+                "step": "brain_mask",
+                "method": "atlas brain carried by an affine registration, refined on T1c and T2 intensities",
+                "refine_band_mm": [REFINE_BAND_MM, REFINE_OUTWARD_MM],
+                "volume_cm3": {
+                    "atlas": round(float(mask0.sum()) * spacing**3 / 1000, 3),
+                    "refined": round(float(brain.sum()) * spacing**3 / 1000, 3),
+                },
+            }
+            | rec
+        )
         names = LAYOUTS["brats2023"]
         for m in MODALITIES:
             save_volume(np.where(brain, out_imgs[m], 0.0), grid, tmp / f"{name}{names[m]}.nii.gz")
@@ -356,11 +459,16 @@ def preprocess(patient_dir: str | Path, out_dir: str | Path, *, spacing_mm: floa
             lab = _apply(np.rint(seg).astype(np.float32), seg_aff, grid, shape, None, nearest=True)
             save_volume(np.rint(lab), grid, tmp / f"{name}{names['seg']}.nii.gz", dtype=np.uint8)
             steps.append({"step": "segmentation", "interpolation": "nearest", "from": "t1c grid"})
-        record = {"format": "gliofit-preprocess/1", "gliofit_version": __version__,
-                  "source": str(src.resolve()), "layout": "brats2023",
-                  "import_record": _import_record(src),
-                  "output_grid": {"shape": list(shape), "spacing_mm": spacing, "affine": np.round(grid, 6).tolist()},
-                  "steps": steps, "seconds": round(time.perf_counter() - t_start, 3)}
+        record = {
+            "format": "gliofit-preprocess/1",
+            "gliofit_version": __version__,
+            "source": str(src.resolve()),
+            "layout": "brats2023",
+            "import_record": _import_record(src),
+            "output_grid": {"shape": list(shape), "spacing_mm": spacing, "affine": np.round(grid, 6).tolist()},
+            "steps": steps,
+            "seconds": round(time.perf_counter() - t_start, 3),
+        }
         write_json(record, tmp / PREPROCESS_JSON)
     return record
 

@@ -47,8 +47,15 @@ from gliofit.common.grids import lps_geometry, spacing_mm
 from gliofit.common.io import atomic_write, write_json
 from gliofit.growth.atlas import Atlas
 
-__all__ = ["AntsRegistration", "register_to_atlas_ants", "ants_image", "ants_array", "KINDS",
-           "TUMOUR_MARGIN_MM", "REGISTRATION_SPACING_MM"]
+__all__ = [
+    "AntsRegistration",
+    "register_to_atlas_ants",
+    "ants_image",
+    "ants_array",
+    "KINDS",
+    "TUMOUR_MARGIN_MM",
+    "REGISTRATION_SPACING_MM",
+]
 
 KINDS = ("SyN", "Affine")
 """Registration kinds: affine then SyN, or affine only."""
@@ -73,8 +80,12 @@ def ants_image(data: np.ndarray, affine: np.ndarray):
     import ants
 
     origin, sp, direction = lps_geometry(affine)
-    return ants.from_numpy(np.ascontiguousarray(data, dtype=np.float32), origin=tuple(float(v) for v in origin),
-                           spacing=tuple(float(s) for s in sp), direction=direction)
+    return ants.from_numpy(
+        np.ascontiguousarray(data, dtype=np.float32),
+        origin=tuple(float(v) for v in origin),
+        spacing=tuple(float(s) for s in sp),
+        direction=direction,
+    )
 
 
 def ants_array(img) -> np.ndarray:
@@ -116,16 +127,28 @@ class AntsRegistration:
     kind: str
     info: dict = field(default_factory=dict, repr=False)
 
-    def _apply(self, data: np.ndarray, src_affine: np.ndarray, shape, dst_affine: np.ndarray,
-               transforms: list[str], invert: list[bool]) -> np.ndarray:
+    def _apply(
+        self,
+        data: np.ndarray,
+        src_affine: np.ndarray,
+        shape,
+        dst_affine: np.ndarray,
+        transforms: list[str],
+        invert: list[bool],
+    ) -> np.ndarray:
         import ants
 
         for t in transforms:
             if not Path(t).is_file():
                 raise InputError(f"{t}: registration transform file is missing")
-        out = ants.apply_transforms(ants_image(np.zeros(shape, np.float32), dst_affine), ants_image(data, src_affine),
-                                    list(transforms), interpolator=_interpolator(data), whichtoinvert=invert,
-                                    singleprecision=True)
+        out = ants.apply_transforms(
+            ants_image(np.zeros(shape, np.float32), dst_affine),
+            ants_image(data, src_affine),
+            list(transforms),
+            interpolator=_interpolator(data),
+            whichtoinvert=invert,
+            singleprecision=True,
+        )
         return ants_array(out)
 
     def to_atlas(self, data: np.ndarray, affine: np.ndarray, atlas: Atlas) -> np.ndarray:
@@ -134,11 +157,11 @@ class AntsRegistration:
         Nearest neighbour for bool or integer ``data`` (masks, labels), trilinear otherwise.
         """
         arr = _check_3d(data, "patient volume")
-        return self._apply(arr, affine, atlas.shape, atlas.affine, self.fwd_transforms,
-                           [False] * len(self.fwd_transforms))
+        return self._apply(
+            arr, affine, atlas.shape, atlas.affine, self.fwd_transforms, [False] * len(self.fwd_transforms)
+        )
 
-    def to_patient(self, data: np.ndarray, atlas: Atlas, shape: tuple[int, int, int],
-                   affine: np.ndarray) -> np.ndarray:
+    def to_patient(self, data: np.ndarray, atlas: Atlas, shape: tuple[int, int, int], affine: np.ndarray) -> np.ndarray:
         """Push an atlas-grid volume onto the patient grid ``(shape, affine)`` (float32, 0 outside).
 
         Trilinear for float ``data`` (e.g. the tumour-cell density), nearest neighbour for bool or integer.
@@ -168,10 +191,14 @@ class AntsRegistration:
             if not Path(src).is_file():
                 raise InputError(f"{src}: registration transform file is missing")
             written[name] = _atomic_copy(Path(src), out / name)
-        meta = {"kind": self.kind, "metric": None if not np.isfinite(self.metric) else float(self.metric),
-                "fwd_transforms": [names[t] for t in self.fwd_transforms],
-                "inv_transforms": [names[t] for t in self.inv_transforms],
-                "gliofit_version": __version__, **{k: v for k, v in self.info.items() if k != "gliofit_version"}}
+        meta = {
+            "kind": self.kind,
+            "metric": None if not np.isfinite(self.metric) else float(self.metric),
+            "fwd_transforms": [names[t] for t in self.fwd_transforms],
+            "inv_transforms": [names[t] for t in self.inv_transforms],
+            "gliofit_version": __version__,
+            **{k: v for k, v in self.info.items() if k != "gliofit_version"},
+        }
         written[JSON_NAME] = write_json(meta, out / JSON_NAME)
         return written
 
@@ -192,8 +219,13 @@ class AntsRegistration:
                 raise InputError(f"{p / name}: transform file listed in {meta_path} is missing")
         metric = meta.get("metric")
         info = {k: v for k, v in meta.items() if k not in ("kind", "metric", "fwd_transforms", "inv_transforms")}
-        return cls([str(p / n) for n in fwd], [str(p / n) for n in inv],
-                   float("nan") if metric is None else float(metric), kind, info)
+        return cls(
+            [str(p / n) for n in fwd],
+            [str(p / n) for n in inv],
+            float("nan") if metric is None else float(metric),
+            kind,
+            info,
+        )
 
 
 def _atomic_copy(src: Path, dst: Path) -> Path:
@@ -213,13 +245,15 @@ def _set_threads(threads: int | None) -> int:
         os.environ[_THREADS_ENV] = str(want)
         _threads_in_effect = want
     elif want != _threads_in_effect:
-        warnings.warn(f"ITK already runs {_threads_in_effect} thread(s) in this process; threads={want} ignored",
-                      stacklevel=3)
+        warnings.warn(
+            f"ITK already runs {_threads_in_effect} thread(s) in this process; threads={want} ignored", stacklevel=3
+        )
     return _threads_in_effect
 
 
-def _validated(t1: np.ndarray, atlas: Atlas, exclude: np.ndarray | None, kind: str, seed: int,
-               source: str) -> np.ndarray:
+def _validated(
+    t1: np.ndarray, atlas: Atlas, exclude: np.ndarray | None, kind: str, seed: int, source: str
+) -> np.ndarray:
     if atlas.t1 is None:
         raise InputError(f"{source}: atlas {atlas.name} has no T1 to register to")
     data = np.asarray(t1)
@@ -265,14 +299,29 @@ def _register(fixed, moving, mask, kind: str, seed: int, outdir: str) -> dict:
     if not seeded:
         ants.config._random_seed = seed + 1  # antspyx >= 0.6 reads the seed from its config only
     try:
-        reg = ants.registration(fixed, moving, "Affine", outprefix=os.path.join(outdir, "affine_"), moving_mask=mask,
-                                aff_iterations=AFFINE_ITERATIONS, aff_shrink_factors=AFFINE_SHRINK,
-                                aff_smoothing_sigmas=AFFINE_SMOOTHING_VOXELS, aff_random_sampling_rate=AFFINE_SAMPLING,
-                                **extra)
+        reg = ants.registration(
+            fixed,
+            moving,
+            "Affine",
+            outprefix=os.path.join(outdir, "affine_"),
+            moving_mask=mask,
+            aff_iterations=AFFINE_ITERATIONS,
+            aff_shrink_factors=AFFINE_SHRINK,
+            aff_smoothing_sigmas=AFFINE_SMOOTHING_VOXELS,
+            aff_random_sampling_rate=AFFINE_SAMPLING,
+            **extra,
+        )
         if kind == "SyN":
-            reg = ants.registration(fixed, moving, "SyNOnly", initial_transform=reg["fwdtransforms"],
-                                    outprefix=os.path.join(outdir, PREFIX), moving_mask=mask,
-                                    reg_iterations=SYN_ITERATIONS, **extra)
+            reg = ants.registration(
+                fixed,
+                moving,
+                "SyNOnly",
+                initial_transform=reg["fwdtransforms"],
+                outprefix=os.path.join(outdir, PREFIX),
+                moving_mask=mask,
+                reg_iterations=SYN_ITERATIONS,
+                **extra,
+            )
     finally:
         if not seeded:
             ants.config._random_seed = previous
@@ -285,15 +334,24 @@ def _metric(fixed, reg: dict, mask) -> float:
 
     try:
         warped_mask = ants.apply_transforms(fixed, mask, reg["fwdtransforms"], interpolator="nearestNeighbor")
-        return float(ants.image_similarity(fixed, reg["warpedmovout"], "MattesMutualInformation",
-                                           fixed_mask=warped_mask))
+        return float(
+            ants.image_similarity(fixed, reg["warpedmovout"], "MattesMutualInformation", fixed_mask=warped_mask)
+        )
     except (RuntimeError, ValueError):
         return float("nan")
 
 
-def register_to_atlas_ants(t1: np.ndarray, affine: np.ndarray, atlas: Atlas, *, exclude: np.ndarray | None = None,
-                           kind: str = "SyN", seed: int = 0, source: str = "T1",
-                           threads: int | None = None) -> AntsRegistration:
+def register_to_atlas_ants(
+    t1: np.ndarray,
+    affine: np.ndarray,
+    atlas: Atlas,
+    *,
+    exclude: np.ndarray | None = None,
+    kind: str = "SyN",
+    seed: int = 0,
+    source: str = "T1",
+    threads: int | None = None,
+) -> AntsRegistration:
     """Register a patient T1 (X, Y, Z on ``affine``) to ``atlas.t1``: affine, then SyN.
 
     Parameters
@@ -332,9 +390,15 @@ def register_to_atlas_ants(t1: np.ndarray, affine: np.ndarray, atlas: Atlas, *, 
         shutil.rmtree(outdir, ignore_errors=True)
         raise InputError(f"{source}: ANTs registration to {atlas.name} failed ({e})") from None
     metric = _metric(fixed, reg, mask)
-    info = {"seed": int(seed), "threads": n_threads, "spacing_mm": REGISTRATION_SPACING_MM,
-            "tumour_margin_mm": TUMOUR_MARGIN_MM, "atlas": atlas.name, "antspyx_version": ants.__version__,
-            "seconds": round(time.perf_counter() - t0, 2)}
+    info = {
+        "seed": int(seed),
+        "threads": n_threads,
+        "spacing_mm": REGISTRATION_SPACING_MM,
+        "tumour_margin_mm": TUMOUR_MARGIN_MM,
+        "atlas": atlas.name,
+        "antspyx_version": ants.__version__,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
     out = AntsRegistration(list(reg["fwdtransforms"]), list(reg["invtransforms"]), metric, kind, info)
     weakref.finalize(out, shutil.rmtree, outdir, True)
     return out

@@ -59,8 +59,9 @@ def output_folder_ready(out: str | Path) -> Path:
     return p
 
 
-def _segmentation(patient: BratsCase, model: Any, device: str, tmp: Path,
-                  progress: bool = False) -> tuple[Path, np.ndarray, np.ndarray]:
+def _segmentation(
+    patient: BratsCase, model: Any, device: str, tmp: Path, progress: bool = False
+) -> tuple[Path, np.ndarray, np.ndarray]:
     """The label map (given or predicted), written to ``tmp/segmentation.nii.gz``; (path, labels, affine)."""
     dst = tmp / "segmentation.nii.gz"
     if patient.seg is not None:
@@ -77,8 +78,9 @@ def _segmentation(patient: BratsCase, model: Any, device: str, tmp: Path,
     return dst, labels, affine
 
 
-def brain_on_patient_grid(atlas, registration, shape: tuple[int, int, int], affine: np.ndarray,
-                          tumour: np.ndarray) -> np.ndarray:
+def brain_on_patient_grid(
+    atlas, registration, shape: tuple[int, int, int], affine: np.ndarray, tumour: np.ndarray
+) -> np.ndarray:
     """The atlas brain (grey + white matter >= 0.1, as the solver's domain) mapped onto the patient
     grid (nearest neighbour), joined with the tumour (which may have displaced tissue). Bool (X, Y, Z)."""
     brain = atlas.domain
@@ -91,19 +93,20 @@ def brain_on_patient_grid(atlas, registration, shape: tuple[int, int, int], affi
     return on_patient | tumour
 
 
-def _check_same_grid(seg: Path, shape: tuple[int, ...], affine: np.ndarray, t1_shape: tuple[int, ...],
-                     t1_affine: np.ndarray) -> None:
+def _check_same_grid(
+    seg: Path, shape: tuple[int, ...], affine: np.ndarray, t1_shape: tuple[int, ...], t1_affine: np.ndarray
+) -> None:
     check_same_grid(seg, shape, affine, t1_shape, t1_affine, what="segmentation", ref="the MRI")
 
 
-def _register(patient: BratsCase, t1: np.ndarray, affine: np.ndarray, atlas, kind: str, tumour: np.ndarray,
-              tmp: Path):
+def _register(patient: BratsCase, t1: np.ndarray, affine: np.ndarray, atlas, kind: str, tumour: np.ndarray, tmp: Path):
     if kind == "none":
         return None
     from gliofit.pipelines.registration import register_to_atlas_ants
 
-    reg = register_to_atlas_ants(t1, affine, atlas, exclude=tumour, kind="SyN" if kind == "syn" else "Affine",
-                                 source=str(patient.images[0]))
+    reg = register_to_atlas_ants(
+        t1, affine, atlas, exclude=tumour, kind="SyN" if kind == "syn" else "Affine", source=str(patient.images[0])
+    )
     reg.save(tmp / "transforms")
     return reg
 
@@ -131,8 +134,9 @@ def _load_and_segment(patient: BratsCase, model: Any, device: str, tmp: Path, wa
     with watch.stage("segmentation" if patient.seg is None else "load"):
         seg_path, labels, affine = _segmentation(patient, model, device, tmp, progress=watch.on_stage is not None)
         _check_same_grid(seg_path if patient.seg is None else patient.seg, labels.shape, affine, t1.shape, t1_affine)
-        masks = tumour_masks(labels.astype(np.int64), detect_convention(labels, str(seg_path)),
-                             str(patient.images[0].parent))
+        masks = tumour_masks(
+            labels.astype(np.int64), detect_convention(labels, str(seg_path)), str(patient.images[0].parent)
+        )
         if not masks["whole_tumor"].any():
             raise InputError(f"{patient.images[0].parent}: the segmentation holds no tumour voxels")
     return _Scan(t1, t1_affine, seg_path, labels, affine, masks)
@@ -143,15 +147,33 @@ def _infer(db, scan: _Scan, reg, atlas, watch: Stopwatch, **options):
     from gliofit.inverse.api import infer
 
     watch.announce("query")
-    res = infer(db, scan.seg_path, registration=reg, in_atlas_space=reg is None, atlas=atlas,
-                progress=watch.on_stage is not None, **options)
+    res = infer(
+        db,
+        scan.seg_path,
+        registration=reg,
+        in_atlas_space=reg is None,
+        atlas=atlas,
+        progress=watch.on_stage is not None,
+        **options,
+    )
     for stage in ("load", "registration", "query"):
         watch.add(stage, res.timings[stage])
     return res
 
 
-def _infer_two_scans(db, follow: FollowUp, scan: _Scan, reg, registration: str, model: Any, device: str, atlas,
-                     tmp: Path, watch: Stopwatch, **options):
+def _infer_two_scans(
+    db,
+    follow: FollowUp,
+    scan: _Scan,
+    reg,
+    registration: str,
+    model: Any,
+    device: str,
+    atlas,
+    tmp: Path,
+    watch: Stopwatch,
+    **options,
+):
     """The follow-up segmented (given or model), carried rigidly onto the first scan's grid
     (``segmentation_followup.nii.gz``), and both scans fitted together (docs/longitudinal.md)."""
     from gliofit.inverse.longitudinal import infer_two_scans
@@ -162,15 +184,32 @@ def _infer_two_scans(db, follow: FollowUp, scan: _Scan, reg, registration: str, 
     with watch.stage("segmentation" if follow.case.seg is None else "load"):
         _, labels, affine = _segmentation(follow.case, model, device, sub)
         t1_later, t1_later_affine = load_volume(follow.case.images[0], "follow-up T1")
-        _check_same_grid(follow.case.seg or follow.case.images[0], labels.shape, affine, t1_later.shape,
-                         t1_later_affine)
+        _check_same_grid(
+            follow.case.seg or follow.case.images[0], labels.shape, affine, t1_later.shape, t1_later_affine
+        )
     with watch.stage("registration"):
-        on_first = followup_on_first_grid(labels, affine, t1_later, t1_later_affine, scan.t1, scan.t1_affine,
-                                          registration=registration, tumour=labels > 0,
-                                          source=str(follow.case.images[0]))
+        on_first = followup_on_first_grid(
+            labels,
+            affine,
+            t1_later,
+            t1_later_affine,
+            scan.t1,
+            scan.t1_affine,
+            registration=registration,
+            tumour=labels > 0,
+            source=str(follow.case.images[0]),
+        )
         later = save_volume(on_first, scan.t1_affine, tmp / "segmentation_followup.nii.gz", dtype=np.uint8)
-    res = infer_two_scans(db, scan.seg_path, later, follow.days_between, registration=reg,
-                          in_atlas_space=reg is None, atlas=atlas, **options)
+    res = infer_two_scans(
+        db,
+        scan.seg_path,
+        later,
+        follow.days_between,
+        registration=reg,
+        in_atlas_space=reg is None,
+        atlas=atlas,
+        **options,
+    )
     for stage in ("load", "registration", "query"):
         watch.add(stage, res.timings[stage])
     return res
@@ -185,16 +224,21 @@ def _write_densities(res, atlas, scan: _Scan, tmp: Path, watch: Stopwatch) -> np
     return density_patient
 
 
-def _write_plan(atlas, reg, scan: _Scan, density_patient: np.ndarray, margin_mm: float, tmp: Path,
-                watch: Stopwatch):
+def _write_plan(atlas, reg, scan: _Scan, density_patient: np.ndarray, margin_mm: float, tmp: Path, watch: Stopwatch):
     """Stage ``plan``: the brain on the patient grid, both target volumes and plan.json; (plan, summary)."""
     from gliofit.pipelines.planning import make_plan
 
     with watch.stage("plan"):
         brain = brain_on_patient_grid(atlas, reg, scan.labels.shape, scan.affine, scan.masks["whole_tumor"])
         save_volume(brain, scan.affine, tmp / "brain_mask.nii.gz", dtype=np.uint8)
-        plan = make_plan(density_patient, scan.masks["core"], scan.affine, brain=brain, margin_mm=margin_mm,
-                         whole_tumor=scan.masks["whole_tumor"])
+        plan = make_plan(
+            density_patient,
+            scan.masks["core"],
+            scan.affine,
+            brain=brain,
+            margin_mm=margin_mm,
+            whole_tumor=scan.masks["whole_tumor"],
+        )
         save_volume(plan.standard, scan.affine, tmp / "target_standard.nii.gz", dtype=np.uint8)
         save_volume(plan.model, scan.affine, tmp / "target_model.nii.gz", dtype=np.uint8)
         summary = dict(plan.summary) | {"brain": "atlas brain on the patient grid + tumour"}
@@ -202,8 +246,9 @@ def _write_plan(atlas, reg, scan: _Scan, density_patient: np.ndarray, margin_mm:
     return plan, summary
 
 
-def _report_figure(tmp: Path, patient: BratsCase, scan: _Scan, density: np.ndarray, res, plan,
-                   watch: Stopwatch) -> dict[str, Path]:
+def _report_figure(
+    tmp: Path, patient: BratsCase, scan: _Scan, density: np.ndarray, res, plan, watch: Stopwatch
+) -> dict[str, Path]:
     """Stage ``report``, its costly part: report.png (T1c, labels, matched masks, density, both targets)."""
     from gliofit.common.figures import save_figure
     from gliofit.common.wording import parameters_title
@@ -212,17 +257,38 @@ def _report_figure(tmp: Path, patient: BratsCase, scan: _Scan, density: np.ndarr
     with watch.stage("report"):
         mri = load_volume(patient.images[1], "T1c")[0]
         match_wt, match_core = _match_masks(density, res.parameters)
-        fig = patient_figure(mri=mri, mri_name="T1c (T1 with gadolinium)", segmentation=scan.labels,
-                             density=density, match_whole_tumor=match_wt, match_core=match_core,
-                             plans={"standard": plan.standard, "model": plan.model}, affine=scan.affine,
-                             title=parameters_title(res.parameters, res.uncertainty, res.fit, name=patient.name))
+        fig = patient_figure(
+            mri=mri,
+            mri_name="T1c (T1 with gadolinium)",
+            segmentation=scan.labels,
+            density=density,
+            match_whole_tumor=match_wt,
+            match_core=match_core,
+            plans={"standard": plan.standard, "model": plan.model},
+            affine=scan.affine,
+            title=parameters_title(res.parameters, res.uncertainty, res.fit, name=patient.name),
+        )
         return {"report.png": save_figure(fig, tmp / "report.png")}
 
 
-def run_patient(patient_dir: str | Path, db, out_dir: str | Path, *, model: Any = None, device: str = "cpu",
-                registration: str = "syn", top_k: int = 200, refine: bool = True, margin_mm: float = 15.0,
-                density: str = "upsample", method: str = "index", atlas=None, figure: bool = True,
-                on_stage: Callable[[str], None] | None = None, refine_budget: int | None = None) -> dict:
+def run_patient(
+    patient_dir: str | Path,
+    db,
+    out_dir: str | Path,
+    *,
+    model: Any = None,
+    device: str = "cpu",
+    registration: str = "syn",
+    top_k: int = 200,
+    refine: bool = True,
+    margin_mm: float = 15.0,
+    density: str = "upsample",
+    method: str = "index",
+    atlas=None,
+    figure: bool = True,
+    on_stage: Callable[[str], None] | None = None,
+    refine_budget: int | None = None,
+) -> dict:
     """Run the whole pipeline for one patient folder and write ``out_dir``.
 
     Parameters
@@ -251,8 +317,9 @@ def run_patient(patient_dir: str | Path, db, out_dir: str | Path, *, model: Any 
     from gliofit.pipelines.report import patient_html
 
     if registration not in REGISTRATIONS:
-        raise InputError(f"registration must be one of {', '.join(REGISTRATIONS)}, got {registration!r}",
-                         parameter="registration")
+        raise InputError(
+            f"registration must be one of {', '.join(REGISTRATIONS)}, got {registration!r}", parameter="registration"
+        )
     out = output_folder_ready(out_dir)
     watch = Stopwatch(STAGES[:-1], on_stage=on_stage)
     with watch.stage("load"):
@@ -265,30 +332,56 @@ def run_patient(patient_dir: str | Path, db, out_dir: str | Path, *, model: Any 
         with watch.stage("load"):
             atlas = atlas if atlas is not None else atlas_of(db)
         with atomic_directory(out) as tmp:
-            if needs_preprocessing(patient_dir):        # a raw import-dicom folder
+            if needs_preprocessing(patient_dir):  # a raw import-dicom folder
                 with watch.stage("load"):
                     preprocess(patient_dir, tmp / "preprocessed" / patient.name, atlas=atlas)
                     patient = find_patient(tmp / "preprocessed" / patient.name)
             scan = _load_and_segment(patient, model, device, tmp, watch)
             with watch.stage("registration"):
-                reg = _register(patient, scan.t1, scan.t1_affine, atlas, registration, scan.masks["whole_tumor"],
-                                tmp)
+                reg = _register(patient, scan.t1, scan.t1_affine, atlas, registration, scan.masks["whole_tumor"], tmp)
             if follow is None:
-                res = _infer(db, scan, reg, atlas, watch, top_k=top_k, refine=refine, refine_budget=refine_budget,
-                             density=density, method=method)
+                res = _infer(
+                    db,
+                    scan,
+                    reg,
+                    atlas,
+                    watch,
+                    top_k=top_k,
+                    refine=refine,
+                    refine_budget=refine_budget,
+                    density=density,
+                    method=method,
+                )
             else:
-                res = _infer_two_scans(db, follow, scan, reg, registration, model, device, atlas, tmp, watch,
-                                       top_k=top_k, density=density, refine=refine)
+                res = _infer_two_scans(
+                    db,
+                    follow,
+                    scan,
+                    reg,
+                    registration,
+                    model,
+                    device,
+                    atlas,
+                    tmp,
+                    watch,
+                    top_k=top_k,
+                    density=density,
+                    refine=refine,
+                )
             density_patient = _write_densities(res, atlas, scan, tmp, watch)
             plan, plan_summary = _write_plan(atlas, reg, scan, density_patient, margin_mm, tmp, watch)
             result = res.to_dict()
             result["space"] = "patient" if reg is not None else "atlas"
-            result["patient"] = {"name": patient.name, "folder": str(patient.images[0].parent.resolve()),
-                                 "layout": patient.layout, "registration": registration,
-                                 "segmentation": "given" if patient.seg is not None else "model"}
+            result["patient"] = {
+                "name": patient.name,
+                "folder": str(patient.images[0].parent.resolve()),
+                "layout": patient.layout,
+                "registration": registration,
+                "segmentation": "given" if patient.seg is not None else "model",
+            }
             result["plan"] = plan_summary
             images = _report_figure(tmp, patient, scan, density_patient, res, plan, watch) if figure else None
-            result["timings_s"] = watch.timings(ndigits=4)   # measured before report.html and result.json show it
+            result["timings_s"] = watch.timings(ndigits=4)  # measured before report.html and result.json show it
             if images is not None:
                 write_text(patient_html(result, images=images, plan=plan_summary), tmp / "report.html")
             write_json(result, tmp / "result.json")

@@ -31,8 +31,16 @@ from gliofit.common.io import atomic_directory
 from gliofit.common.labels import detect_convention
 from gliofit.common.nifti import load_volume, save_volume
 
-__all__ = ["MODALITIES", "LAYOUTS", "NNUNET_LABELS", "BratsCase", "read_case_folder", "find_cases",
-           "to_nnunet_labels", "convert_brats"]
+__all__ = [
+    "MODALITIES",
+    "LAYOUTS",
+    "NNUNET_LABELS",
+    "BratsCase",
+    "read_case_folder",
+    "find_cases",
+    "to_nnunet_labels",
+    "convert_brats",
+]
 
 MODALITIES = ("t1", "t1c", "t2", "flair")
 """Channel order used everywhere in gliofit (and in the nnU-Net datasets we write)."""
@@ -79,8 +87,7 @@ def read_case_folder(folder: str | Path) -> BratsCase:
         raise InputError(f"{a}: mixed BraTS 2021 and 2023 file names in case folder {p}")
     layout = max(counts, key=lambda k: counts[k])
     if counts[layout] == 0:
-        raise InputError(f"{p}: no BraTS modality files (expected {p.name}-t1n.nii.gz ... "
-                         f"or {p.name}_t1.nii.gz ...)")
+        raise InputError(f"{p}: no BraTS modality files (expected {p.name}-t1n.nii.gz ... or {p.name}_t1.nii.gz ...)")
     files = found[layout]
     missing = [m for m in MODALITIES if files[m] is None]
     if missing:
@@ -125,8 +132,9 @@ def _check_case(case: BratsCase) -> tuple[np.ndarray, np.ndarray]:
     return to_nnunet_labels(rounded.astype(np.int16), str(case.seg)), affine
 
 
-def convert_brats(src: str | Path, out_root: str | Path, *, dataset_id: int = 501, name: str = "BraTSGliofit",
-                  on_case=None) -> Path:
+def convert_brats(
+    src: str | Path, out_root: str | Path, *, dataset_id: int = 501, name: str = "BraTSGliofit", on_case=None
+) -> Path:
     """Convert a folder of BraTS cases into ``out_root/DatasetXXX_Name`` (nnU-Net v2 raw format).
 
     Images are copied (``.nii.gz``) or re-saved (``.nii``) unchanged, one file per
@@ -170,6 +178,6 @@ def _write_dataset_json(folder: Path, n_cases: int, name: str) -> None:
         "file_ending": ".nii.gz",
         "name": name,
         "description": "BraTS regions (whole tumour, tumour core, enhancing) converted by gliofit; "
-                       "labels 1 edema, 2 necrosis/non-enhancing core, 3 enhancing; channels T1, T1c, T2, FLAIR",
+        "labels 1 edema, 2 necrosis/non-enhancing core, 3 enhancing; channels T1, T1c, T2, FLAIR",
     }
     (folder / "dataset.json").write_text(json.dumps(meta, indent=2))

@@ -29,8 +29,7 @@ from gliofit.common.errors import InputError, check_file
 from gliofit.common.io import atomic_write
 from gliofit.segmentation.stunet import DEFAULT_PATCH_SIZE, STUNet
 
-__all__ = ["read_checkpoint", "load_checkpoint", "save_checkpoint", "load_model", "FORMAT_VERSION",
-           "STEM_KEYS"]
+__all__ = ["read_checkpoint", "load_checkpoint", "save_checkpoint", "load_model", "FORMAT_VERSION", "STEM_KEYS"]
 
 FORMAT_VERSION = 1
 STEM_KEYS = ("conv_blocks_context.0.0.conv1.weight", "conv_blocks_context.0.0.conv3.weight")
@@ -71,11 +70,14 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         found = re.search(r"GLOBAL ([\w.]+)", msg)
         if found:
             bad = found.group(1)
-            raise InputError(f"{p}: refused to load: the checkpoint contains a pickled object that is not plain "
-                             f"weights ({bad}); it may run code. Only tensors and plain data are accepted") from None
+            raise InputError(
+                f"{p}: refused to load: the checkpoint contains a pickled object that is not plain "
+                f"weights ({bad}); it may run code. Only tensors and plain data are accepted"
+            ) from None
         detail = msg.split("WeightsUnpickler error:")[-1].split("Check the documentation")[0].strip()
-        raise InputError(f"{p}: cannot read checkpoint (corrupt or truncated, or not plain weights: "
-                         f"{detail[:200]})") from None
+        raise InputError(
+            f"{p}: cannot read checkpoint (corrupt or truncated, or not plain weights: {detail[:200]})"
+        ) from None
     except Exception as exc:  # zip reader, EOF, struct errors ... all mean a damaged file
         msg = " ".join(str(exc).split())[:200]
         raise InputError(f"{p}: cannot read checkpoint (corrupt or truncated: {type(exc).__name__}: {msg})") from None
@@ -90,15 +92,17 @@ def _unpack(obj: Any, p: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]
     elif "state_dict" in obj:
         weights = obj["state_dict"]
     else:
-        raise InputError(f"{p}: unknown checkpoint layout: no 'network_weights' (nnU-Net v2) or "
-                         f"'state_dict' (nnU-Net v1) entry; keys are {sorted(map(str, obj))[:10]}")
+        raise InputError(
+            f"{p}: unknown checkpoint layout: no 'network_weights' (nnU-Net v2) or "
+            f"'state_dict' (nnU-Net v1) entry; keys are {sorted(map(str, obj))[:10]}"
+        )
     if not isinstance(weights, Mapping) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
         raise InputError(f"{p}: the checkpoint's weights are not a dict of tensors")
     clean = {}
     for k, v in weights.items():
         key = str(k)
         for pre in _WRAPPER_PREFIXES:
-            key = key[len(pre):] if key.startswith(pre) else key
+            key = key[len(pre) :] if key.startswith(pre) else key
         clean[key] = v
     meta = obj.get("gliofit", {})
     return clean, dict(meta) if isinstance(meta, Mapping) else {}
@@ -131,8 +135,9 @@ def _key_report(missing: Sequence[str], unexpected: Sequence[str], shapes: Seque
     return "; ".join(parts)
 
 
-def load_checkpoint(net: torch.nn.Module, path: str | Path, adapt_stem: bool = False,
-                    drop_heads: bool = False) -> dict[str, Any]:
+def load_checkpoint(
+    net: torch.nn.Module, path: str | Path, adapt_stem: bool = False, drop_heads: bool = False
+) -> dict[str, Any]:
     """Load weights into ``net`` by key, strictly.
 
     Parameters
@@ -160,8 +165,7 @@ def load_checkpoint(net: torch.nn.Module, path: str | Path, adapt_stem: bool = F
     return meta
 
 
-def _apply(net: torch.nn.Module, weights: dict[str, torch.Tensor], p: Path, adapt_stem: bool,
-           drop_heads: bool) -> None:
+def _apply(net: torch.nn.Module, weights: dict[str, torch.Tensor], p: Path, adapt_stem: bool, drop_heads: bool) -> None:
     """Check ``weights`` against ``net`` key by key and shape by shape, then copy them in."""
     target = net.state_dict()
     if drop_heads:
@@ -171,13 +175,18 @@ def _apply(net: torch.nn.Module, weights: dict[str, torch.Tensor], p: Path, adap
         _adapt_stem(weights, target, p)
     stem = STEM_KEYS[0]
     if stem in weights and stem in target and weights[stem].shape[1] != target[stem].shape[1]:
-        raise InputError(f"{p}: checkpoint is for {weights[stem].shape[1]} input channel(s), the network has "
-                         f"{target[stem].shape[1]}" + (" (adapt_stem=True repeats a one-channel stem)"
-                                                       if weights[stem].shape[1] == 1 else ""))
+        raise InputError(
+            f"{p}: checkpoint is for {weights[stem].shape[1]} input channel(s), the network has "
+            f"{target[stem].shape[1]}"
+            + (" (adapt_stem=True repeats a one-channel stem)" if weights[stem].shape[1] == 1 else "")
+        )
     missing = [k for k in target if k not in weights]
     unexpected = [k for k in weights if k not in target]
-    shapes = [f"{k} {tuple(weights[k].shape)} vs {tuple(target[k].shape)}" for k in target
-              if k in weights and weights[k].shape != target[k].shape]
+    shapes = [
+        f"{k} {tuple(weights[k].shape)} vs {tuple(target[k].shape)}"
+        for k in target
+        if k in weights and weights[k].shape != target[k].shape
+    ]
     if missing or unexpected or shapes:
         raise InputError(f"{p}: checkpoint does not match the network: {_key_report(missing, unexpected, shapes)}")
     net.load_state_dict(weights, strict=not drop_heads)
@@ -195,12 +204,18 @@ def _architecture(net: STUNet) -> dict[str, Any]:
     }
 
 
-def save_checkpoint(net: STUNet, path: str | Path, *, variant: str | None = None,
-                    patch_size: Sequence[int] = DEFAULT_PATCH_SIZE, output: str = "regions",
-                    regions: Sequence[str] = ("whole_tumor", "core", "enhancing"),
-                    label_convention: str = "brats2023",
-                    modalities: Sequence[str] = ("t1", "t1c", "t2", "flair"),
-                    extra: Mapping[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    net: STUNet,
+    path: str | Path,
+    *,
+    variant: str | None = None,
+    patch_size: Sequence[int] = DEFAULT_PATCH_SIZE,
+    output: str = "regions",
+    regions: Sequence[str] = ("whole_tumor", "core", "enhancing"),
+    label_convention: str = "brats2023",
+    modalities: Sequence[str] = ("t1", "t1c", "t2", "flair"),
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
     """Write ``net`` in the nnU-Net v2 layout plus our metadata, atomically.
 
     The file holds ``network_weights`` (CPU tensors), ``trainer_name``,
@@ -214,14 +229,25 @@ def save_checkpoint(net: STUNet, path: str | Path, *, variant: str | None = None
     """
     if output not in ("regions", "labels"):
         raise InputError(f"output must be 'regions' or 'labels', got {output!r}")
-    meta = {"format_version": FORMAT_VERSION, "variant": variant, **_architecture(net),
-            "patch_size": [int(s) for s in patch_size], "output": output, "regions": list(regions),
-            "label_convention": label_convention, "modalities": list(modalities),
-            "normalization": "zscore_nonzero", "extra": dict(extra or {})}
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "variant": variant,
+        **_architecture(net),
+        "patch_size": [int(s) for s in patch_size],
+        "output": output,
+        "regions": list(regions),
+        "label_convention": label_convention,
+        "modalities": list(modalities),
+        "normalization": "zscore_nonzero",
+        "extra": dict(extra or {}),
+    }
     meta = json.loads(json.dumps(meta))  # plain JSON only (raises TypeError otherwise)
-    payload = {"network_weights": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
-               "trainer_name": "gliofit-stunet", "inference_allowed_mirroring_axes": [0, 1, 2],
-               "gliofit": meta}
+    payload = {
+        "network_weights": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
+        "trainer_name": "gliofit-stunet",
+        "inference_allowed_mirroring_axes": [0, 1, 2],
+        "gliofit": meta,
+    }
     p = Path(path)
     with atomic_write(p) as tmp:
         torch.save(payload, tmp)
@@ -232,14 +258,22 @@ def _infer_architecture(weights: Mapping[str, torch.Tensor], p: Path) -> dict[st
     """Architecture of an official file from its tensor shapes (strides assumed 2; patch 128^3)."""
     try:
         channels = [int(weights[f"conv_blocks_context.{d}.0.conv1.weight"].shape[0]) for d in range(6)]
-        blocks = [len({k.split(".")[2] for k in weights if k.startswith(f"conv_blocks_context.{d}.")})
-                  for d in range(6)]
+        blocks = [
+            len({k.split(".")[2] for k in weights if k.startswith(f"conv_blocks_context.{d}.")}) for d in range(6)
+        ]
         in_ch = int(weights[STEM_KEYS[0]].shape[1])
         ncls = int(weights["seg_outputs.4.weight"].shape[0])
     except KeyError as exc:
         raise InputError(f"{p}: not an STU-Net checkpoint (no key {exc})") from None
-    return {"in_channels": in_ch, "num_classes": ncls, "channels": channels, "blocks": blocks,
-            "strides": None, "kernel_sizes": None, "patch_size": list(DEFAULT_PATCH_SIZE)}
+    return {
+        "in_channels": in_ch,
+        "num_classes": ncls,
+        "channels": channels,
+        "blocks": blocks,
+        "strides": None,
+        "kernel_sizes": None,
+        "patch_size": list(DEFAULT_PATCH_SIZE),
+    }
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[STUNet, dict[str, Any]]:
@@ -252,11 +286,21 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[ST
     weights, meta = read_checkpoint(p)
     arch = meta if meta.get("format_version") else {**_infer_architecture(weights, p), **meta}
     try:
-        net = STUNet(arch["in_channels"], arch["num_classes"], arch["channels"], arch["blocks"],
-                     arch.get("strides"), arch.get("kernel_sizes"))
+        net = STUNet(
+            arch["in_channels"],
+            arch["num_classes"],
+            arch["channels"],
+            arch["blocks"],
+            arch.get("strides"),
+            arch.get("kernel_sizes"),
+        )
     except (KeyError, TypeError) as exc:
         raise InputError(f"{p}: checkpoint metadata is incomplete ({type(exc).__name__}: {exc})") from None
     _apply(net, weights, p, adapt_stem=False, drop_heads=False)
-    meta = {"patch_size": list(DEFAULT_PATCH_SIZE), "output": "regions",
-            "regions": ["whole_tumor", "core", "enhancing"], **arch}
+    meta = {
+        "patch_size": list(DEFAULT_PATCH_SIZE),
+        "output": "regions",
+        "regions": ["whole_tumor", "core", "enhancing"],
+        **arch,
+    }
     return net.to(device).eval(), meta

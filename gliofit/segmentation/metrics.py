@@ -28,8 +28,7 @@ from gliofit.common.io import atomic_write
 from gliofit.common.labels import tumour_masks
 from gliofit.common.nifti import load_volume
 
-__all__ = ["REGIONS", "region_stack", "region_metrics", "find_segmentations", "evaluate_folders",
-           "write_metrics_csv"]
+__all__ = ["REGIONS", "region_stack", "region_metrics", "find_segmentations", "evaluate_folders", "write_metrics_csv"]
 
 REGIONS = {"WT": "whole_tumor", "TC": "core", "ET": "enhancing"}
 """Region short names and the :func:`gliofit.common.labels.tumour_masks` key of each."""
@@ -41,8 +40,14 @@ def region_stack(labels: np.ndarray, convention: str | None = None, source: str 
     return np.stack([masks[k] for k in REGIONS.values()])
 
 
-def region_metrics(pred: np.ndarray, truth: np.ndarray, spacing_mm, *, pred_convention: str | None = None,
-                   truth_convention: str | None = None) -> dict[str, float]:
+def region_metrics(
+    pred: np.ndarray,
+    truth: np.ndarray,
+    spacing_mm,
+    *,
+    pred_convention: str | None = None,
+    truth_convention: str | None = None,
+) -> dict[str, float]:
     """Dice and HD95 (mm) of WT, TC and ET between two label maps on one grid.
 
     Parameters
@@ -75,8 +80,9 @@ def region_metrics(pred: np.ndarray, truth: np.ndarray, spacing_mm, *, pred_conv
         p_any, t_any = bool(p[0, i].any()), bool(t[0, i].any())
         out[f"{name}_dice"] = float(dice[i]) if (p_any or t_any) else 1.0
         if p_any and t_any:
-            hd = compute_hausdorff_distance(p[:, i:i + 1], t[:, i:i + 1], include_background=True,
-                                            percentile=95, spacing=spacing)
+            hd = compute_hausdorff_distance(
+                p[:, i : i + 1], t[:, i : i + 1], include_background=True, percentile=95, spacing=spacing
+            )
             out[f"{name}_hd95"] = float(hd[0, 0])
         else:
             out[f"{name}_hd95"] = 0.0 if not (p_any or t_any) else diagonal
@@ -133,14 +139,16 @@ def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path, on_case=None) -> 
     truths = find_segmentations(gt_dir, "ground-truth folder")
     common = sorted(set(preds) & set(truths))
     if not common:
-        raise InputError(f"{pred_dir}: no case name matches a case of {gt_dir} "
-                         f"(e.g. {sorted(preds)[:3]} vs {sorted(truths)[:3]})")
+        raise InputError(
+            f"{pred_dir}: no case name matches a case of {gt_dir} (e.g. {sorted(preds)[:3]} vs {sorted(truths)[:3]})"
+        )
     rows = []
     for case in common:
         p, p_aff = load_volume(preds[case], "prediction")
         t, t_aff = load_volume(truths[case], "ground truth")
-        check_same_grid(preds[case], p.shape, p_aff, t.shape, t_aff, what="prediction",
-                        ref=f"ground truth {truths[case]}")
+        check_same_grid(
+            preds[case], p.shape, p_aff, t.shape, t_aff, what="prediction", ref=f"ground truth {truths[case]}"
+        )
         spacing = np.sqrt((t_aff[:3, :3] ** 2).sum(axis=0))
         rows.append({"case": case} | region_metrics(np.rint(p).astype(np.int16), np.rint(t).astype(np.int16), spacing))
         if on_case is not None:

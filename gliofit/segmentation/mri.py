@@ -17,8 +17,9 @@ MODALITIES = ("t1", "t1c", "t2", "flair")
 ImageLike = str | Path | np.ndarray
 
 
-def load_modalities(images: Sequence[ImageLike | None], affine: np.ndarray | None = None,
-                    names: Sequence[str] = MODALITIES) -> tuple[np.ndarray, np.ndarray]:
+def load_modalities(
+    images: Sequence[ImageLike | None], affine: np.ndarray | None = None, names: Sequence[str] = MODALITIES
+) -> tuple[np.ndarray, np.ndarray]:
     """Read and check the input images.
 
     Parameters
@@ -50,8 +51,9 @@ def load_modalities(images: Sequence[ImageLike | None], affine: np.ndarray | Non
             data, aff = load_volume(img, f"{name} image")
             src = str(img)
         if vols:
-            check_same_grid(src, data.shape, aff, vols[0].shape, ref_affine, what=f"{name} image (co-register first)",
-                            ref=ref_src)
+            check_same_grid(
+                src, data.shape, aff, vols[0].shape, ref_affine, what=f"{name} image (co-register first)", ref=ref_src
+            )
         if ref_affine is None:
             ref_affine, ref_src = aff, src
         vols.append(np.asarray(data, dtype=np.float32))

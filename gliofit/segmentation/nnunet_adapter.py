@@ -36,8 +36,16 @@ import torch
 from gliofit.common.errors import InputError
 from gliofit.segmentation.stunet import N_POOL, N_STAGES, VARIANTS, STUNet, normalise_strides
 
-__all__ = ["TrainerSettings", "nnunet_environment", "plan_dataset", "preprocess_dataset", "adapt_configuration",
-           "strides_for_patch", "make_trainer_class", "CONFIGURATION"]
+__all__ = [
+    "TrainerSettings",
+    "nnunet_environment",
+    "plan_dataset",
+    "preprocess_dataset",
+    "adapt_configuration",
+    "strides_for_patch",
+    "make_trainer_class",
+    "CONFIGURATION",
+]
 
 CONFIGURATION = "3d_fullres"
 MIN_FEATURE_MAP = 4
@@ -109,11 +117,19 @@ def plan_dataset(dataset_id: int, *, num_processes: int = 1) -> dict:
     The planner calls ``torch.set_num_threads(nnUNet_n_proc_DA)``, so that
     variable is at least 1 while planning (the caller restores torch's threads).
     """
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import (extract_fingerprint_dataset,
-                                                                       plan_experiment_dataset)
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import (
+        extract_fingerprint_dataset,
+        plan_experiment_dataset,
+    )
 
-    extract_fingerprint_dataset(dataset_id, num_processes=num_processes, check_dataset_integrity=True,
-                                clean=True, verbose=False, show_progress_bar=False)
+    extract_fingerprint_dataset(
+        dataset_id,
+        num_processes=num_processes,
+        check_dataset_integrity=True,
+        clean=True,
+        verbose=False,
+        show_progress_bar=False,
+    )
     da = os.environ.get("nnUNet_n_proc_DA", "0")
     os.environ["nnUNet_n_proc_DA"] = str(max(1, int(da), int(num_processes)))
     try:
@@ -132,8 +148,14 @@ def preprocess_dataset(dataset_id: int, plans: dict, *, num_processes: int = 1) 
 
     plans_file = Path(os.fspath(nnUNet_preprocessed)) / plans["dataset_name"] / f"{plans['plans_name']}.json"
     plans_file.write_text(json.dumps(plans, indent=2))
-    nn_preprocess(dataset_id, plans["plans_name"], configurations=(CONFIGURATION,), num_processes=[num_processes],
-                  verbose=False, show_progress_bar=False)
+    nn_preprocess(
+        dataset_id,
+        plans["plans_name"],
+        configurations=(CONFIGURATION,),
+        num_processes=[num_processes],
+        verbose=False,
+        show_progress_bar=False,
+    )
 
 
 def strides_for_patch(patch_size: Sequence[int]) -> list[list[int]]:
@@ -153,8 +175,9 @@ def strides_for_patch(patch_size: Sequence[int]) -> list[list[int]]:
     return out
 
 
-def adapt_configuration(plans: dict, variant: str, *, patch_size: Sequence[int] | None = None,
-                        batch_size: int | None = None) -> dict:
+def adapt_configuration(
+    plans: dict, variant: str, *, patch_size: Sequence[int] | None = None, batch_size: int | None = None
+) -> dict:
     """A copy of ``plans`` whose 3d_fullres configuration describes our STU-Net.
 
     The plan's strides are normalised to STU-Net's five (more are truncated,
@@ -187,8 +210,12 @@ def adapt_configuration(plans: dict, variant: str, *, patch_size: Sequence[int] 
         cfg["batch_size"] = int(batch_size)
     cfg["architecture"] = {
         "network_class_name": "gliofit.segmentation.stunet.STUNet",
-        "arch_kwargs": {"variant": variant, "n_stages": N_STAGES, "strides": [[1, 1, 1]] + strides,
-                        "kernel_sizes": kernels},
+        "arch_kwargs": {
+            "variant": variant,
+            "n_stages": N_STAGES,
+            "strides": [[1, 1, 1]] + strides,
+            "kernel_sizes": kernels,
+        },
         "_kw_requires_import": [],
     }
     return out
@@ -205,16 +232,27 @@ def make_trainer_class(settings: TrainerSettings) -> type:
     """
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-    def build_network_architecture(plans_manager, configuration_manager, num_input_channels: int,
-                                   num_output_channels: int, enable_deep_supervision: bool = True) -> STUNet:
-        return STUNet.from_plan(settings.variant, configuration_manager, num_input_channels, num_output_channels,
-                                deep_supervision=enable_deep_supervision)
+    def build_network_architecture(
+        plans_manager,
+        configuration_manager,
+        num_input_channels: int,
+        num_output_channels: int,
+        enable_deep_supervision: bool = True,
+    ) -> STUNet:
+        return STUNet.from_plan(
+            settings.variant,
+            configuration_manager,
+            num_input_channels,
+            num_output_channels,
+            deep_supervision=enable_deep_supervision,
+        )
 
     class STUNetTrainer(nnUNetTrainer):
         """nnU-Net's trainer with STU-Net, epochs/iterations/learning rate from ``settings``."""
 
-        def __init__(self, plans: dict, configuration: str, fold, dataset_json: dict,
-                     device: torch.device = torch.device("cpu")):
+        def __init__(
+            self, plans: dict, configuration: str, fold, dataset_json: dict, device: torch.device = torch.device("cpu")
+        ):
             super().__init__(plans, configuration, fold, dataset_json, device)
             self.num_epochs = int(settings.epochs)
             self.num_iterations_per_epoch = int(settings.iterations_per_epoch)
@@ -227,6 +265,7 @@ def make_trainer_class(settings: TrainerSettings) -> type:
             super().initialize()
             if settings.pretrained is not None:
                 from gliofit.segmentation.checkpoints import load_checkpoint
+
                 load_checkpoint(self.network, settings.pretrained, adapt_stem=True, drop_heads=True)
 
         def on_epoch_end(self) -> None:

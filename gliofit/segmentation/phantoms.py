@@ -52,9 +52,9 @@ THRESHOLD_NECROSIS = 0.95
 # Mean intensity of each tissue / tumour class per modality (arbitrary units, ~1 = bright).
 _CONTRAST: dict[str, dict[str, float]] = {
     #          csf   gm    wm    edema enhancing necrosis
-    "t1":    dict(csf=0.25, gm=0.55, wm=0.80, edema=0.45, enhancing=0.50, necrosis=0.22),
-    "t1c":   dict(csf=0.25, gm=0.55, wm=0.80, edema=0.45, enhancing=1.25, necrosis=0.18),
-    "t2":    dict(csf=1.00, gm=0.60, wm=0.42, edema=0.85, enhancing=0.70, necrosis=0.95),
+    "t1": dict(csf=0.25, gm=0.55, wm=0.80, edema=0.45, enhancing=0.50, necrosis=0.22),
+    "t1c": dict(csf=0.25, gm=0.55, wm=0.80, edema=0.45, enhancing=1.25, necrosis=0.18),
+    "t2": dict(csf=1.00, gm=0.60, wm=0.42, edema=0.85, enhancing=0.70, necrosis=0.95),
     "flair": dict(csf=0.12, gm=0.62, wm=0.48, edema=0.98, enhancing=0.80, necrosis=0.45),
 }
 
@@ -103,10 +103,16 @@ def sample_truth(grid: Atlas, rng: np.random.Generator, case: str, seed: int) ->
         raise InputError(f"atlas {grid.name}: no voxel with GM + WM >= 0.7 to seed a phantom tumour")
     origin = voxel_to_world(grid.affine, idx[rng.integers(len(idx))])
     return PhantomTruth(
-        case=case, seed=seed, D_mm2_per_day=round(D, 6), rho_per_day=round(rho, 6), T_days=round(T, 3),
+        case=case,
+        seed=seed,
+        D_mm2_per_day=round(D, 6),
+        rho_per_day=round(rho, 6),
+        T_days=round(T, 3),
         origin_mm=tuple(round(float(v), 4) for v in origin),  # type: ignore[arg-type]
-        threshold_edema=DEFAULT_THRESHOLD_EDEMA, threshold_core=DEFAULT_THRESHOLD_CORE,
-        threshold_necrosis=THRESHOLD_NECROSIS, noise_sigma=round(float(rng.uniform(0.02, 0.05)), 4),
+        threshold_edema=DEFAULT_THRESHOLD_EDEMA,
+        threshold_core=DEFAULT_THRESHOLD_CORE,
+        threshold_necrosis=THRESHOLD_NECROSIS,
+        noise_sigma=round(float(rng.uniform(0.02, 0.05)), 4),
         bias_strength=round(float(rng.uniform(0.05, 0.2)), 4),
         scales=tuple(round(float(v), 4) for v in rng.uniform(0.85, 1.15, size=len(MODALITIES))),
     )
@@ -131,8 +137,9 @@ def _bias_field(shape: tuple[int, ...], strength: float, rng: np.random.Generato
     return np.exp(field).astype(np.float32)
 
 
-def render_phantom(grid: Atlas, labels: np.ndarray, truth: PhantomTruth,
-                   rng: np.random.Generator) -> dict[str, np.ndarray]:
+def render_phantom(
+    grid: Atlas, labels: np.ndarray, truth: PhantomTruth, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     """Images of the four modalities (``MODALITIES``; each (X, Y, Z) float32 ≥ 0) on ``grid``.
 
     Parameters
@@ -145,8 +152,10 @@ def render_phantom(grid: Atlas, labels: np.ndarray, truth: PhantomTruth,
     brain = grid.brain
     total = np.maximum(grid.gm + grid.wm + grid.csf, 1e-6)
     sigma_vox = 0.6 * 1.0 / np.asarray(grid.spacing_mm)  # soften label edges by ~0.6 mm
-    weights = {name: gaussian_filter((labels == v).astype(np.float32), sigma_vox)
-               for name, v in (("necrosis", 1), ("edema", 2), ("enhancing", 3))}
+    weights = {
+        name: gaussian_filter((labels == v).astype(np.float32), sigma_vox)
+        for name, v in (("necrosis", 1), ("edema", 2), ("enhancing", 3))
+    }
     tumour_w = np.clip(sum(weights.values()), 0.0, 1.0)
     out = {}
     for m, scale in zip(MODALITIES, truth.scales):
@@ -156,7 +165,7 @@ def render_phantom(grid: Atlas, labels: np.ndarray, truth: PhantomTruth,
         img = (1.0 - tumour_w) * tissue + tumour_w * tumour
         img = img * _bias_field(grid.shape, truth.bias_strength, rng)
         n1, n2 = rng.normal(0.0, truth.noise_sigma, size=(2,) + img.shape)
-        img = np.sqrt((img + n1) ** 2 + n2 ** 2)  # Rician magnitude noise
+        img = np.sqrt((img + n1) ** 2 + n2**2)  # Rician magnitude noise
         out[m] = (np.where(brain, img, 0.0) * 1000.0 * scale).astype(np.float32)
     return out
 
@@ -172,8 +181,15 @@ def _density_on(grid: Atlas, sim_grid: Atlas, u: np.ndarray) -> np.ndarray:
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
-def write_case(out_dir: Path, truth: PhantomTruth, images: dict[str, np.ndarray], labels: np.ndarray,
-               affine: np.ndarray, layout: str, extra: dict | None = None) -> Path:
+def write_case(
+    out_dir: Path,
+    truth: PhantomTruth,
+    images: dict[str, np.ndarray],
+    labels: np.ndarray,
+    affine: np.ndarray,
+    layout: str,
+    extra: dict | None = None,
+) -> Path:
     """Write one case folder atomically (temp folder, then rename); returns its path.
 
     Labels are stored in the layout's convention (2023: 1/2/3; 2021: 1/2/4) as uint8.
@@ -191,9 +207,18 @@ def write_case(out_dir: Path, truth: PhantomTruth, images: dict[str, np.ndarray]
     return final
 
 
-def make_phantoms(out_dir: str | Path, cases: int, *, seed: int = 0, layout: str = "brats2023",
-                  resolution_mm: float | None = None, atlas: Atlas | None = None,
-                  sim_resolution_mm: float = 2.0, prefix: str = "Phantom", on_case=None) -> list[Path]:
+def make_phantoms(
+    out_dir: str | Path,
+    cases: int,
+    *,
+    seed: int = 0,
+    layout: str = "brats2023",
+    resolution_mm: float | None = None,
+    atlas: Atlas | None = None,
+    sim_resolution_mm: float = 2.0,
+    prefix: str = "Phantom",
+    on_case=None,
+) -> list[Path]:
     """Write ``cases`` phantom cases into ``out_dir`` in a BraTS folder layout.
 
     Parameters
@@ -220,6 +245,7 @@ def make_phantoms(out_dir: str | Path, cases: int, *, seed: int = 0, layout: str
         raise InputError(f"cases must be at least 1, got {cases}", parameter="cases")
     if atlas is None:
         from gliofit.growth.atlas import load_atlas
+
         atlas = load_atlas()
     grid = atlas if resolution_mm is None else resample_atlas(atlas, check_positive(resolution_mm, "resolution_mm"))
     sim_res = max(min(grid.spacing_mm), check_positive(sim_resolution_mm, "simulation resolution (mm)"))
@@ -233,10 +259,17 @@ def make_phantoms(out_dir: str | Path, cases: int, *, seed: int = 0, layout: str
         u = simulate_one(sim_grid, truth.D_mm2_per_day, truth.rho_per_day, truth.origin_mm, truth.T_days)
         labels = density_to_labels(_density_on(grid, sim_grid, u), truth)
         images = render_phantom(grid, labels, truth, rng)
-        counts = {k: int(np.isin(labels, v).sum()) for k, v in
-                  (("voxels_whole_tumor", (1, 2, 3)), ("voxels_core", (1, 3)), ("voxels_enhancing", (3,)))}
-        extra = {"index": i, "atlas": atlas.name, "spacing_mm": list(grid.spacing_mm),
-                 "sim_resolution_mm": float(sim_res), "shape": list(grid.shape)} | counts
+        counts = {
+            k: int(np.isin(labels, v).sum())
+            for k, v in (("voxels_whole_tumor", (1, 2, 3)), ("voxels_core", (1, 3)), ("voxels_enhancing", (3,)))
+        }
+        extra = {
+            "index": i,
+            "atlas": atlas.name,
+            "spacing_mm": list(grid.spacing_mm),
+            "sim_resolution_mm": float(sim_res),
+            "shape": list(grid.shape),
+        } | counts
         paths.append(write_case(out, truth, images, labels, grid.affine, layout, extra))
         if on_case is not None:
             on_case(paths[-1])

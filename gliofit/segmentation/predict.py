@@ -61,9 +61,16 @@ def _mirror_predict(net: torch.nn.Module, x: torch.Tensor, mirror_axes: Sequence
 
 
 @torch.inference_mode()
-def sliding_window_logits(net: torch.nn.Module, data: torch.Tensor, patch_size: Sequence[int], *,
-                          step: float = 0.5, gaussian: bool = True, mirror_axes: Sequence[int] | None = None,
-                          on_tile: Callable[[int, int], None] | None = None) -> torch.Tensor:
+def sliding_window_logits(
+    net: torch.nn.Module,
+    data: torch.Tensor,
+    patch_size: Sequence[int],
+    *,
+    step: float = 0.5,
+    gaussian: bool = True,
+    mirror_axes: Sequence[int] | None = None,
+    on_tile: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
     """Gaussian-weighted sliding-window logits, as ``nnUNetPredictor.predict_sliding_window_return_logits``.
 
     Parameters
@@ -90,8 +97,13 @@ def sliding_window_logits(net: torch.nn.Module, data: torch.Tensor, patch_size: 
     steps = compute_steps_for_sliding_window(tuple(x.shape[1:]), patch, step)
     starts = list(itertools.product(*steps))
     # the stock float16 weights, widened: identical tile weights, float32 sums
-    weight = (compute_gaussian(patch, sigma_scale=1.0 / 8, value_scaling_factor=10, dtype=torch.float16,
-                               device=x.device).float() if gaussian else torch.ones(patch, device=x.device))
+    weight = (
+        compute_gaussian(
+            patch, sigma_scale=1.0 / 8, value_scaling_factor=10, dtype=torch.float16, device=x.device
+        ).float()
+        if gaussian
+        else torch.ones(patch, device=x.device)
+    )
     logits = norm = None
     for i, start in enumerate(starts):
         sl = tuple(slice(s, s + p) for s, p in zip(start, patch))
@@ -131,12 +143,13 @@ def regions_to_labels(region_logits: np.ndarray | torch.Tensor, labels: str = "b
 def _logits_to_labels(logits: torch.Tensor, meta: dict[str, Any], labels: str) -> np.ndarray:
     if meta.get("output", "regions") == "regions":
         return regions_to_labels(logits, labels)
-    classes = torch.argmax(logits, dim=0).cpu().numpy().astype(np.uint8)   # "labels": softmax classes 0..3
+    classes = torch.argmax(logits, dim=0).cpu().numpy().astype(np.uint8)  # "labels": softmax classes 0..3
     return convert_labels(classes, meta.get("label_convention", "brats2023"), labels)
 
 
-def prepare_model(model: str | Path | tuple[torch.nn.Module, dict], device: torch.device,
-                  in_channels: int = 4) -> tuple[torch.nn.Module, dict[str, Any], str]:
+def prepare_model(
+    model: str | Path | tuple[torch.nn.Module, dict], device: torch.device, in_channels: int = 4
+) -> tuple[torch.nn.Module, dict[str, Any], str]:
     """(net on ``device`` in eval mode, meta, source name) from a checkpoint path or a ``(net, meta)`` pair."""
     if isinstance(model, tuple):
         net, meta = model
@@ -148,15 +161,26 @@ def prepare_model(model: str | Path | tuple[torch.nn.Module, dict], device: torc
         src = str(model)
     n_in = int(getattr(net, "in_channels", in_channels))
     if n_in != in_channels:
-        raise InputError(f"{src}: checkpoint expects {n_in} input channel(s), segmentation needs {in_channels} "
-                         "(T1, T1c, T2, FLAIR)")
+        raise InputError(
+            f"{src}: checkpoint expects {n_in} input channel(s), segmentation needs {in_channels} (T1, T1c, T2, FLAIR)"
+        )
     return net.to(device).eval(), dict(meta), src
 
 
-def segment(t1: ImageLike, t1c: ImageLike, t2: ImageLike, flair: ImageLike,
-            model: str | Path | tuple[torch.nn.Module, dict], *, device: str | torch.device | None = "cpu",
-            tta: bool | None = None, labels: str = "brats2023", affine: np.ndarray | None = None,
-            step: float = 0.5, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def segment(
+    t1: ImageLike,
+    t1c: ImageLike,
+    t2: ImageLike,
+    flair: ImageLike,
+    model: str | Path | tuple[torch.nn.Module, dict],
+    *,
+    device: str | torch.device | None = "cpu",
+    tta: bool | None = None,
+    labels: str = "brats2023",
+    affine: np.ndarray | None = None,
+    step: float = 0.5,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
     """Segment a brain tumour from four co-registered MRI modalities.
 
     Parameters
@@ -190,8 +214,9 @@ def segment(t1: ImageLike, t1c: ImageLike, t2: ImageLike, flair: ImageLike,
     patch = meta.get("patch_size", (128, 128, 128))
     tensor = torch.from_numpy(np.ascontiguousarray(x)).to(dev)
     with _progress(progress) as on_tile:
-        logits = sliding_window_logits(net, tensor, patch, step=step, mirror_axes=(0, 1, 2) if use_tta else None,
-                                       on_tile=on_tile)
+        logits = sliding_window_logits(
+            net, tensor, patch, step=step, mirror_axes=(0, 1, 2) if use_tta else None, on_tile=on_tile
+        )
     out = np.zeros(data.shape[1:], dtype=np.uint8)
     out[box] = _logits_to_labels(logits, meta, labels).transpose(np.argsort(perm))
     return out, aff
@@ -212,8 +237,11 @@ def _network_axes(meta: dict[str, Any], affine: np.ndarray) -> list[int]:
     if want is not None:
         have = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)[perm]
         if np.any(np.abs(have / np.asarray(want, float) - 1) > 0.1):
-            warnings.warn(f"input voxel size {np.round(have, 3).tolist()} mm (network axis order) differs from the "
-                          f"training spacing {want} mm by more than 10 %; segment does not resample", stacklevel=3)
+            warnings.warn(
+                f"input voxel size {np.round(have, 3).tolist()} mm (network axis order) differs from the "
+                f"training spacing {want} mm by more than 10 %; segment does not resample",
+                stacklevel=3,
+            )
     return perm
 
 

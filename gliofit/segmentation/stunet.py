@@ -128,7 +128,7 @@ class BasicResBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.act1(self.norm1(self.conv1(x)))
         y = self.norm2(self.conv2(y))
-        y += self.conv3(x) if self.conv3 is not None else x   # in place, as the official block
+        y += self.conv3(x) if self.conv3 is not None else x  # in place, as the official block
         return self.act2(y)
 
 
@@ -171,9 +171,16 @@ class STUNet(nn.Module):
     strides per axis; output (B, num_classes, X, Y, Z) logits.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, channels: Sequence[int], blocks: int | Sequence[int],
-                 strides: Sequence | None = None, kernel_sizes: Sequence | None = None,
-                 deep_supervision: bool = False):
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        channels: Sequence[int],
+        blocks: int | Sequence[int],
+        strides: Sequence | None = None,
+        kernel_sizes: Sequence | None = None,
+        deep_supervision: bool = False,
+    ):
         super().__init__()
         if int(in_channels) < 1 or int(num_classes) < 1:
             raise InputError(f"in_channels and num_classes must be >= 1, got {in_channels}, {num_classes}")
@@ -188,19 +195,28 @@ class STUNet(nn.Module):
         stage_strides = [(1, 1, 1)] + self.strides
         cins = [self.in_channels] + dims[:-1]
         self.conv_blocks_context = nn.ModuleList(
-            _stage(cins[d], dims[d], depth[d], self.kernel_sizes[d], stage_strides[d]) for d in range(N_STAGES))
+            _stage(cins[d], dims[d], depth[d], self.kernel_sizes[d], stage_strides[d]) for d in range(N_STAGES)
+        )
         self.upsample_layers = nn.ModuleList(
-            UpsampleNearest(dims[-1 - u], dims[-2 - u], self.strides[-1 - u]) for u in range(N_POOL))
+            UpsampleNearest(dims[-1 - u], dims[-2 - u], self.strides[-1 - u]) for u in range(N_POOL)
+        )
         self.conv_blocks_localization = nn.ModuleList(
             _stage(2 * dims[-2 - u], dims[-2 - u], depth[-2 - u], self.kernel_sizes[-2 - u], (1, 1, 1))
-            for u in range(N_POOL))
+            for u in range(N_POOL)
+        )
         self.seg_outputs = nn.ModuleList(nn.Conv3d(dims[-2 - u], self.num_classes, 1) for u in range(N_POOL))
         self.apply(_init_he)
 
     @classmethod
-    def from_variant(cls, variant: str | STUNetVariant, in_channels: int, num_classes: int,
-                     strides: Sequence | None = None, kernel_sizes: Sequence | None = None,
-                     deep_supervision: bool = False) -> STUNet:
+    def from_variant(
+        cls,
+        variant: str | STUNetVariant,
+        in_channels: int,
+        num_classes: int,
+        strides: Sequence | None = None,
+        kernel_sizes: Sequence | None = None,
+        deep_supervision: bool = False,
+    ) -> STUNet:
         """Build one of :data:`VARIANTS` (``"small"``, ``"base"``, ``"large"``, ``"huge"``)."""
         v = variant if isinstance(variant, STUNetVariant) else VARIANTS.get(str(variant))
         if v is None:
@@ -208,8 +224,14 @@ class STUNet(nn.Module):
         return cls(in_channels, num_classes, v.channels, v.blocks, strides, kernel_sizes, deep_supervision)
 
     @classmethod
-    def from_plan(cls, variant: str | STUNetVariant, configuration: object, in_channels: int, num_classes: int,
-                  deep_supervision: bool = False) -> STUNet:
+    def from_plan(
+        cls,
+        variant: str | STUNetVariant,
+        configuration: object,
+        in_channels: int,
+        num_classes: int,
+        deep_supervision: bool = False,
+    ) -> STUNet:
         """Build from an nnU-Net v2 configuration (a ``ConfigurationManager`` or its plan dict).
 
         Uses the plan's pooling strides (``pool_op_kernel_sizes``, or ``strides``

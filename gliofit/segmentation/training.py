@@ -29,9 +29,15 @@ import torch
 
 from gliofit.common.errors import InputError, check_file
 from gliofit.segmentation.brats_convert import MODALITIES, convert_brats, find_cases
-from gliofit.segmentation.nnunet_adapter import (CONFIGURATION, TrainerSettings, adapt_configuration,
-                                                 make_trainer_class, nnunet_environment, plan_dataset,
-                                                 preprocess_dataset)
+from gliofit.segmentation.nnunet_adapter import (
+    CONFIGURATION,
+    TrainerSettings,
+    adapt_configuration,
+    make_trainer_class,
+    nnunet_environment,
+    plan_dataset,
+    preprocess_dataset,
+)
 
 __all__ = ["train", "check_training_inputs", "resolve_training_device"]
 
@@ -60,6 +66,7 @@ def check_training_inputs(dataset_dir: str | Path, variant: str, pretrained: str
         find_cases(d)
     if pretrained is not None:
         from gliofit.segmentation.checkpoints import read_checkpoint
+
         read_checkpoint(check_file(pretrained, "checkpoint"))
 
 
@@ -79,8 +86,7 @@ def _raw_dataset(dataset_dir: Path, raw_root: Path) -> tuple[int, Path]:
     return DEFAULT_DATASET_ID, convert_brats(dataset_dir, raw_root, dataset_id=DEFAULT_DATASET_ID)
 
 
-def _export(trainer, out: Path, settings: TrainerSettings, plans: dict, dataset_json: dict,
-            summary: dict) -> Path:
+def _export(trainer, out: Path, settings: TrainerSettings, plans: dict, dataset_json: dict, summary: dict) -> Path:
     """Write the trained network as our checkpoint (v2 layout + plan metadata)."""
     from gliofit.segmentation.checkpoints import save_checkpoint
 
@@ -89,8 +95,10 @@ def _export(trainer, out: Path, settings: TrainerSettings, plans: dict, dataset_
     net.deep_supervision = False
     regions = ("whole_tumor", "core", "enhancing")
     if "regions_class_order" not in dataset_json:
-        raise InputError("dataset.json has no regions_class_order: gliofit trains BraTS region models only "
-                         "(whole_tumor, tumor_core, enhancing_tumor); convert BraTS folders with gliofit")
+        raise InputError(
+            "dataset.json has no regions_class_order: gliofit trains BraTS region models only "
+            "(whole_tumor, tumor_core, enhancing_tumor); convert BraTS folders with gliofit"
+        )
     extra = summary | {
         "spacing_mm": [float(s) for s in cfg["spacing"]],
         "transpose_forward": list(plans.get("transpose_forward", [0, 1, 2])),
@@ -98,16 +106,38 @@ def _export(trainer, out: Path, settings: TrainerSettings, plans: dict, dataset_
         "use_mask_for_norm": [bool(v) for v in cfg["use_mask_for_norm"]],
         "nnunet": {"configuration": CONFIGURATION, "plans": plans, "dataset_json": dataset_json},
     }
-    return save_checkpoint(net, out, variant=settings.variant, patch_size=cfg["patch_size"], output="regions",
-                           regions=regions, label_convention="brats2023", modalities=MODALITIES, extra=extra)
+    return save_checkpoint(
+        net,
+        out,
+        variant=settings.variant,
+        patch_size=cfg["patch_size"],
+        output="regions",
+        regions=regions,
+        label_convention="brats2023",
+        modalities=MODALITIES,
+        extra=extra,
+    )
 
 
-def train(dataset_dir: str | Path, variant: str = "small", *, out: str | Path, pretrained: str | Path | None = None,
-          epochs: int = 1000, iterations_per_epoch: int = 250, val_iterations_per_epoch: int = 50,
-          initial_lr: float = 1e-2, device: str = "cpu", fold: int | str | None = None,
-          patch_size: Sequence[int] | None = None, batch_size: int | None = None, num_threads: int | None = None,
-          seed: int = 0, work_dir: str | Path | None = None,
-          on_epoch: Callable[[int, int, float], None] | None = None) -> dict:
+def train(
+    dataset_dir: str | Path,
+    variant: str = "small",
+    *,
+    out: str | Path,
+    pretrained: str | Path | None = None,
+    epochs: int = 1000,
+    iterations_per_epoch: int = 250,
+    val_iterations_per_epoch: int = 50,
+    initial_lr: float = 1e-2,
+    device: str = "cpu",
+    fold: int | str | None = None,
+    patch_size: Sequence[int] | None = None,
+    batch_size: int | None = None,
+    num_threads: int | None = None,
+    seed: int = 0,
+    work_dir: str | Path | None = None,
+    on_epoch: Callable[[int, int, float], None] | None = None,
+) -> dict:
     """Train STU-Net ``variant`` on a BraTS folder or nnU-Net raw dataset; write the model to ``out``.
 
     Parameters
@@ -137,8 +167,14 @@ def train(dataset_dir: str | Path, variant: str = "small", *, out: str | Path, p
     if out.is_dir():
         raise InputError(f"{out}: output path is a directory")
     check_training_inputs(dataset_dir, variant, pretrained)  # fail fast, before minutes of preprocessing
-    settings = TrainerSettings(variant, int(epochs), int(iterations_per_epoch), int(val_iterations_per_epoch),
-                               float(initial_lr), None if pretrained is None else str(pretrained))
+    settings = TrainerSettings(
+        variant,
+        int(epochs),
+        int(iterations_per_epoch),
+        int(val_iterations_per_epoch),
+        float(initial_lr),
+        None if pretrained is None else str(pretrained),
+    )
     dev = resolve_training_device(device)
     own_work = work_dir is None
     work = Path(tempfile.mkdtemp(prefix="gliofit-train-")) if own_work else Path(work_dir)
@@ -153,8 +189,18 @@ def train(dataset_dir: str | Path, variant: str = "small", *, out: str | Path, p
             shutil.rmtree(work, ignore_errors=True)
 
 
-def _run(dataset_dir: Path, out: Path, settings: TrainerSettings, dev: torch.device, fold, patch_size,
-         batch_size, seed: int, work: Path, on_epoch) -> dict:
+def _run(
+    dataset_dir: Path,
+    out: Path,
+    settings: TrainerSettings,
+    dev: torch.device,
+    fold,
+    patch_size,
+    batch_size,
+    seed: int,
+    work: Path,
+    on_epoch,
+) -> dict:
     with nnunet_environment(work) as paths:
         dataset_id, raw = _raw_dataset(dataset_dir, paths["nnUNet_raw"])
         dataset_json = json.loads((raw / "dataset.json").read_text())
@@ -169,17 +215,26 @@ def _run(dataset_dir: Path, out: Path, settings: TrainerSettings, dev: torch.dev
             preprocess_dataset(dataset_id, plans)
             torch.manual_seed(seed)
             np.random.seed(seed)
-            trainer = make_trainer_class(settings)(dict(plans, continue_training=False), CONFIGURATION, fold,
-                                                   dataset_json, dev)
+            trainer = make_trainer_class(settings)(
+                dict(plans, continue_training=False), CONFIGURATION, fold, dataset_json, dev
+            )
             trainer.on_epoch = on_epoch
             trainer.run_training()
         losses = [float(v) for v in trainer.logger.get_value("train_losses", step=None)]
         dice = trainer.logger.get_value("mean_fg_dice", step=None)
-        summary = {"dataset": raw.name, "cases": n_cases, "fold": fold, "epochs": settings.epochs,
-                   "iterations_per_epoch": settings.iterations_per_epoch, "initial_lr": settings.initial_lr,
-                   "pretrained": settings.pretrained, "train_losses": losses,
-                   "val_pseudo_dice": [float(v) for v in dice], "device": str(dev),
-                   "patch_size": list(plans["configurations"][CONFIGURATION]["patch_size"]),
-                   "batch_size": int(plans["configurations"][CONFIGURATION]["batch_size"])}
+        summary = {
+            "dataset": raw.name,
+            "cases": n_cases,
+            "fold": fold,
+            "epochs": settings.epochs,
+            "iterations_per_epoch": settings.iterations_per_epoch,
+            "initial_lr": settings.initial_lr,
+            "pretrained": settings.pretrained,
+            "train_losses": losses,
+            "val_pseudo_dice": [float(v) for v in dice],
+            "device": str(dev),
+            "patch_size": list(plans["configurations"][CONFIGURATION]["patch_size"]),
+            "batch_size": int(plans["configurations"][CONFIGURATION]["batch_size"]),
+        }
         _export(trainer, out, settings, plans, dataset_json, summary)
     return summary | {"output": str(out)}

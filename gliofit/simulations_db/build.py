@@ -49,9 +49,15 @@ def _check_same(m: Manifest, db_dir: Path, resolution_mm, seed, atlas, rule) -> 
         raise InputError(f"{p}: database was built with another snapshot rule ({m.snapshots})")
 
 
-def create_database(db_dir: str | Path, *, resolution_mm: float = DEFAULT_RESOLUTION_MM, seed: int = 0,
-                    atlas: str = "icbm152", snapshots: SnapshotRule | None = None,
-                    database_url: str | None = None) -> Manifest:
+def create_database(
+    db_dir: str | Path,
+    *,
+    resolution_mm: float = DEFAULT_RESOLUTION_MM,
+    seed: int = 0,
+    atlas: str = "icbm152",
+    snapshots: SnapshotRule | None = None,
+    database_url: str | None = None,
+) -> Manifest:
     """Make ``db_dir`` a new, empty database; the manifest is written last (it marks a database)."""
     from gliofit.growth.atlas import load_atlas, resample_atlas
     from gliofit.simulations_db.features import FeatureSpec
@@ -60,8 +66,12 @@ def create_database(db_dir: str | Path, *, resolution_mm: float = DEFAULT_RESOLU
     if db_dir.exists() and not db_dir.is_dir():
         raise InputError(f"{db_dir}: exists and is not a directory")
     if db_dir.is_dir():
-        extra = sorted(p.name for p in db_dir.iterdir()
-                       if p.name not in _CREATION_LEFTOVERS and not p.name.startswith(("gliofit-db.json", ".gliofit-db.json.", ".grid.npz.")))
+        extra = sorted(
+            p.name
+            for p in db_dir.iterdir()
+            if p.name not in _CREATION_LEFTOVERS
+            and not p.name.startswith(("gliofit-db.json", ".gliofit-db.json.", ".grid.npz."))
+        )
         if extra:
             raise InputError(f"{db_dir}: not a gliofit database (no gliofit-db.json) and not empty ({extra[0]} ...)")
     check_positive(resolution_mm, "resolution (mm)")
@@ -69,11 +79,17 @@ def create_database(db_dir: str | Path, *, resolution_mm: float = DEFAULT_RESOLU
     for sub in ("arrays", "index"):
         (db_dir / sub).mkdir(parents=True, exist_ok=True)
     save_grid(db_dir, grid)
-    m = Manifest(atlas=grid.name, atlas_spec=str(atlas), atlas_checksum=grid.checksum(),
-                 resolution_mm=float(resolution_mm), grid_shape=grid.shape,
-                 design=Design(seed=int(seed)).to_dict(), snapshots=(snapshots or SnapshotRule()).to_dict(),
-                 features=FeatureSpec.for_grid(grid.shape, float(resolution_mm)).to_dict(),
-                 database_url=database_url)
+    m = Manifest(
+        atlas=grid.name,
+        atlas_spec=str(atlas),
+        atlas_checksum=grid.checksum(),
+        resolution_mm=float(resolution_mm),
+        grid_shape=grid.shape,
+        design=Design(seed=int(seed)).to_dict(),
+        snapshots=(snapshots or SnapshotRule()).to_dict(),
+        features=FeatureSpec.for_grid(grid.shape, float(resolution_mm)).to_dict(),
+        database_url=database_url,
+    )
     engine = make_engine(database_url_for(db_dir, m, database_url))
     migrate(engine)
     _ensure_atlas_row(engine, grid, m)
@@ -87,12 +103,18 @@ def _ensure_atlas_row(engine, grid, m: Manifest) -> None:
     from sqlalchemy import select, text
 
     with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":   # concurrent creators: one inserts, the other sees it
+        if engine.dialect.name == "postgresql":  # concurrent creators: one inserts, the other sees it
             conn.execute(text("SELECT pg_advisory_xact_lock(74012)"))
         if conn.execute(select(atlas_t.c.id).where(atlas_t.c.checksum == m.atlas_checksum)).first() is None:
-            conn.execute(atlas_t.insert().values(name=grid.name, shape=json.dumps(list(grid.shape)),
-                                                 affine=json.dumps(np.asarray(grid.affine).tolist()),
-                                                 resolution_mm=m.resolution_mm, checksum=m.atlas_checksum))
+            conn.execute(
+                atlas_t.insert().values(
+                    name=grid.name,
+                    shape=json.dumps(list(grid.shape)),
+                    affine=json.dumps(np.asarray(grid.affine).tolist()),
+                    resolution_mm=m.resolution_mm,
+                    checksum=m.atlas_checksum,
+                )
+            )
 
 
 def _check_device(device: str) -> str:
@@ -124,16 +146,25 @@ def _rows_for(m: Manifest, grid):
 
     def rows(indices: np.ndarray) -> list[dict]:
         p = design.parameters(grid, indices)
-        return [{"id": int(i), "D_mm2_per_day": float(p["D_mm2_per_day"][n]), "rho_per_day": float(p["rho_per_day"][n]),
-                 "diffusivity_ratio": design.diffusivity_ratio, "origin_x_mm": float(p["origin_mm"][n, 0]),
-                 "origin_y_mm": float(p["origin_mm"][n, 1]), "origin_z_mm": float(p["origin_mm"][n, 2]),
-                 "seed": design.seed, "status": "pending"} for n, i in enumerate(indices)]
+        return [
+            {
+                "id": int(i),
+                "D_mm2_per_day": float(p["D_mm2_per_day"][n]),
+                "rho_per_day": float(p["rho_per_day"][n]),
+                "diffusivity_ratio": design.diffusivity_ratio,
+                "origin_x_mm": float(p["origin_mm"][n, 0]),
+                "origin_y_mm": float(p["origin_mm"][n, 1]),
+                "origin_z_mm": float(p["origin_mm"][n, 2]),
+                "seed": design.seed,
+                "status": "pending",
+            }
+            for n, i in enumerate(indices)
+        ]
 
     return rows
 
 
-def _drive(engine, executor: Executor, task_base: dict, run_id: int, n: int, batch_size: int,
-           bar, bar_task) -> dict:
+def _drive(engine, executor: Executor, task_base: dict, run_id: int, n: int, batch_size: int, bar, bar_task) -> dict:
     """Claim, submit and collect until no work is left for this run; returns the counts."""
     counts = {"done": 0, "failed": 0, "entries": 0, "lost": 0, "tasks": 0}
     in_flight: dict = {}
@@ -162,19 +193,35 @@ def _drive(engine, executor: Executor, task_base: dict, run_id: int, n: int, bat
 def _open(db_dir: Path, resolution_mm, seed, atlas, snapshots, database_url) -> Manifest:
     """The manifest of ``db_dir``, creating the database first when it has none."""
     if not manifest_path(db_dir).is_file():
-        create_database(db_dir, resolution_mm=DEFAULT_RESOLUTION_MM if resolution_mm is None else resolution_mm,
-                        seed=0 if seed is None else seed, atlas=atlas or "icbm152", snapshots=snapshots,
-                        database_url=database_url)
-    m = read_manifest(db_dir)      # also when another builder created it meanwhile
+        create_database(
+            db_dir,
+            resolution_mm=DEFAULT_RESOLUTION_MM if resolution_mm is None else resolution_mm,
+            seed=0 if seed is None else seed,
+            atlas=atlas or "icbm152",
+            snapshots=snapshots,
+            database_url=database_url,
+        )
+    m = read_manifest(db_dir)  # also when another builder created it meanwhile
     _check_same(m, db_dir, resolution_mm, seed, atlas, snapshots)
     return m
 
 
-def build_database(db_dir: str | Path, n_simulations: int, resolution_mm: float | None = None,
-                   seed: int | None = None, atlas: str | None = None, workers: int | None = None,
-                   scheduler: str | None = None, database_url: str | None = None, batch_size: int | None = None,
-                   progress: bool = True, snapshots: SnapshotRule | None = None,
-                   index_kind: str | None = "auto", device: str = "cpu", solver: dict | None = None) -> dict:
+def build_database(
+    db_dir: str | Path,
+    n_simulations: int,
+    resolution_mm: float | None = None,
+    seed: int | None = None,
+    atlas: str | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    database_url: str | None = None,
+    batch_size: int | None = None,
+    progress: bool = True,
+    snapshots: SnapshotRule | None = None,
+    index_kind: str | None = "auto",
+    device: str = "cpu",
+    solver: dict | None = None,
+) -> dict:
     """Build, extend or resume ``db_dir`` to hold simulations ``0 .. n_simulations-1``.
 
     Parameters
@@ -208,7 +255,7 @@ def build_database(db_dir: str | Path, n_simulations: int, resolution_mm: float 
     device = _check_device(device)
     db_dir = Path(db_dir)
     if database_url:
-        make_engine(database_url).dispose()          # a URL that does not answer fails before anything is written
+        make_engine(database_url).dispose()  # a URL that does not answer fails before anything is written
     m = _open(db_dir, resolution_mm, seed, atlas, snapshots, database_url)
     url = database_url_for(db_dir, m, database_url)
     engine = make_engine(url)
@@ -230,11 +277,16 @@ def build_database(db_dir: str | Path, n_simulations: int, resolution_mm: float 
             group = cuda_batch_size(grid, m.snapshot_rule.count) if device == "cuda" else None
             per_task = group or CPU_BATCH
             bsize = int(batch_size) if batch_size else max(1, min(per_task, math.ceil(pending / (2 * slots))))
-            task_base = {"db_dir": str(db_dir.resolve()), "database_url": url, "device": device,
-                         "threads": executor.threads, "group_size": group, "solver": dict(solver or {})}
+            task_base = {
+                "db_dir": str(db_dir.resolve()),
+                "database_url": url,
+                "device": device,
+                "threads": executor.threads,
+                "group_size": group,
+                "solver": dict(solver or {}),
+            }
             with progress_bar(disable=not progress) as bar:
-                t = bar.add_task("simulations", total=n,
-                                 completed=before.get("done", 0) + before.get("failed", 0))
+                t = bar.add_task("simulations", total=n, completed=before.get("done", 0) + before.get("failed", 0))
                 counts = _drive(engine, executor, task_base, run_id, n, bsize, bar, t)
         status = "finished"
     finally:
@@ -247,5 +299,10 @@ def build_database(db_dir: str | Path, n_simulations: int, resolution_mm: float 
 
         if counts["entries"] or not index_is_current(db_dir, database_url):
             index = rebuild_index(db_dir, index_kind, database_url=database_url)
-    return {"run_id": run_id, "simulations": after.get("done", 0) + after.get("failed", 0),
-            "status": after, "new": counts, "index": index}
+    return {
+        "run_id": run_id,
+        "simulations": after.get("done", 0) + after.get("failed", 0),
+        "status": after,
+        "new": counts,
+        "index": index,
+    }

@@ -25,8 +25,17 @@ from sqlalchemy import Engine, func, insert, select, update
 
 from gliofit.simulations_db.schema import build_runs_t, entries_t, simulations_t
 
-__all__ = ["LEASE_S", "register_run", "finish_run", "Heartbeat", "ensure_simulations", "release_dead_claims",
-           "claim_batch", "collect_garbage", "status_counts"]
+__all__ = [
+    "LEASE_S",
+    "register_run",
+    "finish_run",
+    "Heartbeat",
+    "ensure_simulations",
+    "release_dead_claims",
+    "claim_batch",
+    "collect_garbage",
+    "status_counts",
+]
 
 LEASE_S = 120.0
 """A run whose heartbeat is older than this (seconds) is presumed dead."""
@@ -37,16 +46,28 @@ def register_run(engine: Engine, n_target: int, executor: str) -> int:
     """Insert this process's build run; returns its id."""
     now = time.time()
     with engine.begin() as conn:
-        res = conn.execute(insert(build_runs_t).values(
-            host=socket.gethostname(), pid=os.getpid(), started_at=now, heartbeat_at=now, n_target=int(n_target),
-            executor=executor[:255], status="running", simulations_done=0))
+        res = conn.execute(
+            insert(build_runs_t).values(
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                started_at=now,
+                heartbeat_at=now,
+                n_target=int(n_target),
+                executor=executor[:255],
+                status="running",
+                simulations_done=0,
+            )
+        )
         return int(res.inserted_primary_key[0])
 
 
 def finish_run(engine: Engine, run_id: int, status: str, done: int) -> None:
     with engine.begin() as conn:
-        conn.execute(update(build_runs_t).where(build_runs_t.c.id == run_id).values(
-            status=status, finished_at=time.time(), heartbeat_at=time.time(), simulations_done=int(done)))
+        conn.execute(
+            update(build_runs_t)
+            .where(build_runs_t.c.id == run_id)
+            .values(status=status, finished_at=time.time(), heartbeat_at=time.time(), simulations_done=int(done))
+        )
 
 
 class Heartbeat:
@@ -61,8 +82,9 @@ class Heartbeat:
         while not self._stop.wait(self.every_s):
             try:
                 with self.engine.begin() as conn:
-                    conn.execute(update(build_runs_t).where(build_runs_t.c.id == self.run_id)
-                                 .values(heartbeat_at=time.time()))
+                    conn.execute(
+                        update(build_runs_t).where(build_runs_t.c.id == self.run_id).values(heartbeat_at=time.time())
+                    )
             except Exception:  # noqa: BLE001 - a missed beat is retried; the lease is generous
                 pass
 
@@ -82,12 +104,13 @@ def ensure_simulations(engine: Engine, rows_for, n: int, chunk: int = 2000) -> i
     are ``ON CONFLICT DO NOTHING`` so concurrent builders may both try.
     """
     with engine.connect() as conn:
-        have = np.array(conn.execute(select(simulations_t.c.id).where(simulations_t.c.id < n)).scalars().all(),
-                        dtype=np.int64)
+        have = np.array(
+            conn.execute(select(simulations_t.c.id).where(simulations_t.c.id < n)).scalars().all(), dtype=np.int64
+        )
     missing = np.setdiff1d(np.arange(n, dtype=np.int64), have)
     inserted = 0
     for start in range(0, len(missing), chunk):
-        rows = rows_for(missing[start:start + chunk])
+        rows = rows_for(missing[start : start + chunk])
         with engine.begin() as conn:
             stmt = _insert_ignore(engine).values(rows)
             inserted += conn.execute(stmt).rowcount or 0
@@ -97,9 +120,11 @@ def ensure_simulations(engine: Engine, rows_for, n: int, chunk: int = 2000) -> i
 def _insert_ignore(engine: Engine):
     if engine.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
+
         return pg_insert(simulations_t).on_conflict_do_nothing(index_elements=["id"])
     if engine.dialect.name == "sqlite":
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
         return sqlite_insert(simulations_t).on_conflict_do_nothing(index_elements=["id"])
     return insert(simulations_t).prefix_with("IGNORE")
 
@@ -113,7 +138,7 @@ def _pid_alive(pid: int) -> bool:
         return True
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"   # a zombie is dead
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead
     except OSError:
         return True
 
@@ -122,22 +147,30 @@ def release_dead_claims(engine: Engine) -> int:
     """Mark dead runs, return their claimed simulations to ``pending``; returns how many were released."""
     now, host = time.time(), socket.gethostname()
     with engine.begin() as conn:
-        running = conn.execute(select(build_runs_t.c.id, build_runs_t.c.host, build_runs_t.c.pid,
-                                      build_runs_t.c.heartbeat_at).where(build_runs_t.c.status == "running")).all()
-        dead = [r.id for r in running
-                if r.heartbeat_at < now - LEASE_S or (r.host == host and r.pid != os.getpid() and not _pid_alive(r.pid))]
+        running = conn.execute(
+            select(build_runs_t.c.id, build_runs_t.c.host, build_runs_t.c.pid, build_runs_t.c.heartbeat_at).where(
+                build_runs_t.c.status == "running"
+            )
+        ).all()
+        dead = [
+            r.id
+            for r in running
+            if r.heartbeat_at < now - LEASE_S or (r.host == host and r.pid != os.getpid() and not _pid_alive(r.pid))
+        ]
         if dead:
-            conn.execute(update(build_runs_t).where(build_runs_t.c.id.in_(dead))
-                         .values(status="dead", finished_at=now))
+            conn.execute(update(build_runs_t).where(build_runs_t.c.id.in_(dead)).values(status="dead", finished_at=now))
         not_running = select(build_runs_t.c.id).where(build_runs_t.c.status != "running")
-        res = conn.execute(update(simulations_t)
-                           .where(simulations_t.c.status == "claimed", simulations_t.c.claimed_by.in_(not_running))
-                           .values(status="pending", claimed_by=None, claim_token=None, claimed_at=None))
+        res = conn.execute(
+            update(simulations_t)
+            .where(simulations_t.c.status == "claimed", simulations_t.c.claimed_by.in_(not_running))
+            .values(status="pending", claimed_by=None, claim_token=None, claimed_at=None)
+        )
         return int(res.rowcount or 0)
 
 
-def claim_batch(engine: Engine, run_id: int, n_target: int, batch_size: int,
-                attempts: int = 20) -> tuple[str, list] | None:
+def claim_batch(
+    engine: Engine, run_id: int, n_target: int, batch_size: int, attempts: int = 20
+) -> tuple[str, list] | None:
     """Claim up to ``batch_size`` pending simulations with id < n_target; (token, rows) or None.
 
     One transaction: ``SELECT id ... FOR UPDATE SKIP LOCKED`` (PostgreSQL; plain on SQLite), then
@@ -146,20 +179,30 @@ def claim_batch(engine: Engine, run_id: int, n_target: int, batch_size: int,
     run the sub-select more than once.) If a concurrent claimer won every selected row, try again.
     """
     token = uuid.uuid4().hex
-    pick = (select(simulations_t.c.id)
-            .where(simulations_t.c.status == "pending", simulations_t.c.id < n_target)
-            .order_by(simulations_t.c.id).limit(batch_size)
-            .with_for_update(skip_locked=True))
+    pick = (
+        select(simulations_t.c.id)
+        .where(simulations_t.c.status == "pending", simulations_t.c.id < n_target)
+        .order_by(simulations_t.c.id)
+        .limit(batch_size)
+        .with_for_update(skip_locked=True)
+    )
     for _ in range(attempts):
         with engine.begin() as conn:
             ids = conn.execute(pick).scalars().all()
             if not ids:
                 return None
-            conn.execute(update(simulations_t)
-                         .where(simulations_t.c.id.in_(ids), simulations_t.c.status == "pending")
-                         .values(status="claimed", claimed_by=run_id, claim_token=token, claimed_at=time.time()))
-            rows = conn.execute(select(simulations_t).where(simulations_t.c.claim_token == token)
-                                .order_by(simulations_t.c.id)).mappings().all()
+            conn.execute(
+                update(simulations_t)
+                .where(simulations_t.c.id.in_(ids), simulations_t.c.status == "pending")
+                .values(status="claimed", claimed_by=run_id, claim_token=token, claimed_at=time.time())
+            )
+            rows = (
+                conn.execute(
+                    select(simulations_t).where(simulations_t.c.claim_token == token).order_by(simulations_t.c.id)
+                )
+                .mappings()
+                .all()
+            )
         if rows:
             return token, [dict(r) for r in rows]
     return None
@@ -173,8 +216,9 @@ def collect_garbage(engine: Engine, arrays_dir) -> list[str]:
     """
     names = sorted(p.name for p in arrays_dir.iterdir() if p.is_file())
     with engine.connect() as conn:
-        live = set(conn.execute(select(simulations_t.c.claim_token)
-                                .where(simulations_t.c.status == "claimed")).scalars().all())
+        live = set(
+            conn.execute(select(simulations_t.c.claim_token).where(simulations_t.c.status == "claimed")).scalars().all()
+        )
     with engine.connect() as conn:
         referenced = set(conn.execute(select(entries_t.c.shard).distinct()).scalars().all())
     removed = []

@@ -34,8 +34,21 @@ from gliofit.simulations_db.store import (
 
 __all__ = ["Database", "migrate_database", "open_database"]
 
-_ENTRY_COLUMNS = ("id", "simulation_id", "snapshot", "T_days", "mu_D_mm", "mu_rho", "wt_voxels", "core_voxels",
-                  "wt_cm3", "core_cm3", "offset", "length", "crc32")
+_ENTRY_COLUMNS = (
+    "id",
+    "simulation_id",
+    "snapshot",
+    "T_days",
+    "mu_D_mm",
+    "mu_rho",
+    "wt_voxels",
+    "core_voxels",
+    "wt_cm3",
+    "core_cm3",
+    "offset",
+    "length",
+    "crc32",
+)
 _SIM_COLUMNS = ("D_mm2_per_day", "rho_per_day", "diffusivity_ratio", "origin_x_mm", "origin_y_mm", "origin_z_mm")
 
 
@@ -83,7 +96,11 @@ class Database:
 
     def _load_entries(self) -> dict[str, np.ndarray]:
         e, s = entries_t.c, simulations_t.c
-        cols = [e[c] for c in _ENTRY_COLUMNS] + [e.shard, e.x0, e.y0, e.z0, e.x1, e.y1, e.z1] + [s[c] for c in _SIM_COLUMNS]
+        cols = (
+            [e[c] for c in _ENTRY_COLUMNS]
+            + [e.shard, e.x0, e.y0, e.z0, e.x1, e.y1, e.z1]
+            + [s[c] for c in _SIM_COLUMNS]
+        )
         q = select(*cols).join(simulations_t, simulations_t.c.id == e.simulation_id).order_by(e.id)
         with self.engine.connect() as conn:
             rows = conn.execute(q).all()
@@ -93,10 +110,16 @@ class Database:
         out = {k: np.asarray(raw[k], dtype=np.int64 if k in ints else np.float64) for k in _ENTRY_COLUMNS}
         for k in _SIM_COLUMNS:
             out[k] = np.asarray(raw[k], dtype=np.float64)
-        out["bbox"] = np.stack([np.asarray(raw[k], dtype=np.int64) for k in ("x0", "y0", "z0", "x1", "y1", "z1")],
-                               axis=1) if rows else np.zeros((0, 6), dtype=np.int64)
-        shards, codes = (np.unique(np.asarray(raw["shard"], dtype=object).astype(str), return_inverse=True)
-                         if rows else (np.array([], dtype=str), np.zeros(0, dtype=np.int64)))
+        out["bbox"] = (
+            np.stack([np.asarray(raw[k], dtype=np.int64) for k in ("x0", "y0", "z0", "x1", "y1", "z1")], axis=1)
+            if rows
+            else np.zeros((0, 6), dtype=np.int64)
+        )
+        shards, codes = (
+            np.unique(np.asarray(raw["shard"], dtype=object).astype(str), return_inverse=True)
+            if rows
+            else (np.array([], dtype=str), np.zeros(0, dtype=np.int64))
+        )
         self._shards = [str(v) for v in shards]
         out["shard"] = codes.astype(np.int32)
         return out
@@ -106,7 +129,11 @@ class Database:
         ids = np.asarray(ids, dtype=np.int64).ravel()
         all_ids = self.entries["id"]
         pos = np.searchsorted(all_ids, ids)
-        bad = (pos >= len(all_ids)) | (all_ids[np.minimum(pos, max(len(all_ids) - 1, 0))] != ids) if len(all_ids) else ids == ids
+        bad = (
+            (pos >= len(all_ids)) | (all_ids[np.minimum(pos, max(len(all_ids) - 1, 0))] != ids)
+            if len(all_ids)
+            else ids == ids
+        )
         if np.any(bad):
             raise InputError(f"{self.path}: no entry with id {int(ids[np.argmax(bad)])}")
         return pos
@@ -132,8 +159,10 @@ class Database:
         except IndexError as exc:
             raise InputError(f"{self.path / 'arrays' / shard}: {exc} (shard truncated or replaced)") from None
         if zlib.crc32(payload) != int(e["crc32"][row]):
-            raise InputError(f"{self.path / 'arrays' / shard}: entry {int(e['id'][row])} does not match its "
-                             f"checksum in SQL (shard replaced or damaged)")
+            raise InputError(
+                f"{self.path / 'arrays' / shard}: entry {int(e['id'][row])} does not match its "
+                f"checksum in SQL (shard replaced or damaged)"
+            )
         return payload
 
     def read_visible(self, ids) -> list[tuple[tuple[int, ...], np.ndarray]]:
@@ -153,9 +182,9 @@ class Database:
 
     def density(self, entry_id: int) -> np.ndarray:
         """The full (X, Y, Z) float32 density of one entry on the database grid."""
-        (bbox, crop), = self.read_entries([entry_id])
+        ((bbox, crop),) = self.read_entries([entry_id])
         u = np.zeros(self.manifest.grid_shape, dtype=np.float32)
-        u[bbox[0]:bbox[3], bbox[1]:bbox[4], bbox[2]:bbox[5]] = crop.astype(np.float32) / QUANT_SCALE
+        u[bbox[0] : bbox[3], bbox[1] : bbox[4], bbox[2] : bbox[5]] = crop.astype(np.float32) / QUANT_SCALE
         return u
 
     def index_row(self) -> dict | None:
@@ -197,20 +226,37 @@ class Database:
         """The JSON summary of ``gliofit db info`` (INTERFACES.md)."""
         m = self.manifest
         with self.engine.connect() as conn:
-            status = dict(conn.execute(select(simulations_t.c.status, func.count()).group_by(simulations_t.c.status)).all())
+            status = dict(
+                conn.execute(select(simulations_t.c.status, func.count()).group_by(simulations_t.c.status)).all()
+            )
             n_entries = conn.execute(select(func.count()).select_from(entries_t)).scalar() or 0
             nbytes = conn.execute(select(func.sum(entries_t.c.length))).scalar() or 0
         row = self.index_row()
         return {
-            "format_version": m.format_version, "path": str(self.path), "atlas": m.atlas,
-            "atlas_checksum": m.atlas_checksum, "resolution_mm": m.resolution_mm, "grid_shape": list(m.grid_shape),
+            "format_version": m.format_version,
+            "path": str(self.path),
+            "atlas": m.atlas,
+            "atlas_checksum": m.atlas_checksum,
+            "resolution_mm": m.resolution_mm,
+            "grid_shape": list(m.grid_shape),
             "simulations": int(status.get("done", 0) + status.get("failed", 0)),
             "simulations_by_status": {k: int(v) for k, v in status.items()},
-            "entries": int(n_entries), "array_bytes": int(nbytes),
-            "thresholds": dict(m.thresholds), "design": m.design, "snapshots": m.snapshots,
+            "entries": int(n_entries),
+            "array_bytes": int(nbytes),
+            "thresholds": dict(m.thresholds),
+            "design": m.design,
+            "snapshots": m.snapshots,
             "quantisation": m.quantisation,
-            "index": ({"kind": row["kind"], "entries": int(row["entries"]), "version": int(row["version"]),
-                       "path": row["path"]} if row else {"kind": None, "entries": 0, "version": None}),
+            "index": (
+                {
+                    "kind": row["kind"],
+                    "entries": int(row["entries"]),
+                    "version": int(row["version"]),
+                    "path": row["path"],
+                }
+                if row
+                else {"kind": None, "entries": 0, "version": None}
+            ),
         }
 
     def close(self) -> None:

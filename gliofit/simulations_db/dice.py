@@ -75,23 +75,24 @@ def _check_query(query_wt: np.ndarray, query_core: np.ndarray) -> tuple[np.ndarr
     return wt, core
 
 
-def _box(offset: Sequence[int], shape: tuple[int, ...], grid: tuple[int, ...], i: int
-         ) -> tuple[slice, ...]:
+def _box(offset: Sequence[int], shape: tuple[int, ...], grid: tuple[int, ...], i: int) -> tuple[slice, ...]:
     if len(offset) != 3 or len(shape) != 3:
-        raise InputError(f"candidate {i}: offset must have 3 entries and crops 3 axes, "
-                         f"got offset {tuple(offset)} and crop shape {shape}")
+        raise InputError(
+            f"candidate {i}: offset must have 3 entries and crops 3 axes, "
+            f"got offset {tuple(offset)} and crop shape {shape}"
+        )
     box = []
     for o, s, g in zip(offset, shape, grid):
         o = int(o)
         if o < 0 or o + s > g:
-            raise InputError(f"candidate {i}: crop of shape {shape} at offset {tuple(offset)} "
-                             f"does not fit the query grid {grid}")
+            raise InputError(
+                f"candidate {i}: crop of shape {shape} at offset {tuple(offset)} does not fit the query grid {grid}"
+            )
         box.append(slice(o, o + s))
     return tuple(box)
 
 
-def dice_scores(query_wt: np.ndarray, query_core: np.ndarray,
-                candidates: Sequence[Candidate]) -> np.ndarray:
+def dice_scores(query_wt: np.ndarray, query_core: np.ndarray, candidates: Sequence[Candidate]) -> np.ndarray:
     """Exact Dice of a query against entries given as bounding-box crops.
 
     Parameters
@@ -109,8 +110,10 @@ def dice_scores(query_wt: np.ndarray, query_core: np.ndarray,
     out = np.empty((len(candidates), 2), dtype=np.float32)
     for i, (offset, wt_crop, core_crop) in enumerate(candidates):
         if wt_crop.dtype != bool or core_crop.dtype != bool or wt_crop.shape != core_crop.shape:
-            raise InputError(f"candidate {i}: crops must be boolean and of one shape, got "
-                             f"{wt_crop.shape} {wt_crop.dtype} and {core_crop.shape} {core_crop.dtype}")
+            raise InputError(
+                f"candidate {i}: crops must be boolean and of one shape, got "
+                f"{wt_crop.shape} {wt_crop.dtype} and {core_crop.shape} {core_crop.dtype}"
+            )
         box = _box(offset, wt_crop.shape, wt.shape, i)
         for col, q, crop, a in ((0, wt, wt_crop, a_wt), (1, core, core_crop, a_core)):
             b = int(np.count_nonzero(crop))

@@ -117,20 +117,33 @@ class FeatureSpec:
                 f"{', '.join(map(str, FEATURE_VERSIONS))}); upgrade gliofit"
             )
         if (self.version >= 2) != (self.fine_cell_voxels >= 1):
-            raise InputError(f"feature spec version {self.version} with fine_cell_voxels {self.fine_cell_voxels}: "
-                             "version 2 needs fine cells >= 1 voxel, version 1 none")
+            raise InputError(
+                f"feature spec version {self.version} with fine_cell_voxels {self.fine_cell_voxels}: "
+                "version 2 needs fine cells >= 1 voxel, version 1 none"
+            )
 
     @classmethod
-    def for_grid(cls, grid_shape: tuple[int, int, int], spacing_mm: float, *,
-                 cell_mm: float = DEFAULT_CELL_MM, fine_cell_mm: float = DEFAULT_FINE_CELL_MM,
-                 version: int = FEATURE_VERSION) -> FeatureSpec:
+    def for_grid(
+        cls,
+        grid_shape: tuple[int, int, int],
+        spacing_mm: float,
+        *,
+        cell_mm: float = DEFAULT_CELL_MM,
+        fine_cell_mm: float = DEFAULT_FINE_CELL_MM,
+        version: int = FEATURE_VERSION,
+    ) -> FeatureSpec:
         """The default spec of ``version`` for a grid: cells of about ``cell_mm`` (and ``fine_cell_mm``) mm."""
         if not (math.isfinite(float(spacing_mm)) and float(spacing_mm) > 0):
             raise InputError(f"spacing_mm must be a positive number, got {spacing_mm!r}")
         cell = max(1, int(round(float(cell_mm) / float(spacing_mm))))
         fine = max(1, int(round(float(fine_cell_mm) / float(spacing_mm)))) if version >= 2 else 0
-        return cls(tuple(grid_shape), float(spacing_mm), cell, fine_cell_voxels=fine,  # type: ignore[arg-type]
-                   version=version)
+        return cls(
+            tuple(grid_shape),
+            float(spacing_mm),
+            cell,
+            fine_cell_voxels=fine,  # type: ignore[arg-type]
+            version=version,
+        )
 
     @property
     def is_current(self) -> bool:
@@ -142,8 +155,17 @@ class FeatureSpec:
         if self.is_current:
             return self
         fine = max(1, int(round(DEFAULT_FINE_CELL_MM / self.spacing_mm)))
-        return FeatureSpec(self.grid_shape, self.spacing_mm, self.cell_voxels, self.core_weight,
-                           self.volume_weight, self.smooth, fine, DEFAULT_FINE_WEIGHT, FEATURE_VERSION)
+        return FeatureSpec(
+            self.grid_shape,
+            self.spacing_mm,
+            self.cell_voxels,
+            self.core_weight,
+            self.volume_weight,
+            self.smooth,
+            fine,
+            DEFAULT_FINE_WEIGHT,
+            FEATURE_VERSION,
+        )
 
     @property
     def coarse_shape(self) -> tuple[int, int, int]:
@@ -180,19 +202,26 @@ class FeatureSpec:
     def from_dict(cls, d: dict) -> FeatureSpec:
         """Rebuild a spec written by :meth:`to_dict`; raise :class:`InputError` if malformed."""
         try:
-            return cls(grid_shape=tuple(d["grid_shape"]), spacing_mm=float(d["spacing_mm"]),
-                       cell_voxels=int(d["cell_voxels"]), core_weight=float(d["core_weight"]),
-                       volume_weight=float(d["volume_weight"]), smooth=bool(d["smooth"]),
-                       fine_cell_voxels=int(d.get("fine_cell_voxels", 0)),
-                       fine_weight=float(d.get("fine_weight", DEFAULT_FINE_WEIGHT)), version=int(d["version"]))
+            return cls(
+                grid_shape=tuple(d["grid_shape"]),
+                spacing_mm=float(d["spacing_mm"]),
+                cell_voxels=int(d["cell_voxels"]),
+                core_weight=float(d["core_weight"]),
+                volume_weight=float(d["volume_weight"]),
+                smooth=bool(d["smooth"]),
+                fine_cell_voxels=int(d.get("fine_cell_voxels", 0)),
+                fine_weight=float(d.get("fine_weight", DEFAULT_FINE_WEIGHT)),
+                version=int(d["version"]),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, InputError):
                 raise
             raise InputError(f"malformed feature spec {d!r}: {exc}") from None
 
 
-def _pooled(crop: np.ndarray, offset: tuple[int, int, int], c: int, shape: tuple[int, int, int],
-            smooth: bool) -> np.ndarray:
+def _pooled(
+    crop: np.ndarray, offset: tuple[int, int, int], c: int, shape: tuple[int, int, int], smooth: bool
+) -> np.ndarray:
     """(prod(shape),) float64 voxel counts of ``crop`` per cell of ``c`` voxels a side, smoothed if ``smooth``.
 
     The crop is summed cell by cell with ``np.add.reduceat`` along each axis (cost
@@ -236,8 +265,7 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / norm if norm > 0 else v
 
 
-def _check_crop(spec: FeatureSpec, crop: np.ndarray, name: str,
-                offset: tuple[int, int, int]) -> np.ndarray:
+def _check_crop(spec: FeatureSpec, crop: np.ndarray, name: str, offset: tuple[int, int, int]) -> np.ndarray:
     crop = np.asarray(crop)
     if crop.ndim != 3:
         raise InputError(f"{name} must be a 3-D mask, got shape {crop.shape}")
@@ -245,13 +273,15 @@ def _check_crop(spec: FeatureSpec, crop: np.ndarray, name: str,
         raise InputError(f"{name} must be a boolean mask, got dtype {crop.dtype}")
     for o, s, g in zip(offset, crop.shape, spec.grid_shape):
         if o < 0 or o + s > g:
-            raise InputError(f"{name} of shape {crop.shape} at offset {offset} does not fit "
-                             f"the database grid {spec.grid_shape}")
+            raise InputError(
+                f"{name} of shape {crop.shape} at offset {offset} does not fit the database grid {spec.grid_shape}"
+            )
     return crop
 
 
-def entry_features(spec: FeatureSpec, whole_tumor_crop: np.ndarray, core_crop: np.ndarray,
-                   offset: tuple[int, int, int]) -> np.ndarray:
+def entry_features(
+    spec: FeatureSpec, whole_tumor_crop: np.ndarray, core_crop: np.ndarray, offset: tuple[int, int, int]
+) -> np.ndarray:
     """Feature vector of one entry stored as bounding-box crops.
 
     Parameters

@@ -41,8 +41,17 @@ import numpy as np
 from gliofit.common.errors import InputError
 from gliofit.common.io import atomic_write
 
-__all__ = ["INDEX_FORMAT_VERSION", "KINDS", "AUTO_FLAT_MAX", "PCA_DIM", "TRAIN_SAMPLE",
-           "PCA_SAMPLE", "FaissIndex", "train_index", "build_index"]
+__all__ = [
+    "INDEX_FORMAT_VERSION",
+    "KINDS",
+    "AUTO_FLAT_MAX",
+    "PCA_DIM",
+    "TRAIN_SAMPLE",
+    "PCA_SAMPLE",
+    "FaissIndex",
+    "train_index",
+    "build_index",
+]
 
 INDEX_FORMAT_VERSION = 1
 KINDS = ("auto", "flat", "ivf", "hnsw")
@@ -63,8 +72,9 @@ HNSW_EF_SEARCH = 400
 faiss.omp_set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
-def _check_features(features: np.ndarray, ids: np.ndarray | None = None,
-                    dim: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+def _check_features(
+    features: np.ndarray, ids: np.ndarray | None = None, dim: int | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
     x = np.asarray(features)
     if x.ndim != 2:
         raise InputError(f"features must be a 2-D (n, d) array, got shape {x.shape}")
@@ -181,8 +191,13 @@ class FaissIndex:
 
     def metadata(self) -> dict:
         """Kind, dimension, entries and format version (written beside the index)."""
-        meta = {"format_version": INDEX_FORMAT_VERSION, "kind": self.kind, "dim": self.dim,
-                "ntotal": self.ntotal, "faiss_version": faiss.__version__}
+        meta = {
+            "format_version": INDEX_FORMAT_VERSION,
+            "kind": self.kind,
+            "dim": self.dim,
+            "ntotal": self.ntotal,
+            "faiss_version": faiss.__version__,
+        }
         core = self._core()
         if isinstance(core, faiss.IndexIVF):
             meta.update(nlist=int(core.nlist), nprobe=int(core.nprobe))
@@ -209,8 +224,10 @@ class FaissIndex:
         except (OSError, ValueError) as exc:
             raise InputError(f"{meta_path}: unreadable index metadata ({exc})") from None
         if meta.get("format_version", 0) > INDEX_FORMAT_VERSION:
-            raise InputError(f"{meta_path}: index format {meta.get('format_version')} is newer than "
-                             f"this gliofit supports ({INDEX_FORMAT_VERSION})")
+            raise InputError(
+                f"{meta_path}: index format {meta.get('format_version')} is newer than "
+                f"this gliofit supports ({INDEX_FORMAT_VERSION})"
+            )
         if verify and _sha256(path) != meta.get("sha256"):
             raise InputError(f"{path}: index file does not match its checksum in {meta_path.name}")
         try:
@@ -219,8 +236,10 @@ class FaissIndex:
             raise InputError(f"{path}: not a readable FAISS index ({str(exc).splitlines()[0]})") from None
         out = cls(index, str(meta.get("kind")))
         if out.ntotal != meta.get("ntotal") or out.dim != meta.get("dim"):
-            raise InputError(f"{path}: index holds {out.ntotal} vectors of dim {out.dim}, its "
-                             f"metadata says {meta.get('ntotal')} of dim {meta.get('dim')}")
+            raise InputError(
+                f"{path}: index holds {out.ntotal} vectors of dim {out.dim}, its "
+                f"metadata says {meta.get('ntotal')} of dim {meta.get('dim')}"
+            )
         return out
 
 
@@ -236,8 +255,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def train_index(sample: np.ndarray, kind: str = "auto", n_expected: int | None = None,
-                seed: int = 0) -> FaissIndex:
+def train_index(sample: np.ndarray, kind: str = "auto", n_expected: int | None = None, seed: int = 0) -> FaissIndex:
     """An empty index trained for about ``n_expected`` entries; fill it with :meth:`FaissIndex.add`.
 
     Parameters
@@ -260,8 +278,7 @@ def train_index(sample: np.ndarray, kind: str = "auto", n_expected: int | None =
     return FaissIndex(faiss.IndexIDMap2(inner), kind)
 
 
-def build_index(features: np.ndarray, ids: np.ndarray, kind: str = "auto",
-                seed: int = 0) -> FaissIndex:
+def build_index(features: np.ndarray, ids: np.ndarray, kind: str = "auto", seed: int = 0) -> FaissIndex:
     """Build a candidate index over entry features (:func:`train_index`, then add all).
 
     Parameters

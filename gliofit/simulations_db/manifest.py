@@ -93,8 +93,10 @@ def read_manifest(db_dir: str | Path) -> Manifest:
     if not isinstance(d, dict) or not isinstance(d.get("format_version"), int):
         raise InputError(f"{p}: not a gliofit database manifest (no integer format_version)")
     if d["format_version"] > FORMAT_VERSION:
-        raise InputError(f"{p}: database format version {d['format_version']} is newer than this gliofit "
-                         f"supports ({FORMAT_VERSION}); upgrade gliofit")
+        raise InputError(
+            f"{p}: database format version {d['format_version']} is newer than this gliofit "
+            f"supports ({FORMAT_VERSION}); upgrade gliofit"
+        )
     try:
         d["grid_shape"] = tuple(int(v) for v in d["grid_shape"])
         m = Manifest(**d)

@@ -33,8 +33,7 @@ from gliofit.common.errors import InputError
 from gliofit.simulations_db.manifest import read_manifest, write_manifest
 from gliofit.simulations_db.schema import database_url_for, entries_t, index_versions_t, make_engine
 
-__all__ = ["rebuild_index", "latest_index", "index_is_current", "load_features",
-           "iter_features", "file_sha256"]
+__all__ = ["rebuild_index", "latest_index", "index_is_current", "load_features", "iter_features", "file_sha256"]
 
 INDEX_DIR = "index"
 FEATURE_BATCH = 20_000
@@ -57,8 +56,7 @@ def _engine(db_dir, database_url):
 def _entry_ids(engine) -> np.ndarray:
     """(n,) int64 ids of every entry, ascending."""
     with engine.connect() as conn:
-        return np.array(conn.execute(select(entries_t.c.id).order_by(entries_t.c.id)).scalars().all(),
-                        dtype=np.int64)
+        return np.array(conn.execute(select(entries_t.c.id).order_by(entries_t.c.id)).scalars().all(), dtype=np.int64)
 
 
 def _decode(rows) -> tuple[np.ndarray, np.ndarray]:
@@ -71,7 +69,7 @@ def _features_of(engine, ids: np.ndarray) -> np.ndarray:
     got: dict[int, np.ndarray] = {}
     with engine.connect() as conn:
         for s in range(0, len(ids), _IN_CHUNK):
-            chunk = [int(i) for i in ids[s:s + _IN_CHUNK]]
+            chunk = [int(i) for i in ids[s : s + _IN_CHUNK]]
             rows = conn.execute(select(entries_t.c.id, entries_t.c.features).where(entries_t.c.id.in_(chunk))).all()
             got.update(zip(*_decode(rows)))
     return np.stack([got[int(i)] for i in ids])
@@ -85,10 +83,12 @@ def iter_features(engine, ids: np.ndarray, batch: int = FEATURE_BATCH):
     """
     with engine.connect() as conn:
         for s in range(0, len(ids), batch):
-            chunk = ids[s:s + batch]
-            rows = conn.execute(select(entries_t.c.id, entries_t.c.features)
-                                .where(entries_t.c.id.between(int(chunk[0]), int(chunk[-1])))
-                                .order_by(entries_t.c.id)).all()
+            chunk = ids[s : s + batch]
+            rows = conn.execute(
+                select(entries_t.c.id, entries_t.c.features)
+                .where(entries_t.c.id.between(int(chunk[0]), int(chunk[-1])))
+                .order_by(entries_t.c.id)
+            ).all()
             got, feats = _decode(rows)
             keep = np.isin(got, chunk)
             yield got[keep], feats[keep]
@@ -106,7 +106,11 @@ def load_features(engine) -> tuple[np.ndarray, np.ndarray]:
 def latest_index(engine) -> dict | None:
     """The newest ``index_versions`` row as a dict, or None."""
     with engine.connect() as conn:
-        row = conn.execute(select(index_versions_t).order_by(index_versions_t.c.version.desc()).limit(1)).mappings().first()
+        row = (
+            conn.execute(select(index_versions_t).order_by(index_versions_t.c.version.desc()).limit(1))
+            .mappings()
+            .first()
+        )
     return dict(row) if row else None
 
 
@@ -119,8 +123,16 @@ def index_is_current(db_dir: str | Path, database_url: str | None = None) -> boo
     return row is not None and row["entries"] == n and (Path(db_dir) / row["path"]).is_file()
 
 
-def rebuild_index(db_dir: str | Path, kind: str = "auto", *, database_url: str | None = None, seed: int = 0,
-                  attempts: int = 3, batch: int = FEATURE_BATCH, features: dict | None = None) -> dict:
+def rebuild_index(
+    db_dir: str | Path,
+    kind: str = "auto",
+    *,
+    database_url: str | None = None,
+    seed: int = 0,
+    attempts: int = 3,
+    batch: int = FEATURE_BATCH,
+    features: dict | None = None,
+) -> dict:
     """Build the index over all entries, save it, record it; returns ``{"kind", "entries", "version", "path",
     "features_version"}``.
 
@@ -152,25 +164,37 @@ def rebuild_index(db_dir: str | Path, kind: str = "auto", *, database_url: str |
         with engine.begin() as conn:
             n_now = conn.execute(select(func.count()).select_from(entries_t)).scalar()
             if n_now != len(ids) or index.ntotal != len(ids):
-                continue                            # entries changed while building: build again
+                continue  # entries changed while building: build again
             version = (conn.execute(select(func.max(index_versions_t.c.version))).scalar() or 0) + 1
             rel = f"{INDEX_DIR}/index-v{version}.faiss"
             index.save(db_dir / rel)
-            conn.execute(insert(index_versions_t).values(
-                version=version, kind=index.kind, entries=index.ntotal, path=rel,
-                checksum=file_sha256(db_dir / rel), created_at=time.time()))
+            conn.execute(
+                insert(index_versions_t).values(
+                    version=version,
+                    kind=index.kind,
+                    entries=index.ntotal,
+                    path=rel,
+                    checksum=file_sha256(db_dir / rel),
+                    created_at=time.time(),
+                )
+            )
         if features is not None:
             write_manifest(db_dir, replace(read_manifest(db_dir), features=features))
         _remove_older(db_dir, version)
         spec = read_manifest(db_dir).features
-        return {"kind": index.kind, "entries": index.ntotal, "version": version, "path": rel,
-                "features_version": FeatureSpec.from_dict(spec).version if spec else None}
+        return {
+            "kind": index.kind,
+            "entries": index.ntotal,
+            "version": version,
+            "path": rel,
+            "features_version": FeatureSpec.from_dict(spec).version if spec else None,
+        }
     raise RuntimeError(f"{db_dir}: entries kept changing while the index was built ({attempts} attempts)")
 
 
 def _remove_older(db_dir: Path, version: int) -> None:
     """Delete index files of versions below ``version`` (a newer one from another builder stays)."""
     for p in (db_dir / INDEX_DIR).glob("index-v*.faiss*"):
-        v = p.name[len("index-v"):].split(".", 1)[0]
+        v = p.name[len("index-v") :].split(".", 1)[0]
         if v.isdigit() and int(v) < version:
             p.unlink(missing_ok=True)

@@ -47,26 +47,42 @@ from gliofit.common.errors import InputError
 if TYPE_CHECKING:
     from gliofit.simulations_db.manifest import Manifest
 
-__all__ = ["metadata", "atlas_t", "simulations_t", "entries_t", "build_runs_t", "index_versions_t",
-           "SCHEMA_VERSION", "MIGRATIONS", "make_engine", "migrate", "schema_version", "check_schema", "sqlite_url", "database_url_for"]
+__all__ = [
+    "metadata",
+    "atlas_t",
+    "simulations_t",
+    "entries_t",
+    "build_runs_t",
+    "index_versions_t",
+    "SCHEMA_VERSION",
+    "MIGRATIONS",
+    "make_engine",
+    "migrate",
+    "schema_version",
+    "check_schema",
+    "sqlite_url",
+    "database_url_for",
+]
 
 metadata = MetaData()
 
 schema_version_t = Table("schema_version", metadata, Column("version", Integer, primary_key=True))
 
 atlas_t = Table(
-    "atlas", metadata,
+    "atlas",
+    metadata,
     Column("id", Integer, primary_key=True),
     Column("name", String(200), nullable=False),
-    Column("shape", String(100), nullable=False),          # JSON [X, Y, Z]
-    Column("affine", Text, nullable=False),                # JSON 4x4
+    Column("shape", String(100), nullable=False),  # JSON [X, Y, Z]
+    Column("affine", Text, nullable=False),  # JSON 4x4
     Column("resolution_mm", Float, nullable=False),
     Column("checksum", String(64), nullable=False, unique=True),
 )
 
 simulations_t = Table(
-    "simulations", metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=False),   # = design index
+    "simulations",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),  # = design index
     Column("D_mm2_per_day", Float, nullable=False),
     Column("rho_per_day", Float, nullable=False),
     Column("diffusivity_ratio", Float, nullable=False),
@@ -74,18 +90,19 @@ simulations_t = Table(
     Column("origin_y_mm", Float, nullable=False),
     Column("origin_z_mm", Float, nullable=False),
     Column("seed", Integer, nullable=False),
-    Column("status", String(16), nullable=False, index=True),         # pending | claimed | done | failed
+    Column("status", String(16), nullable=False, index=True),  # pending | claimed | done | failed
     Column("claimed_by", Integer, ForeignKey("build_runs.id"), nullable=True),
     Column("claim_token", String(32), nullable=True),
-    Column("claimed_at", Float, nullable=True),                        # unix seconds
+    Column("claimed_at", Float, nullable=True),  # unix seconds
     Column("runtime_s", Float, nullable=True),
     Column("n_entries", Integer, nullable=True),
     Column("error", Text, nullable=True),
 )
 
 entries_t = Table(
-    "entries", metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=False),   # design index x K + snapshot
+    "entries",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),  # design index x K + snapshot
     Column("simulation_id", BigInteger, ForeignKey("simulations.id"), nullable=False, index=True),
     Column("snapshot", Integer, nullable=False),
     Column("T_days", Float, nullable=False),
@@ -98,14 +115,19 @@ entries_t = Table(
     Column("shard", String(64), nullable=False, index=True),
     Column("offset", BigInteger, nullable=False),
     Column("length", BigInteger, nullable=False),
-    Column("x0", Integer, nullable=False), Column("y0", Integer, nullable=False), Column("z0", Integer, nullable=False),
-    Column("x1", Integer, nullable=False), Column("y1", Integer, nullable=False), Column("z1", Integer, nullable=False),
+    Column("x0", Integer, nullable=False),
+    Column("y0", Integer, nullable=False),
+    Column("z0", Integer, nullable=False),
+    Column("x1", Integer, nullable=False),
+    Column("y1", Integer, nullable=False),
+    Column("z1", Integer, nullable=False),
     Column("crc32", BigInteger, nullable=False),
-    Column("features", LargeBinary, nullable=True),                    # float32 (d,) little-endian
+    Column("features", LargeBinary, nullable=True),  # float32 (d,) little-endian
 )
 
 build_runs_t = Table(
-    "build_runs", metadata,
+    "build_runs",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("host", String(255), nullable=False),
     Column("pid", Integer, nullable=False),
@@ -114,12 +136,13 @@ build_runs_t = Table(
     Column("finished_at", Float, nullable=True),
     Column("n_target", BigInteger, nullable=False),
     Column("executor", String(255), nullable=False),
-    Column("status", String(16), nullable=False),                      # running | finished | failed
+    Column("status", String(16), nullable=False),  # running | finished | failed
     Column("simulations_done", BigInteger, nullable=False, default=0),
 )
 
 index_versions_t = Table(
-    "index_versions", metadata,
+    "index_versions",
+    metadata,
     Column("version", Integer, primary_key=True, autoincrement=True),
     Column("kind", String(32), nullable=False),
     Column("entries", BigInteger, nullable=False),
@@ -181,8 +204,10 @@ def _sqlite_reader_url(url: str) -> str:
     writable = os.access(p.parent, os.W_OK) and os.access(p, os.W_OK)
     pending = wal.is_file() and wal.stat().st_size > 0
     if not writable and pending and not shm.is_file():
-        raise InputError(f"{p}: its write-ahead log ({wal.name}) holds commits and the folder is read-only; "
-                         f"run `gliofit db migrate` on it once where it is writable")
+        raise InputError(
+            f"{p}: its write-ahead log ({wal.name}) holds commits and the folder is read-only; "
+            f"run `gliofit db migrate` on it once where it is writable"
+        )
     immutable = not writable and not pending
     return f"sqlite:///file:{quote(str(p))}?mode=ro{'&immutable=1' if immutable else ''}&uri=true"
 
@@ -206,7 +231,9 @@ def make_engine(url: str, *, check: bool = True, read_only: bool = False) -> Eng
             with engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
     except (OperationalError, SQLAlchemyError, ModuleNotFoundError, ValueError) as exc:
-        reason = str(getattr(exc, "orig", exc) or exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = (
+            str(getattr(exc, "orig", exc) or exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        )
         raise InputError(f"database {_redacted(url)} does not answer: {reason}") from None
     return engine
 
@@ -238,14 +265,16 @@ def check_schema(engine: Engine, where: str | Path) -> None:
     if found > SCHEMA_VERSION:
         raise InputError(f"{where}: database schema version {found} is newer than this gliofit ({SCHEMA_VERSION})")
     if found < SCHEMA_VERSION:
-        raise InputError(f"{where}: database schema version {found} is older than this gliofit ({SCHEMA_VERSION}); "
-                         f"run `gliofit db migrate {where}`")
+        raise InputError(
+            f"{where}: database schema version {found} is older than this gliofit ({SCHEMA_VERSION}); "
+            f"run `gliofit db migrate {where}`"
+        )
 
 
 def migrate(engine: Engine) -> int:
     """Bring the schema to :data:`SCHEMA_VERSION`; returns the version found before."""
     with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":   # serialise concurrent creators of one schema
+        if engine.dialect.name == "postgresql":  # serialise concurrent creators of one schema
             conn.execute(text("SELECT pg_advisory_xact_lock(74011)"))
         schema_version_t.create(conn, checkfirst=True)
         found = conn.execute(select(schema_version_t.c.version)).scalar() or 0

@@ -40,9 +40,19 @@ import numpy as np
 
 from gliofit.common.io import fsync_directory
 
-__all__ = ["QUANT_SCALE", "VISIBLE_LEVEL", "EncodedEntry", "encode_density", "decode", "decode_visible",
-           "threshold_level", "ShardWriter",
-           "ShardReader", "SHARD_SUFFIX", "TMP_SUFFIX"]
+__all__ = [
+    "QUANT_SCALE",
+    "VISIBLE_LEVEL",
+    "EncodedEntry",
+    "encode_density",
+    "decode",
+    "decode_visible",
+    "threshold_level",
+    "ShardWriter",
+    "ShardReader",
+    "SHARD_SUFFIX",
+    "TMP_SUFFIX",
+]
 
 QUANT_SCALE = 255
 SHARD_SUFFIX = ".bin"
@@ -85,7 +95,7 @@ def encode_density(u: np.ndarray) -> EncodedEntry | None:
     if box is None:
         return None
     lo, hi = box
-    crop = np.ascontiguousarray(q[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]])
+    crop = np.ascontiguousarray(q[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]])
     inner = _box(crop >= VISIBLE_LEVEL) or ([0, 0, 0], [0, 0, 0])
     isl = tuple(slice(a, b) for a, b in zip(*inner))
     first = np.ascontiguousarray(crop[isl]).tobytes()
@@ -106,7 +116,7 @@ def _header(payload) -> tuple[tuple[int, ...], int]:
 
 def _inflate(data, shape: tuple[int, ...]) -> np.ndarray:
     n = int(np.prod(shape))
-    raw = zlib.decompress(data, bufsize=max(1, n))      # one allocation
+    raw = zlib.decompress(data, bufsize=max(1, n))  # one allocation
     if len(raw) != n:
         raise ValueError(f"stream holds {len(raw)} bytes, its box {shape} needs {n}")
     return np.frombuffer(raw, dtype=np.uint8).reshape(shape)
@@ -117,9 +127,11 @@ def decode(payload: bytes | memoryview, bbox) -> np.ndarray:
     x0, y0, z0, x1, y1, z1 = (int(v) for v in bbox)
     inner, n1 = _header(payload)
     start = _HEADER.size
-    crop = _inflate(payload[start + n1:], (x1 - x0, y1 - y0, z1 - z0)).copy()
+    crop = _inflate(payload[start + n1 :], (x1 - x0, y1 - y0, z1 - z0)).copy()
     lo, hi = inner[:3], inner[3:]
-    crop[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = _raw(payload[start:start + n1], tuple(b - a for a, b in zip(lo, hi)))
+    crop[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = _raw(
+        payload[start : start + n1], tuple(b - a for a, b in zip(lo, hi))
+    )
     return crop
 
 
@@ -138,7 +150,7 @@ def decode_visible(payload: bytes | memoryview, bbox) -> tuple[tuple[int, ...], 
     inner, n1 = _header(payload)
     lo, hi = inner[:3], inner[3:]
     start = _HEADER.size
-    crop = _raw(payload[start:start + n1], (hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]))
+    crop = _raw(payload[start : start + n1], (hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]))
     o = [int(v) for v in bbox[:3]]
     return tuple(o[i] + lo[i] for i in range(3)) + tuple(o[i] + hi[i] for i in range(3)), crop
 
@@ -203,7 +215,7 @@ class ShardReader:
         m = self._map(shard)
         if offset + length > len(m):
             raise IndexError(f"{shard}: record [{offset}, {offset + length}) past the end ({len(m)} bytes)")
-        return memoryview(m)[offset:offset + length]
+        return memoryview(m)[offset : offset + length]
 
     def read(self, shard: str, offset: int, length: int, bbox) -> np.ndarray:
         """The uint8 crop of one record."""

@@ -23,8 +23,9 @@ UPGRADE_BATCH = 2_000
 """Entries whose features are recomputed (and committed) at a time by :func:`upgrade_features`."""
 
 
-def upgrade_features(db_dir: str | Path, *, database_url: str | None = None, batch: int = UPGRADE_BATCH,
-                     progress: bool = False):
+def upgrade_features(
+    db_dir: str | Path, *, database_url: str | None = None, batch: int = UPGRADE_BATCH, progress: bool = False
+):
     """Recompute the features of every entry with the current spec when the manifest's is older.
 
     Returns the new :class:`~gliofit.simulations_db.features.FeatureSpec` (the manifest is NOT rewritten:
@@ -41,8 +42,9 @@ def upgrade_features(db_dir: str | Path, *, database_url: str | None = None, bat
     return new
 
 
-def rewrite_features(db_dir: str | Path, spec, *, database_url: str | None = None, batch: int = UPGRADE_BATCH,
-                     progress: bool = False) -> int:
+def rewrite_features(
+    db_dir: str | Path, spec, *, database_url: str | None = None, batch: int = UPGRADE_BATCH, progress: bool = False
+) -> int:
     """Store ``spec``'s features of every entry whose stored vector is not ``spec.dim`` long; returns how many.
 
     Each entry's masks are read from its array (the database's thresholds), ``batch`` entries per transaction.
@@ -52,7 +54,7 @@ def rewrite_features(db_dir: str | Path, spec, *, database_url: str | None = Non
     from gliofit.simulations_db.features import entry_features
     from gliofit.simulations_db.store import VISIBLE_LEVEL, threshold_level
 
-    db = open_database(db_dir, database_url)                  # read-only: the arrays and entry ids
+    db = open_database(db_dir, database_url)  # read-only: the arrays and entry ids
     writer = make_engine(database_url_for(db_dir, read_manifest(db_dir), database_url))
     done = 0
     try:
@@ -64,14 +66,25 @@ def rewrite_features(db_dir: str | Path, spec, *, database_url: str | None = Non
         with progress_bar(disable=not progress) as bar:
             task = bar.add_task(f"features v{spec.version}", total=len(ids))
             for s in range(0, len(ids), batch):
-                chunk = ids[s:s + batch]
+                chunk = ids[s : s + batch]
                 with db.engine.connect() as conn:
-                    size = dict(conn.execute(select(entries_t.c.id, func.length(entries_t.c.features))
-                                             .where(entries_t.c.id.between(int(chunk[0]), int(chunk[-1])))).all())
+                    size = dict(
+                        conn.execute(
+                            select(entries_t.c.id, func.length(entries_t.c.features)).where(
+                                entries_t.c.id.between(int(chunk[0]), int(chunk[-1]))
+                            )
+                        ).all()
+                    )
                 todo = [int(i) for i in chunk if size.get(int(i)) != 4 * spec.dim]
-                rows = [{"eid": i, "blob": np.asarray(entry_features(spec, crop >= levels[0], crop >= levels[1],
-                                                                      tuple(box[:3])), dtype="<f4").tobytes()}
-                        for i, (box, crop) in zip(todo, read(todo))]
+                rows = [
+                    {
+                        "eid": i,
+                        "blob": np.asarray(
+                            entry_features(spec, crop >= levels[0], crop >= levels[1], tuple(box[:3])), dtype="<f4"
+                        ).tobytes(),
+                    }
+                    for i, (box, crop) in zip(todo, read(todo))
+                ]
                 if rows:
                     with writer.begin() as conn:
                         conn.execute(stmt, rows)

@@ -40,7 +40,9 @@ def _check_simulations(db: Database) -> list[str]:
     probs = []
     with db.engine.connect() as conn:
         sims = conn.execute(select(simulations_t.c.id, simulations_t.c.status, simulations_t.c.n_entries)).all()
-        counts = dict(conn.execute(select(entries_t.c.simulation_id, func.count()).group_by(entries_t.c.simulation_id)).all())
+        counts = dict(
+            conn.execute(select(entries_t.c.simulation_id, func.count()).group_by(entries_t.c.simulation_id)).all()
+        )
     known = set()
     for sid, status, n in sims:
         known.add(sid)
@@ -98,8 +100,13 @@ def _check_arrays(db: Database) -> list[str]:
     for start in range(0, len(ids), CHUNK):
         stop = min(start + CHUNK, len(ids))
         with db.engine.connect() as conn:
-            blobs = dict(conn.execute(select(entries_t.c.id, entries_t.c.features)
-                                      .where(entries_t.c.id >= int(ids[start]), entries_t.c.id <= int(ids[stop - 1]))).all())
+            blobs = dict(
+                conn.execute(
+                    select(entries_t.c.id, entries_t.c.features).where(
+                        entries_t.c.id >= int(ids[start]), entries_t.c.id <= int(ids[stop - 1])
+                    )
+                ).all()
+            )
         probs += [p for r in range(start, stop) if (p := _check_entry(db, r, spec, levels, blobs.get(int(ids[r]))))]
     referenced = set(db.shards)
     for p in sorted((db.path / "arrays").iterdir()):

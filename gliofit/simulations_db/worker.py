@@ -72,8 +72,12 @@ def _context(task: dict) -> dict:
         from gliofit.simulations_db.manifest import read_manifest
 
         m = read_manifest(task["db_dir"])
-        ctx = {"grid": load_grid(task["db_dir"]), "manifest": m, "engine": make_engine(task["database_url"]),
-               "spec": FeatureSpec.from_dict(m.features)}
+        ctx = {
+            "grid": load_grid(task["db_dir"]),
+            "manifest": m,
+            "engine": make_engine(task["database_url"]),
+            "spec": FeatureSpec.from_dict(m.features),
+        }
         _CACHE[key] = ctx
     return ctx
 
@@ -95,9 +99,17 @@ def _simulate_batch(ctx: dict, sims: list[dict], device: str, config) -> list[np
     ratios = {s["diffusivity_ratio"] for s in sims}
     if len(ratios) != 1:
         raise ValueError(f"one batch needs one diffusivity ratio, got {sorted(ratios)}")
-    u = simulate(ctx["grid"], [s["D_mm2_per_day"] for s in sims], [s["rho_per_day"] for s in sims], origins, padded,
-                 diffusivity_ratio=ratios.pop(), config=config, device=device)
-    return [u[n, :len(t)] for n, t in enumerate(times)]
+    u = simulate(
+        ctx["grid"],
+        [s["D_mm2_per_day"] for s in sims],
+        [s["rho_per_day"] for s in sims],
+        origins,
+        padded,
+        diffusivity_ratio=ratios.pop(),
+        config=config,
+        device=device,
+    )
+    return [u[n, : len(t)] for n, t in enumerate(times)]
 
 
 def _encode_snapshots(ctx: dict, sim: dict, u: np.ndarray) -> list[dict]:
@@ -120,12 +132,29 @@ def _encode_snapshots(ctx: dict, sim: dict, u: np.ndarray) -> list[dict]:
             continue
         d = derived_parameters(sim["D_mm2_per_day"], sim["rho_per_day"], float(T))
         feats = entry_features(ctx["spec"], wt, core, tuple(enc.bbox[:3]))
-        out.append({"id": entry_id(sim["id"], k, rule.count), "simulation_id": sim["id"], "snapshot": k,
-                    "T_days": float(T), "mu_D_mm": d["mu_D_mm"], "mu_rho": d["mu_rho"],
-                    "wt_voxels": n_wt, "core_voxels": n_core, "wt_cm3": n_wt * cm3, "core_cm3": n_core * cm3,
-                    "x0": enc.bbox[0], "y0": enc.bbox[1], "z0": enc.bbox[2],
-                    "x1": enc.bbox[3], "y1": enc.bbox[4], "z1": enc.bbox[5], "crc32": enc.crc32,
-                    "features": np.asarray(feats, dtype="<f4").tobytes(), "payload": enc.payload})
+        out.append(
+            {
+                "id": entry_id(sim["id"], k, rule.count),
+                "simulation_id": sim["id"],
+                "snapshot": k,
+                "T_days": float(T),
+                "mu_D_mm": d["mu_D_mm"],
+                "mu_rho": d["mu_rho"],
+                "wt_voxels": n_wt,
+                "core_voxels": n_core,
+                "wt_cm3": n_wt * cm3,
+                "core_cm3": n_core * cm3,
+                "x0": enc.bbox[0],
+                "y0": enc.bbox[1],
+                "z0": enc.bbox[2],
+                "x1": enc.bbox[3],
+                "y1": enc.bbox[4],
+                "z1": enc.bbox[5],
+                "crc32": enc.crc32,
+                "features": np.asarray(feats, dtype="<f4").tobytes(),
+                "payload": enc.payload,
+            }
+        )
     return out
 
 
@@ -144,11 +173,12 @@ def _group(sims: list[dict], device: str, group_size: int | None, config) -> lis
         return [sims] if uses_cpu_kernels(config, torch.device(device)) else [[s] for s in sims]
     ordered = sorted(sims, key=lambda s: (s["rho_per_day"], s["D_mm2_per_day"], s["id"]))
     size = group_size or len(ordered)
-    return [ordered[i:i + size] for i in range(0, len(ordered), size)]
+    return [ordered[i : i + size] for i in range(0, len(ordered), size)]
 
 
-def _run_simulations(ctx: dict, sims: list[dict], device: str, group_size: int | None = None,
-                     solver: dict | None = None):
+def _run_simulations(
+    ctx: dict, sims: list[dict], device: str, group_size: int | None = None, solver: dict | None = None
+):
     """Simulate and encode the claimed rows; yields (row, entries, status, error, seconds) in claim order.
 
     A batch that raises is retried one simulation at a time, so that one bad row fails alone
@@ -182,11 +212,15 @@ def _commit(engine, token: str, outcomes: list[dict], entries: list[dict]) -> No
     """One transaction: every simulation row still claimed by ``token`` -> done/failed, entries inserted."""
     with engine.begin() as conn:
         for o in outcomes:
-            res = conn.execute(update(simulations_t)
-                               .where(simulations_t.c.id == o["id"], simulations_t.c.claim_token == token,
-                                      simulations_t.c.status == "claimed")
-                               .values(status=o["status"], runtime_s=o["runtime_s"], n_entries=o["n_entries"],
-                                       error=o["error"]))
+            res = conn.execute(
+                update(simulations_t)
+                .where(
+                    simulations_t.c.id == o["id"],
+                    simulations_t.c.claim_token == token,
+                    simulations_t.c.status == "claimed",
+                )
+                .values(status=o["status"], runtime_s=o["runtime_s"], n_entries=o["n_entries"], error=o["error"])
+            )
             if res.rowcount != 1:
                 raise LostClaim(f"simulation {o['id']}: claim {token} was taken over")
         if entries:
@@ -213,11 +247,11 @@ def run_task(task: dict) -> dict:
         torch.set_num_threads(int(task["threads"]))
     ctx = _context(task)
     outcomes, entries = [], []
-    for sim, rows, status, err, seconds in _run_simulations(ctx, task["simulations"], task.get("device", "cpu"),
-                                                            task.get("group_size"), task.get("solver")):
+    for sim, rows, status, err, seconds in _run_simulations(
+        ctx, task["simulations"], task.get("device", "cpu"), task.get("group_size"), task.get("solver")
+    ):
         entries += rows
-        outcomes.append({"id": sim["id"], "status": status, "runtime_s": seconds, "n_entries": len(rows),
-                         "error": err})
+        outcomes.append({"id": sim["id"], "status": status, "runtime_s": seconds, "n_entries": len(rows), "error": err})
     writer = ShardWriter(Path(task["db_dir"]) / "arrays", task["token"]) if entries else None
     try:
         if writer is not None:
@@ -230,12 +264,23 @@ def run_task(task: dict) -> dict:
         if writer is not None:
             writer.abort()
             (Path(task["db_dir"]) / "arrays" / writer.name).unlink(missing_ok=True)
-        return {"token": task["token"], "done": 0, "failed": 0, "entries": 0, "lost": True,
-                "seconds": time.perf_counter() - t_start}
+        return {
+            "token": task["token"],
+            "done": 0,
+            "failed": 0,
+            "entries": 0,
+            "lost": True,
+            "seconds": time.perf_counter() - t_start,
+        }
     except BaseException:
         if writer is not None:
             writer.abort()
         raise
-    return {"token": task["token"], "done": sum(o["status"] == "done" for o in outcomes),
-            "failed": sum(o["status"] == "failed" for o in outcomes), "entries": len(entries), "lost": False,
-            "seconds": time.perf_counter() - t_start}
+    return {
+        "token": task["token"],
+        "done": sum(o["status"] == "done" for o in outcomes),
+        "failed": sum(o["status"] == "failed" for o in outcomes),
+        "entries": len(entries),
+        "lost": False,
+        "seconds": time.perf_counter() - t_start,
+    }

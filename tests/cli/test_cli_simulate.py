@@ -37,8 +37,27 @@ def test_atlas_info_prints_json():
 
 def test_simulate_writes_density_on_the_atlas_grid(tmp_path):
     out = tmp_path / "density.nii.gz"
-    res = runner.invoke(app, ["simulate", "--D", "0.5", "--rho", "0.05", "--T", "120", "--origin", "-30", "-10", "20",
-                              "--resolution", "3", "-o", str(out), "--png"])
+    res = runner.invoke(
+        app,
+        [
+            "simulate",
+            "--D",
+            "0.5",
+            "--rho",
+            "0.05",
+            "--T",
+            "120",
+            "--origin",
+            "-30",
+            "-10",
+            "20",
+            "--resolution",
+            "3",
+            "-o",
+            str(out),
+            "--png",
+        ],
+    )
     assert res.exit_code == 0, res.output
     img = nib.load(out)
     assert img.shape == (197, 233, 189) and img.get_data_dtype() == np.float32
@@ -67,8 +86,14 @@ BAD = [
 
 @pytest.mark.parametrize("override,message", BAD)
 def test_bad_input_exits_2_with_one_line(tmp_path, override, message):
-    args = {"--D": ["0.5"], "--rho": ["0.05"], "--T": ["100"], "--origin": ["-30", "-10", "20"],
-            "--resolution": ["4"], "-o": [str(tmp_path / "d.nii.gz")]}
+    args = {
+        "--D": ["0.5"],
+        "--rho": ["0.05"],
+        "--T": ["100"],
+        "--origin": ["-30", "-10", "20"],
+        "--resolution": ["4"],
+        "-o": [str(tmp_path / "d.nii.gz")],
+    }
     args[override[0]] = override[1:]
     flat = ["simulate"] + [x for k, v in args.items() for x in (k, *v)]
     res = runner.invoke(app, flat)
@@ -80,15 +105,41 @@ def test_bad_input_exits_2_with_one_line(tmp_path, override, message):
 
 def test_console_script_four_d_atlas_exits_2(tmp_path):
     save_volume(np.zeros((4, 4, 4, 2)), np.eye(4), tmp_path / "atlas.nii.gz")
-    res = _run(["simulate", "--D", "0.5", "--rho", "0.05", "--T", "10", "--origin", "0", "0", "0",
-                "--atlas", str(tmp_path / "atlas.nii.gz"), "-o", str(tmp_path / "d.nii.gz")])
+    res = _run(
+        [
+            "simulate",
+            "--D",
+            "0.5",
+            "--rho",
+            "0.05",
+            "--T",
+            "10",
+            "--origin",
+            "0",
+            "0",
+            "0",
+            "--atlas",
+            str(tmp_path / "atlas.nii.gz"),
+            "-o",
+            str(tmp_path / "d.nii.gz"),
+        ]
+    )
     assert res.returncode == 2
     assert res.stderr.strip().count("\n") == 0 and "3-D" in res.stderr
     assert not (tmp_path / "d.nii.gz").exists()
 
 
-DEMO_TINY = ["--simulations", "12", "--resolution", "6", "--patient-resolution", "4", "--registration", "affine",
-             "--no-progress"]
+DEMO_TINY = [
+    "--simulations",
+    "12",
+    "--resolution",
+    "6",
+    "--patient-resolution",
+    "4",
+    "--registration",
+    "affine",
+    "--no-progress",
+]
 """Hidden demo options: a tiny database and a coarse patient keep the test in seconds."""
 
 

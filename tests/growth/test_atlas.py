@@ -44,7 +44,7 @@ def test_resampled_grid_keeps_tissue_volumes_and_world_coordinates(icbm, spacing
     lo = np.floor(fine - spacing / 2 + 0.5).astype(int)
     hi = np.floor(fine + spacing / 2 + 0.5).astype(int)
     if float(spacing).is_integer() and spacing % 2 == 0:
-        block = icbm.wm[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+        block = icbm.wm[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
         assert grid.wm[tuple(ijk)] == pytest.approx(block.mean(), abs=1e-5)
 
 

@@ -9,8 +9,9 @@ import torch
 from gliofit.growth.atlas import load_atlas, resample_atlas
 from gliofit.growth.solver import SolverConfig, simulate, uses_cpu_kernels
 
-pytestmark = pytest.mark.skipif(not uses_cpu_kernels(SolverConfig(), torch.device("cpu")),
-                                reason="numba is not installed")
+pytestmark = pytest.mark.skipif(
+    not uses_cpu_kernels(SolverConfig(), torch.device("cpu")), reason="numba is not installed"
+)
 
 D = [0.2, 0.9, 0.05, 0.4, 0.02]
 RHO = [0.03, 0.01, 0.12, 0.05, 0.004]
@@ -29,7 +30,7 @@ def test_batch_members_are_bit_identical_to_runs_alone(grid):
     for b in range(len(D)):
         alone = simulate(grid, [D[b]], [RHO[b]], [ORIGINS[b]], [TIMES[b]])[0]
         assert np.array_equal(alone, batch[b]), f"simulation {b} changed with its batch"
-    pair = simulate(grid, D[3:], RHO[3:], ORIGINS[3:], TIMES[3:])       # another split, another order
+    pair = simulate(grid, D[3:], RHO[3:], ORIGINS[3:], TIMES[3:])  # another split, another order
     assert np.array_equal(pair, batch[3:])
     reordered = simulate(grid, D[::-1], RHO[::-1], ORIGINS[::-1], TIMES[::-1])
     assert np.array_equal(reordered[::-1], batch)
@@ -39,8 +40,9 @@ def test_batch_members_are_bit_identical_to_runs_alone(grid):
 def test_fused_kernels_equal_the_eager_operator(grid, active_box):
     fused = simulate(grid, D, RHO, ORIGINS, TIMES, config=SolverConfig(active_box=active_box))
     for b in range(len(D)):
-        eager = simulate(grid, [D[b]], [RHO[b]], [ORIGINS[b]], [TIMES[b]],
-                         config=SolverConfig(compile=False, active_box=active_box))[0]
+        eager = simulate(
+            grid, [D[b]], [RHO[b]], [ORIGINS[b]], [TIMES[b]], config=SolverConfig(compile=False, active_box=active_box)
+        )[0]
         np.testing.assert_allclose(fused[b], eager, atol=2e-5)
 
 

@@ -71,13 +71,16 @@ def test_batch_equals_runs_one_by_one(grid):
         assert dice(fast[b, -1] >= 0.25, single[-1] >= 0.25) >= 0.98
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(D_mm2_per_day=[0.0]), "D"),
-    (dict(D_mm2_per_day=[-1.0]), "D"),
-    (dict(rho_per_day=[-0.1]), "rho"),
-    (dict(times_days=[0.0]), "T"),
-    (dict(origin_mm=[[0.0, 0.0, 200.0]]), "outside brain tissue"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(D_mm2_per_day=[0.0]), "D"),
+        (dict(D_mm2_per_day=[-1.0]), "D"),
+        (dict(rho_per_day=[-0.1]), "rho"),
+        (dict(times_days=[0.0]), "T"),
+        (dict(origin_mm=[[0.0, 0.0, 200.0]]), "outside brain tissue"),
+    ],
+)
 def test_bad_parameters_raise_input_error(grid, kwargs, message):
     args = dict(D_mm2_per_day=[0.5], rho_per_day=[0.05], origin_mm=[ORIGIN], times_days=[10.0]) | kwargs
     with pytest.raises(InputError, match=message):

@@ -33,10 +33,13 @@ def test_closed_box_conserves_mass_and_never_enters_csf(make_box_atlas, method):
     assert u[-1].max() < 0.5 * seed.max()  # it did spread
 
 
-@pytest.mark.parametrize("method,config", [
-    ("euler", SolverConfig(method="euler", dt_days=0.05)),
-    ("rkl2", SolverConfig()),
-])
+@pytest.mark.parametrize(
+    "method,config",
+    [
+        ("euler", SolverConfig(method="euler", dt_days=0.05)),
+        ("rkl2", SolverConfig()),
+    ],
+)
 def test_front_speed_in_homogeneous_medium(make_box_atlas, method, config):
     D, rho, h = 0.5, 0.1, 0.5
     atlas = make_box_atlas((640, 3, 3), h, centred=False)

@@ -14,8 +14,7 @@ from gliofit.simulations_db.database import open_database
 @pytest.fixture(scope="session")
 def small_db_path(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("inverse") / "DB"
-    build_database(path, N_SIMULATIONS, resolution_mm=RESOLUTION_MM, seed=0, workers=1, snapshots=RULE,
-                   progress=False)
+    build_database(path, N_SIMULATIONS, resolution_mm=RESOLUTION_MM, seed=0, workers=1, snapshots=RULE, progress=False)
     return path
 
 

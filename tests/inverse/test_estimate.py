@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gliofit.inverse.estimate import (PARAMETER_KEYS, TAU_MIN, match_weights, summarise, temperature,
-                                      weighted_quantile)
+from gliofit.inverse.estimate import PARAMETER_KEYS, TAU_MIN, match_weights, summarise, temperature, weighted_quantile
 
 
 def test_weighted_quantile_with_equal_weights_is_the_midpoint_rule():

@@ -41,18 +41,25 @@ def test_recovery_truth_lies_in_the_95_interval_for_most_cases(tmp_path, small_d
     db_span = np.percentile(e["mu_D_mm"], 97.5) - np.percentile(e["mu_D_mm"], 2.5)
     for k, c in enumerate(cases):
         seg = write_labels(tmp_path / f"seg{k}.nii.gz", c.labels(), small_db.grid.affine)
-        res = gliofit.infer(small_db, seg, atlas=atlas1, refine=False, shift=False)   # the uncalibrated match summary
+        res = gliofit.infer(small_db, seg, atlas=atlas1, refine=False, shift=False)  # the uncalibrated match summary
         u = res.uncertainty
-        checks = [u["mu_D_mm"]["ci95"][0] <= c.mu_D_mm <= u["mu_D_mm"]["ci95"][1],
-                  u["mu_rho"]["ci95"][0] <= c.mu_rho <= u["mu_rho"]["ci95"][1],
-                  bool(np.all((np.asarray(u["origin_mm"]["ci95"][0]) <= c.origin_mm)
-                              & (c.origin_mm <= np.asarray(u["origin_mm"]["ci95"][1]))))]
+        checks = [
+            u["mu_D_mm"]["ci95"][0] <= c.mu_D_mm <= u["mu_D_mm"]["ci95"][1],
+            u["mu_rho"]["ci95"][0] <= c.mu_rho <= u["mu_rho"]["ci95"][1],
+            bool(
+                np.all(
+                    (np.asarray(u["origin_mm"]["ci95"][0]) <= c.origin_mm)
+                    & (c.origin_mm <= np.asarray(u["origin_mm"]["ci95"][1]))
+                )
+            ),
+        ]
         inside += sum(checks)
         n += len(checks)
         origin_width = np.asarray(u["origin_mm"]["ci95"][1]) - np.asarray(u["origin_mm"]["ci95"][0])
-        narrow += bool(u["mu_D_mm"]["ci95"][1] - u["mu_D_mm"]["ci95"][0] < 0.75 * db_span
-                       and np.all(origin_width <= 30.0))
-        assert res.fit["dice_whole_tumor"] > 0.2                  # the best match overlaps the query
+        narrow += bool(
+            u["mu_D_mm"]["ci95"][1] - u["mu_D_mm"]["ci95"][0] < 0.75 * db_span and np.all(origin_width <= 30.0)
+        )
+        assert res.fit["dice_whole_tumor"] > 0.2  # the best match overlaps the query
         assert res.matches[0]["dice_whole_tumor"] == res.extra["match_fit"]["dice_whole_tumor"]
     assert inside >= 0.75 * n, f"truth inside the 95% interval in {inside} of {n} checks"
     assert narrow >= len(cases) // 2, f"informative intervals in {narrow} of {len(cases)} cases"
@@ -61,15 +68,36 @@ def test_recovery_truth_lies_in_the_95_interval_for_most_cases(tmp_path, small_d
 def test_result_json_has_exactly_the_interface_keys(tmp_path, small_db, case_seg):
     res = gliofit.infer(small_db.path, case_seg, refine=False)
     files = res.save(tmp_path / "OUT")
-    assert {p.name for p in files.values()} == {"result.json", "tumor_density_atlas.nii.gz", "tumor_density.nii.gz",
-                                                "report.png", "report.html"}
+    assert {p.name for p in files.values()} == {
+        "result.json",
+        "tumor_density_atlas.nii.gz",
+        "tumor_density.nii.gz",
+        "report.png",
+        "report.html",
+    }
     html = (tmp_path / "OUT" / "report.html").read_text()
     assert "data:image/png;base64," in html and "mu_D_mm" in html and html.rstrip().endswith("</html>")
     d = json.loads((tmp_path / "OUT" / "result.json").read_text())
-    assert set(d) == {"gliofit_version", "space", "database", "parameters", "seed", "uncertainty", "calibration",
-                      "fit", "matches", "timings_s", "warnings"}
-    assert d["seed"] == {"kind": "gaussian", "sigma_mm": 1.5, "peak": 1.0, "mass_mm3": pytest.approx(53.2, abs=0.1),
-                         "independent_of_seed": ["infiltration_length_mm", "velocity_mm_per_day"]}
+    assert set(d) == {
+        "gliofit_version",
+        "space",
+        "database",
+        "parameters",
+        "seed",
+        "uncertainty",
+        "calibration",
+        "fit",
+        "matches",
+        "timings_s",
+        "warnings",
+    }
+    assert d["seed"] == {
+        "kind": "gaussian",
+        "sigma_mm": 1.5,
+        "peak": 1.0,
+        "mass_mm3": pytest.approx(53.2, abs=0.1),
+        "independent_of_seed": ["infiltration_length_mm", "velocity_mm_per_day"],
+    }
     assert {"method", "coverage95"} <= set(d["calibration"]) and "gliofit db calibrate" in d["calibration"]["warning"]
     assert any("gliofit db calibrate" in w for w in d["warnings"])
     assert d["gliofit_version"] == gliofit.__version__ and d["space"] == "atlas"
@@ -86,8 +114,15 @@ def test_result_json_has_exactly_the_interface_keys(tmp_path, small_db, case_seg
     assert d["fit"]["dice_mean"] == pytest.approx(0.5 * (d["fit"]["dice_whole_tumor"] + d["fit"]["dice_core"]))
     assert 1 <= len(d["matches"]) <= 10 and [m["rank"] for m in d["matches"]] == list(range(1, len(d["matches"]) + 1))
     for m in d["matches"]:
-        assert set(m) == {"rank", "entry_id", "simulation_id", "dice_whole_tumor", "dice_core", "shift_voxels",
-                          "parameters"}
+        assert set(m) == {
+            "rank",
+            "entry_id",
+            "simulation_id",
+            "dice_whole_tumor",
+            "dice_core",
+            "shift_voxels",
+            "parameters",
+        }
         assert list(m["parameters"]) == list(PARAMETER_KEYS)
     assert d["matches"][0]["parameters"] == d["parameters"]
     assert set(d["timings_s"]) == {"load", "segmentation", "registration", "query", "total"}
@@ -102,12 +137,16 @@ def test_result_json_has_exactly_the_interface_keys(tmp_path, small_db, case_seg
 def test_density_is_the_best_entry_solved_uncropped(small_db, case_seg, atlas1):
     res = gliofit.infer(small_db, case_seg, atlas=atlas1, refine=False, shift=False)
     ratio = float(small_db.manifest.design["diffusivity_ratio"])
-    u = simulate_one(small_db.grid, *(res.parameters[k] for k in ("D_mm2_per_day", "rho_per_day", "origin_mm",
-                                                                   "T_days")), diffusivity_ratio=ratio,
-                     config=SolverConfig(active_box=False))
+    u = simulate_one(
+        small_db.grid,
+        *(res.parameters[k] for k in ("D_mm2_per_day", "rho_per_day", "origin_mm", "T_days")),
+        diffusivity_ratio=ratio,
+        config=SolverConfig(active_box=False),
+    )
     assert isinstance(res.density, nib.Nifti1Image)
-    assert np.allclose(np.asarray(res.density.dataobj), np.clip(to_atlas_grid(u, small_db.grid, atlas1), 0, 1),
-                       atol=1e-6)
+    assert np.allclose(
+        np.asarray(res.density.dataobj), np.clip(to_atlas_grid(u, small_db.grid, atlas1), 0, 1), atol=1e-6
+    )
     assert np.allclose(res.density.affine, atlas1.affine)
     # the same tumour as the stored entry where the entry was stored, and positive past its crop, in all
     # tissue within a plan's 15 mm of the visible tumour
@@ -117,6 +156,8 @@ def test_density_is_the_best_entry_solved_uncropped(small_db, case_seg, atlas1):
     near = ndimage.distance_transform_edt(stored < 0.25, sampling=small_db.grid.spacing_mm) <= 15.0
     assert (small_db.grid.domain & near & ~kept).any()
     assert np.all(u[small_db.grid.domain & near] > 0)
+
+
 def test_conventions_give_the_same_result(tmp_path, small_db, atlas1, cases):
     c, g = cases[1], small_db.grid
     lab23 = c.labels("brats2023")
@@ -124,8 +165,11 @@ def test_conventions_give_the_same_result(tmp_path, small_db, atlas1, cases):
     p21 = write_labels(tmp_path / "s21.nii.gz", c.labels("brats2021"), g.affine)
     pwt = write_labels(tmp_path / "wt.nii.gz", (lab23 > 0).astype(np.uint8), g.affine)
     pco = write_labels(tmp_path / "co.nii.gz", (lab23 == 3).astype(np.uint8), g.affine)
-    results = [gliofit.infer(small_db, p23, atlas=atlas1), gliofit.infer(small_db, p21, atlas=atlas1),
-               gliofit.infer(small_db, pwt, labels="masks", core=pco, atlas=atlas1)]
+    results = [
+        gliofit.infer(small_db, p23, atlas=atlas1),
+        gliofit.infer(small_db, p21, atlas=atlas1),
+        gliofit.infer(small_db, pwt, labels="masks", core=pco, atlas=atlas1),
+    ]
     first = results[0].to_dict()
     for r in results[1:]:
         d = r.to_dict()
@@ -141,8 +185,9 @@ def test_exhaustive_method_runs_and_reports_its_best_score(small_db, case_seg, a
 
 def test_cli_infer_writes_outputs_and_prints_json(tmp_path, small_db_path, case_seg):
     out = tmp_path / "OUT"
-    r = runner.invoke(app, ["infer", "--db", str(small_db_path), "--seg", str(case_seg), "-o", str(out),
-                            "--top-k", "50"])
+    r = runner.invoke(
+        app, ["infer", "--db", str(small_db_path), "--seg", str(case_seg), "-o", str(out), "--top-k", "50"]
+    )
     assert r.exit_code == 0, r.output
     summary = json.loads(r.stdout)
     assert summary["space"] == "atlas" and (out / "result.json").is_file() and (out / "report.png").is_file()
@@ -177,8 +222,11 @@ def test_cli_bad_input_exit_2_one_line_nothing_written(tmp_path, small_db_path, 
 
 def test_console_script_patient_space_without_t1(tmp_path, small_db_path, small_db):
     seg, _ = _bad_seg(tmp_path, "patient-space", small_db.grid)
-    p = subprocess.run([GLIOFIT, "infer", "--db", str(small_db_path), "--seg", str(seg), "-o", str(tmp_path / "O")],
-                       capture_output=True, text=True)
+    p = subprocess.run(
+        [GLIOFIT, "infer", "--db", str(small_db_path), "--seg", str(seg), "-o", str(tmp_path / "O")],
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode == 2 and "not in atlas space" in p.stderr and "--t1" in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "O").exists()
 
@@ -197,11 +245,12 @@ def test_refined_simulation_is_what_is_reported(small_db, atlas1, cases, tmp_pat
     else:
         assert res.parameters == plain.parameters and res.fit == plain.fit
     assert res.density_array.shape == atlas1.shape and res.density_array.max() > 0.5
-    assert plain.matches == res.matches                       # the query is the same; refinement starts from it
+    assert plain.matches == res.matches  # the query is the same; refinement starts from it
 
 
-@pytest.mark.parametrize("flags", [["--no-refine", "--refine-budget", "5"], ["--refine-budget", "0"],
-                                   ["--refine-budget", "-3"]])
+@pytest.mark.parametrize(
+    "flags", [["--no-refine", "--refine-budget", "5"], ["--refine-budget", "0"], ["--refine-budget", "-3"]]
+)
 def test_cli_refine_flags_bad_input_exit_2(tmp_path, small_db_path, case_seg, flags):
     out = tmp_path / "OUT"
     r = runner.invoke(app, ["infer", "--db", str(small_db_path), "--seg", str(case_seg), "-o", str(out), *flags])
@@ -218,15 +267,29 @@ def test_shifted_affine_is_not_taken_for_atlas_space(tmp_path, small_db_path, sm
     moved = g.affine.copy()
     moved[0, 3] += 12.0
     bad = write_labels(tmp_path / "seg.nii.gz", cases[0].labels(), moved)
-    r = runner.invoke(app, ["infer", "--db", str(small_db_path), "--seg", str(ok), "-o", str(tmp_path / "A"),
-                            "--no-refine"])
+    r = runner.invoke(
+        app, ["infer", "--db", str(small_db_path), "--seg", str(ok), "-o", str(tmp_path / "A"), "--no-refine"]
+    )
     assert r.exit_code == 0, r.output
     assert "detected" in json.loads(r.stdout)["space_note"]
-    r = runner.invoke(app, ["infer", "--db", str(small_db_path), "--seg", str(bad), "-o", str(tmp_path / "B"),
-                            "--no-refine"])
+    r = runner.invoke(
+        app, ["infer", "--db", str(small_db_path), "--seg", str(bad), "-o", str(tmp_path / "B"), "--no-refine"]
+    )
     assert r.exit_code == 2 and "not in atlas space" in r.stderr and not (tmp_path / "B").exists()
-    r = runner.invoke(app, ["infer", "--db", str(small_db_path), "--seg", str(bad), "-o", str(tmp_path / "C"),
-                            "--no-refine", "--in-atlas-space"])
+    r = runner.invoke(
+        app,
+        [
+            "infer",
+            "--db",
+            str(small_db_path),
+            "--seg",
+            str(bad),
+            "-o",
+            str(tmp_path / "C"),
+            "--no-refine",
+            "--in-atlas-space",
+        ],
+    )
     assert r.exit_code == 0, r.output
 
 

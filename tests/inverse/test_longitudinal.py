@@ -42,16 +42,23 @@ def _stored_simulation(db, min_voxels: int = 40):
     for sim in np.unique(e["simulation_id"]):
         rows = np.flatnonzero(e["simulation_id"] == sim)
         rows = rows[np.argsort(e["T_days"][rows])]
-        if len(rows) >= 3 and e["wt_voxels"][rows[1]] >= min_voxels and e["core_voxels"][rows[1]] >= 5 \
-                and e["wt_voxels"][rows[2]] > 1.5 * e["wt_voxels"][rows[1]]:
+        if (
+            len(rows) >= 3
+            and e["wt_voxels"][rows[1]] >= min_voxels
+            and e["core_voxels"][rows[1]] >= 5
+            and e["wt_voxels"][rows[2]] > 1.5 * e["wt_voxels"][rows[1]]
+        ):
             return rows
     raise RuntimeError("no suitable simulation in the test database")
 
 
 def _pair(db, D, rho, origin, T, n, tmp_path):
     u = simulate(db.grid, [D], [rho], [origin], [T, T + n])[0]
-    return (write_labels(tmp_path / "early.nii.gz", _labels(u[0]), db.grid.affine),
-            write_labels(tmp_path / "later.nii.gz", _labels(u[1]), db.grid.affine), u)
+    return (
+        write_labels(tmp_path / "early.nii.gz", _labels(u[0]), db.grid.affine),
+        write_labels(tmp_path / "later.nii.gz", _labels(u[1]), db.grid.affine),
+        u,
+    )
 
 
 def test_rescaled_stored_simulation_is_found_with_its_D_rho_T(small_db):
@@ -79,7 +86,11 @@ def test_pair_off_the_database_is_recovered_by_the_two_scan_fit(small_db, atlas1
     e = small_db.entries
     rows = _stored_simulation(small_db, min_voxels=60)
     D, rho = 1.2 * e["D_mm2_per_day"][rows[1]], 0.85 * e["rho_per_day"][rows[1]]
-    origin = np.array([e["origin_x_mm"][rows[1]], e["origin_y_mm"][rows[1]], e["origin_z_mm"][rows[1]]]) + [1.5, -1.0, 1.0]
+    origin = np.array([e["origin_x_mm"][rows[1]], e["origin_y_mm"][rows[1]], e["origin_z_mm"][rows[1]]]) + [
+        1.5,
+        -1.0,
+        1.0,
+    ]
     T = float(np.sqrt(e["T_days"][rows[1]] * e["T_days"][rows[2]]))
     n = 0.5 * (e["T_days"][rows[2]] - e["T_days"][rows[1]])
     early, later, _ = _pair(small_db, D, rho, origin, T, n, tmp_path)
@@ -100,8 +111,9 @@ def _stored_pair(db, tmp_path):
     rows = _stored_simulation(db)
     origin = [e["origin_x_mm"][rows[1]], e["origin_y_mm"][rows[1]], e["origin_z_mm"][rows[1]]]
     n = float(e["T_days"][rows[2]] - e["T_days"][rows[1]])
-    early, later, _ = _pair(db, e["D_mm2_per_day"][rows[1]], e["rho_per_day"][rows[1]], origin, e["T_days"][rows[1]],
-                            n, tmp_path)
+    early, later, _ = _pair(
+        db, e["D_mm2_per_day"][rows[1]], e["rho_per_day"][rows[1]], origin, e["T_days"][rows[1]], n, tmp_path
+    )
     return early, later, n
 
 
@@ -119,20 +131,38 @@ def _check_outputs(out, n: float) -> dict:
 
 def test_two_scan_result_has_timepoints_calibration_and_projection(small_db, atlas1, tmp_path):
     early, later, n = _stored_pair(small_db, tmp_path)
-    res = infer_two_scans(small_db, early, later, n, in_atlas_space=True, atlas=atlas1, refine_budget=12,
-                          project_days=60)
+    res = infer_two_scans(
+        small_db, early, later, n, in_atlas_space=True, atlas=atlas1, refine_budget=12, project_days=60
+    )
     res.save(tmp_path / "OUT", figure=False)
     _check_outputs(tmp_path / "OUT", n)
     proj, now = res.projected_density_array, res.density_array
-    assert (proj >= 0.25).sum() > (now >= 0.25).sum()              # the tumour grows on
+    assert (proj >= 0.25).sum() > (now >= 0.25).sum()  # the tumour grows on
 
 
 @pytest.mark.slow
 def test_cli_two_scans_writes_timepoints_and_projection(small_db_path, small_db, tmp_path):
     early, later, n = _stored_pair(small_db, tmp_path)
     out = tmp_path / "OUT"
-    r = runner.invoke(app, ["infer", "--db", str(small_db_path), "--seg", str(early), "--seg-later", str(later),
-                            "--days-between", str(n), "--project-days", "60", "--in-atlas-space", "-o", str(out)])
+    r = runner.invoke(
+        app,
+        [
+            "infer",
+            "--db",
+            str(small_db_path),
+            "--seg",
+            str(early),
+            "--seg-later",
+            str(later),
+            "--days-between",
+            str(n),
+            "--project-days",
+            "60",
+            "--in-atlas-space",
+            "-o",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
     _check_outputs(out, n)
     assert json.loads(r.stdout)["days_between"] == pytest.approx(n)
@@ -142,8 +172,25 @@ def test_cli_two_scans_writes_timepoints_and_projection(small_db_path, small_db,
 def test_cli_interval_not_positive_exit_2_one_line(small_db_path, tmp_path, days):
     seg = write_labels(tmp_path / "a.nii.gz", np.ones((4, 4, 4), np.uint8) * 2, np.eye(4))
     out = tmp_path / "OUT"
-    p = subprocess.run([GLIOFIT, "infer", "--db", str(small_db_path), "--seg", str(seg), "--seg-later", str(seg),
-                        f"--days-between={days}", "--in-atlas-space", "-o", str(out)], capture_output=True, text=True, check=False)
+    p = subprocess.run(
+        [
+            GLIOFIT,
+            "infer",
+            "--db",
+            str(small_db_path),
+            "--seg",
+            str(seg),
+            "--seg-later",
+            str(seg),
+            f"--days-between={days}",
+            "--in-atlas-space",
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert p.returncode == 2, p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and "--days-between" in p.stderr
     assert not out.exists()
@@ -156,11 +203,14 @@ def test_cli_grids_differ_or_missing_interval_exit_2(small_db_path, small_db, tm
     a = write_labels(tmp_path / "a.nii.gz", lab, g.affine)
     b = write_labels(tmp_path / "b.nii.gz", lab[1:], g.affine)
     out = tmp_path / "OUT"
-    for extra, words in ((["--seg-later", str(b), "--days-between", "30"], "b.nii.gz: later scan grid differs"),
-                         (["--seg-later", str(b)], "--days-between"),
-                         (["--days-between", "30"], "--seg-later")):
-        r = runner.invoke(app, ["infer", "--db", str(small_db_path), "--seg", str(a), "--in-atlas-space",
-                                "-o", str(out), *extra])
+    for extra, words in (
+        (["--seg-later", str(b), "--days-between", "30"], "b.nii.gz: later scan grid differs"),
+        (["--seg-later", str(b)], "--days-between"),
+        (["--days-between", "30"], "--seg-later"),
+    ):
+        r = runner.invoke(
+            app, ["infer", "--db", str(small_db_path), "--seg", str(a), "--in-atlas-space", "-o", str(out), *extra]
+        )
         assert r.exit_code == 2, r.output
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and words in lines[0]
@@ -173,14 +223,14 @@ def _obs(mask: np.ndarray) -> Observation:
 
 def _ball(r: float, n: int = 48) -> np.ndarray:
     x = np.indices((n, n, n)) - (n - 1) / 2
-    return (x ** 2).sum(axis=0) <= r * r
+    return (x**2).sum(axis=0) <= r * r
 
 
 def test_shrinkage_warning_only_beyond_boundary_noise():
     early = _obs(_ball(15.0))
-    assert shrinkage_warning(early, _obs(_ball(16.0))) is None          # grew
-    assert shrinkage_warning(early, _obs(_ball(14.0))) is None          # 1 mm in: within 2 mm of noise
-    msg = shrinkage_warning(early, _obs(_ball(11.0)))                  # 4 mm in: beyond
+    assert shrinkage_warning(early, _obs(_ball(16.0))) is None  # grew
+    assert shrinkage_warning(early, _obs(_ball(14.0))) is None  # 1 mm in: within 2 mm of noise
+    msg = shrinkage_warning(early, _obs(_ball(11.0)))  # 4 mm in: beyond
     assert msg is not None and "smaller than the earlier" in msg
 
 
@@ -191,16 +241,21 @@ def test_fit_calibration_gives_the_normal_quantile_for_gaussian_errors():
     for _ in range(4000):
         sigma = float(rng.uniform(0.05, 0.5))
         truth = 0.1
-        recs.append({"D_mm2_per_day": (truth * np.exp(sigma * rng.normal()), sigma, truth),
-                     "origin_mm": (np.zeros(3) + 2.0 * rng.normal(size=3), [2.0] * 3, np.zeros(3))})
+        recs.append(
+            {
+                "D_mm2_per_day": (truth * np.exp(sigma * rng.normal()), sigma, truth),
+                "origin_mm": (np.zeros(3) + 2.0 * rng.normal(size=3), [2.0] * 3, np.zeros(3)),
+            }
+        )
     cal = fit_calibration(recs)
     assert cal.kappa["D_mm2_per_day"] == pytest.approx(1.96, abs=0.08)
     assert cal.kappa["origin_mm"] == pytest.approx(1.96, abs=0.08)
 
 
 def test_calibration_from_another_database_is_refused(small_db, tmp_path):
-    f = Calibration(kappa={"D_mm2_per_day": 2.0}, database={"atlas": small_db.manifest.atlas, "resolution_mm": 1.0,
-                                                             "entries": 5}).to_json(tmp_path / "cal.json")
+    f = Calibration(
+        kappa={"D_mm2_per_day": 2.0}, database={"atlas": small_db.manifest.atlas, "resolution_mm": 1.0, "entries": 5}
+    ).to_json(tmp_path / "cal.json")
     with pytest.raises(InputError, match="another database"):
         load_calibration(small_db, f)
     assert load_calibration(small_db).source.startswith("default")

@@ -43,16 +43,17 @@ def test_partly_covered_database_voxel_needs_half_its_volume(tmp_path, small_db,
     """On a 1 mm crop of the atlas grid (declared atlas space: only the atlas's own grid is detected)."""
     lo, hi = np.array([10, 14, 12]), np.array([13, 16, 14])
     sl = list(_db_voxel_box_on_atlas(small_db, atlas1, lo, hi))
-    sl[0] = slice(sl[0].start, sl[0].stop + covered)          # extend into the next database voxel along x
+    sl[0] = slice(sl[0].start, sl[0].stop + covered)  # extend into the next database voxel along x
     start = np.array([s.start for s in sl]) - 5
     crop_affine = atlas1.affine.copy()
     crop_affine[:3, 3] = atlas1.affine[:3, :3] @ start + atlas1.affine[:3, 3]
     lab = np.zeros((40, 40, 40), np.uint8)
     lab[tuple(slice(s.start - b, s.stop - b) for s, b in zip(sl, start))] = 2
-    obs = observe(write_labels(tmp_path / "seg.nii.gz", lab, crop_affine), grid=small_db.grid, atlas=atlas1,
-                  in_atlas_space=True)
-    assert obs.wt[hi[0], lo[1]:hi[1], lo[2]:hi[2]].all() == inside
-    assert obs.wt[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]].all()
+    obs = observe(
+        write_labels(tmp_path / "seg.nii.gz", lab, crop_affine), grid=small_db.grid, atlas=atlas1, in_atlas_space=True
+    )
+    assert obs.wt[hi[0], lo[1] : hi[1], lo[2] : hi[2]].all() == inside
+    assert obs.wt[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]].all()
     assert obs.wt.sum() == np.prod(hi - lo) + (np.prod(hi[1:] - lo[1:]) if inside else 0)
 
 
@@ -72,9 +73,12 @@ def test_label_conventions_and_masks_give_the_same_masks(tmp_path, small_db, atl
     p23 = write_labels(tmp_path / "s23.nii.gz", lab23, g.affine)
     pwt = write_labels(tmp_path / "wt.nii.gz", (lab21 > 0).astype(np.uint8), g.affine)
     pco = write_labels(tmp_path / "core.nii.gz", np.isin(lab21, (1, 4)).astype(np.uint8), g.affine)
-    outs = [observe(p21, grid=g, atlas=atlas1), observe(p23, grid=g, atlas=atlas1),
-            observe(p21, grid=g, atlas=atlas1, labels="brats2021"),
-            observe(pwt, grid=g, atlas=atlas1, labels="masks", core=pco)]
+    outs = [
+        observe(p21, grid=g, atlas=atlas1),
+        observe(p23, grid=g, atlas=atlas1),
+        observe(p21, grid=g, atlas=atlas1, labels="brats2021"),
+        observe(pwt, grid=g, atlas=atlas1, labels="masks", core=pco),
+    ]
     assert [o.convention for o in outs] == ["brats2021", "brats2023", "brats2021", "masks"]
     for o in outs:
         assert np.array_equal(o.wt, lab21 > 0) and np.array_equal(o.core, np.isin(lab21, (1, 4)))
@@ -95,8 +99,10 @@ def _write(path, data, affine, dtype=np.uint8):
     return save_volume(data, affine, path, dtype=dtype)
 
 
-@pytest.mark.parametrize("problem", ["4d", "unknown", "empty", "patient", "ambiguous", "float", "wrong-convention",
-                                     "masks-without-core", "not-binary"])
+@pytest.mark.parametrize(
+    "problem",
+    ["4d", "unknown", "empty", "patient", "ambiguous", "float", "wrong-convention", "masks-without-core", "not-binary"],
+)
 def test_bad_input_is_an_input_error_naming_the_file(tmp_path, small_db, atlas1, problem):
     g = small_db.grid
     lab = _labels(g.shape)
@@ -135,7 +141,7 @@ def test_patient_space_input_is_accepted_when_declared_in_atlas_space(tmp_path, 
     g = small_db.grid
     lab = _labels(g.shape)
     flipped = g.affine @ np.diag([-1.0, 1, 1, 1])
-    flipped[:3, 3] = g.affine[:3, 3] + g.affine[:3, 0] * (g.shape[0] - 1)   # the same voxels, x stored backwards
+    flipped[:3, 3] = g.affine[:3, 3] + g.affine[:3, 0] * (g.shape[0] - 1)  # the same voxels, x stored backwards
     p = _write(tmp_path / "seg.nii.gz", lab[::-1], flipped)
     obs = observe(p, grid=g, atlas=atlas1, in_atlas_space=True)
     assert np.array_equal(obs.wt, lab > 0)

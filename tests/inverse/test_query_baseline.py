@@ -33,8 +33,8 @@ def test_soft_agreement_values():
     assert soft_agreement(0.25, 0.25) == pytest.approx(0.5)
     x = np.linspace(0, 0.7, 8)
     assert np.allclose(soft_agreement(0.25 + x, 0.25) + soft_agreement(0.25 - x, 0.25), 1.0)
-    assert soft_agreement(1.0, 0.25) == pytest.approx(0.5 + 0.5 * (1 - np.exp(-0.75 ** 2)))
-    assert soft_agreement(0.0, 0.675) == pytest.approx(0.5 - 0.5 * (1 - np.exp(-0.675 ** 2)))
+    assert soft_agreement(1.0, 0.25) == pytest.approx(0.5 + 0.5 * (1 - np.exp(-(0.75**2))))
+    assert soft_agreement(0.0, 0.675) == pytest.approx(0.5 - 0.5 * (1 - np.exp(-(0.675**2))))
 
 
 def test_soft_scores_equal_the_full_grid_sum(small_db):
@@ -111,7 +111,7 @@ def _toy_db():
         q = np.rint(u * QUANT_SCALE).astype(np.uint8)
         nz = np.argwhere(q > 0)
         lo, hi = nz.min(0), nz.max(0) + 1
-        crop = q[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+        crop = q[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
         crops.append((tuple(lo) + tuple(hi), crop))
         feats.append(entry_features(spec, crop >= threshold_level(0.25), crop >= threshold_level(0.675), tuple(lo)))
         ids.append(100 + n)
@@ -124,20 +124,24 @@ def _toy_db():
 
     return SimpleNamespace(
         manifest=SimpleNamespace(features=spec.to_dict(), thresholds={"edema": 0.25, "core": 0.675}),
-        index=build_index(np.stack(feats), ids, kind="flat"), entries=entries,
-        rows_of=lambda sel: np.searchsorted(ids, np.asarray(sel)), read_entries=read, read_visible=read,
-        shape=shape)
+        index=build_index(np.stack(feats), ids, kind="flat"),
+        entries=entries,
+        rows_of=lambda sel: np.searchsorted(ids, np.asarray(sel)),
+        read_entries=read,
+        read_visible=read,
+        shape=shape,
+    )
 
 
 def test_toy_database_both_methods_rank_the_true_entry_first():
     db = _toy_db()
     for eid in db.entries["id"]:
-        (bbox, crop), = db.read_entries([eid])
+        ((bbox, crop),) = db.read_entries([eid])
         wt = np.zeros(db.shape, bool)
         core = np.zeros(db.shape, bool)
         box = tuple(slice(bbox[i], bbox[i + 3]) for i in range(3))
         wt[box], core[box] = crop >= threshold_level(0.25), crop >= threshold_level(0.675)
-        fast = query(db, wt, core, top_k=8, shift=False)   # a toy database has no grid to shift on
+        fast = query(db, wt, core, top_k=8, shift=False)  # a toy database has no grid to shift on
         slow = exhaustive_query(db, wt, core, top_k=8)
         assert fast.ids[0] == eid and slow.ids[0] == eid
         assert fast.dice[0].tolist() == [1.0, 1.0] and slow.dice[0].tolist() == [1.0, 1.0]

@@ -41,8 +41,12 @@ def _perturbed() -> dict:
     T = TRUTH["T_days"]
     mu_d = np.sqrt(TRUTH["D_mm2_per_day"] * T) * 1.35
     mu_r = np.sqrt(TRUTH["rho_per_day"] * T) * 0.85
-    return {"D_mm2_per_day": mu_d ** 2 / T, "rho_per_day": mu_r ** 2 / T, "T_days": T,
-            "origin_mm": list(np.asarray(TRUTH["origin_mm"]) + [6.0, -4.0, 3.0])}
+    return {
+        "D_mm2_per_day": mu_d**2 / T,
+        "rho_per_day": mu_r**2 / T,
+        "T_days": T,
+        "origin_mm": list(np.asarray(TRUTH["origin_mm"]) + [6.0, -4.0, 3.0]),
+    }
 
 
 def test_refine_raises_dice_from_perturbed_truth(grid6, observed):

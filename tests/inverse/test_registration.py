@@ -21,7 +21,7 @@ def patient(tmp_path_factory, atlas1):
     """A 2 mm patient grid stored LPS-style (x and y flipped, so not atlas space) whose world is the
     atlas's moved by a rotation of 6 degrees about z and a shift of (5, -4, 3) mm; a tumour sphere."""
     out = tmp_path_factory.mktemp("patient")
-    move = np.eye(4)                                  # patient world -> atlas world
+    move = np.eye(4)  # patient world -> atlas world
     move[:3, :3] = _rotation_z(6.0)
     move[:3, 3] = [5.0, -4.0, 3.0]
     shape = (96, 116, 94)
@@ -34,7 +34,7 @@ def patient(tmp_path_factory, atlas1):
     r = np.linalg.norm(world - centre_patient, axis=-1)
     lab = np.where(r <= 18.0, 2, 0).astype(np.uint8)
     lab[r <= 10.0] = 3
-    t1 = np.where(r <= 18.0, 0.5 * t1, t1)           # the tumour looks different: masked out of the metric
+    t1 = np.where(r <= 18.0, 0.5 * t1, t1)  # the tumour looks different: masked out of the metric
     seg = save_volume(lab, affine, out / "seg.nii.gz", dtype=np.uint8)
     t1p = save_volume(t1, affine, out / "t1.nii.gz")
     idx = np.indices(atlas1.shape).transpose(1, 2, 3, 0)
@@ -62,8 +62,9 @@ def test_cli_patient_space_writes_the_density_on_the_patient_grid(patient, small
 
     seg, t1, _, lab = patient
     out = tmp_path / "OUT"
-    r = CliRunner().invoke(app, ["infer", "--db", str(small_db_path), "--seg", str(seg), "--t1", str(t1),
-                                 "-o", str(out)])
+    r = CliRunner().invoke(
+        app, ["infer", "--db", str(small_db_path), "--seg", str(seg), "--t1", str(t1), "-o", str(out)]
+    )
     assert r.exit_code == 0, r.output
     d = json.loads((out / "result.json").read_text())
     assert d["space"] == "patient" and d["timings_s"]["registration"] > 0

@@ -40,8 +40,9 @@ def test_sitk_registration_round_trips_through_files(tmp_path, make_box_atlas):
     back = Registration.load(tmp_path / "reg")
     assert back.metric == pytest.approx(-0.7)
     data = np.random.default_rng(0).random(atlas.shape).astype(np.float32)
-    np.testing.assert_allclose(back.to_atlas(data, atlas.affine, atlas), reg.to_atlas(data, atlas.affine, atlas),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        back.to_atlas(data, atlas.affine, atlas), reg.to_atlas(data, atlas.affine, atlas), atol=1e-6
+    )
     (tmp_path / "reg" / "registration.json").write_text("{")
     with pytest.raises(InputError, match="registration.json: not a readable registration"):
         Registration.load(tmp_path / "reg")

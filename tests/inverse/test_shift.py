@@ -53,7 +53,7 @@ def test_a_translated_entry_is_found_with_its_translation(small_db, shift):
     moved = shifted_origins(small_db, origin[None, :], m.shifts[i][None, :])[0]
     assert np.allclose(moved, origin + np.asarray(shift) * small_db.manifest.resolution_mm)
     plain = query(small_db, _translate(wt, shift), _translate(core, shift), shift=False)
-    assert plain.score[0] < 1.0                                   # without the shift search nothing fits exactly
+    assert plain.score[0] < 1.0  # without the shift search nothing fits exactly
 
 
 def test_no_shift_needed_gives_shift_zero(small_db):

@@ -9,8 +9,14 @@ import pytest
 
 from gliofit.common.errors import InputError
 from gliofit.common.labels import detect_convention, tumour_masks
-from gliofit.inverse.synthetic import (REFERENCE_RANGES, grow_patient, masks_to_labels, read_patient,
-                                       sample_parameters, segmentation_noise)
+from gliofit.inverse.synthetic import (
+    REFERENCE_RANGES,
+    grow_patient,
+    masks_to_labels,
+    read_patient,
+    sample_parameters,
+    segmentation_noise,
+)
 from gliofit.growth.atlas import load_atlas, resample_atlas
 from gliofit.simulations_db.dice import dice
 
@@ -26,15 +32,17 @@ def _sphere_density(shape=(64, 64, 64), radius=15.0) -> np.ndarray:
 
 def test_no_noise_gives_the_thresholded_density():
     u = _sphere_density()
-    wt, core, _ = segmentation_noise(u, AFFINE, np.random.default_rng(0), jitter_voxels=(0, 0), shift_mm=0,
-                                     rotation_deg=0)
+    wt, core, _ = segmentation_noise(
+        u, AFFINE, np.random.default_rng(0), jitter_voxels=(0, 0), shift_mm=0, rotation_deg=0
+    )
     assert np.array_equal(wt, u >= 0.25) and np.array_equal(core, u >= 0.675)
 
 
 def test_shift_moves_the_masks_by_the_recorded_vector():
     u = _sphere_density()
-    wt, _, noise = segmentation_noise(u, AFFINE, np.random.default_rng(3), jitter_voxels=(0, 0), shift_mm=2.0,
-                                      rotation_deg=0)
+    wt, _, noise = segmentation_noise(
+        u, AFFINE, np.random.default_rng(3), jitter_voxels=(0, 0), shift_mm=2.0, rotation_deg=0
+    )
     moved = np.argwhere(wt).mean(axis=0) - np.argwhere(u >= 0.25).mean(axis=0)
     assert 0 < np.linalg.norm(noise["shift_mm"]) <= 2.0
     np.testing.assert_allclose(moved, noise["shift_mm"], atol=0.15)
@@ -43,8 +51,9 @@ def test_shift_moves_the_masks_by_the_recorded_vector():
 def test_rotation_about_the_centre_keeps_a_centred_ball():
     u = _sphere_density()
     centre = (np.asarray(u.shape) - 1) / 2
-    wt, _, noise = segmentation_noise(u, AFFINE, np.random.default_rng(4), jitter_voxels=(0, 0), shift_mm=0,
-                                      rotation_deg=2.0, centre_mm=centre)
+    wt, _, noise = segmentation_noise(
+        u, AFFINE, np.random.default_rng(4), jitter_voxels=(0, 0), shift_mm=0, rotation_deg=2.0, centre_mm=centre
+    )
     assert 0 < noise["rotation_deg"] <= 2.0
     assert dice(wt, u >= 0.25) > 0.995
 
@@ -127,8 +136,19 @@ def test_grow_patient_writes_truth_and_seg(atlas3, grid6, tmp_path):
     assert 0.6 < dice(wt, p1.whole_tumor) < 0.99
     out = p1.write(tmp_path / "case")
     truth = json.loads((out / "truth.json").read_text())
-    for key in ("D_mm2_per_day", "rho_per_day", "T_days", "origin_mm", "mu_D_mm", "mu_rho",
-                "infiltration_length_mm", "velocity_mm_per_day", "threshold_edema", "threshold_core", "noise"):
+    for key in (
+        "D_mm2_per_day",
+        "rho_per_day",
+        "T_days",
+        "origin_mm",
+        "mu_D_mm",
+        "mu_rho",
+        "infiltration_length_mm",
+        "velocity_mm_per_day",
+        "threshold_edema",
+        "threshold_core",
+        "noise",
+    ):
         assert key in truth
     assert truth["mu_D_mm"] == pytest.approx(np.sqrt(params["D_mm2_per_day"] * params["T_days"]))
     back = read_patient(out)

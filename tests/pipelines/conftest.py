@@ -16,8 +16,7 @@ from gliofit.simulations_db.design import SnapshotRule
 def pipeline_db(tmp_path_factory) -> Path:
     """80 simulations at 6 mm, 4 snapshots each."""
     path = tmp_path_factory.mktemp("pipeline") / "DB"
-    build_database(path, 80, resolution_mm=6.0, seed=0, workers=1, snapshots=SnapshotRule(count=4),
-                   progress=False)
+    build_database(path, 80, resolution_mm=6.0, seed=0, workers=1, snapshots=SnapshotRule(count=4), progress=False)
     return path
 
 
@@ -36,8 +35,9 @@ def dicom_study(tmp_path_factory, phantom_cohort):
     from gliofit.pipelines.dicom_phantom import write_dicom_study
 
     out = tmp_path_factory.mktemp("dicom") / "STUDY"
-    return write_dicom_study(phantom_cohort[0], out, seed=1, pixel_scale=PIXEL_SCALE, patient_id=PATIENT_ID,
-                             patient_name=PATIENT_NAME)
+    return write_dicom_study(
+        phantom_cohort[0], out, seed=1, pixel_scale=PIXEL_SCALE, patient_id=PATIENT_ID, patient_name=PATIENT_NAME
+    )
 
 
 @pytest.fixture(scope="session")

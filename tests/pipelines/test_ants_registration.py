@@ -39,7 +39,7 @@ def atlas():
 def patient(atlas):
     """A 2 mm patient grid stored LPS-style (x, y flipped), its world the atlas's rotated by 7 degrees about z
     and -5 about x and shifted by (6, -5, 4) mm; a dark 15 mm tumour sphere at a known atlas point."""
-    move = np.eye(4)                                      # patient world -> atlas world
+    move = np.eye(4)  # patient world -> atlas world
     move[:3, :3] = _rotation(7.0, 2) @ _rotation(-5.0, 0)
     move[:3, 3] = [6.0, -5.0, 4.0]
     shape = (100, 120, 90)
@@ -50,7 +50,7 @@ def patient(atlas):
     centre = np.linalg.solve(move[:3, :3], TUMOUR_CENTRE_MM - move[:3, 3])
     r = np.linalg.norm(world - centre, axis=-1)
     tumour = r <= TUMOUR_RADIUS_MM
-    t1 = np.where(tumour, 0.3 * t1 + 0.4 * (r <= 8.0), t1) * 800.0   # another look, another intensity scale
+    t1 = np.where(tumour, 0.3 * t1 + 0.4 * (r <= 8.0), t1) * 800.0  # another look, another intensity scale
     return {"t1": t1.astype(np.float32), "affine": affine, "move": move, "tumour": tumour, "world": world}
 
 
@@ -61,8 +61,9 @@ def registrations(atlas, patient):
 
     def get(kind: str) -> AntsRegistration:
         if kind not in found:
-            found[kind] = register_to_atlas_ants(patient["t1"], patient["affine"], atlas, exclude=patient["tumour"],
-                                                 kind=kind, source="patient.nii.gz")
+            found[kind] = register_to_atlas_ants(
+                patient["t1"], patient["affine"], atlas, exclude=patient["tumour"], kind=kind, source="patient.nii.gz"
+            )
         return found[kind]
 
     return get
@@ -86,8 +87,9 @@ def test_a_known_affine_is_recovered(kind, atlas, patient, registrations):
     inside = np.all(np.abs(world_to_voxel(patient["affine"], truth) - half) < half - 3, axis=-1)
     brain = (atlas.t1 > 0.1) & inside
     assert err[brain].mean() < 1.0 and np.percentile(err[brain], 99) < 2.0
-    points = TUMOUR_CENTRE_MM + np.array([[0, 0, 0], [40, 0, 0], [0, 40, 0], [0, 0, -30], [56, 30, -20],
-                                          [20, -50, 10], [10, 20, 25]])
+    points = TUMOUR_CENTRE_MM + np.array(
+        [[0, 0, 0], [40, 0, 0], [0, 40, 0], [0, 0, -30], [56, 30, -20], [20, -50, 10], [10, 20, 25]]
+    )
     ijk = np.rint(world_to_voxel(atlas.affine, points)).astype(int)
     assert brain[tuple(ijk.T)].all()
     assert err[tuple(ijk.T)].max() < 2.0
@@ -98,7 +100,7 @@ def test_the_tumour_lands_where_it_was_placed_and_returns(kind, atlas, patient, 
     reg = registrations(kind)
     tumour = patient["tumour"]
     in_atlas = reg.to_atlas(tumour, patient["affine"], atlas)
-    assert in_atlas.dtype == np.float32 and set(np.unique(in_atlas)) <= {0.0, 1.0}   # nearest neighbour
+    assert in_atlas.dtype == np.float32 and set(np.unique(in_atlas)) <= {0.0, 1.0}  # nearest neighbour
     aw = voxel_to_world(atlas.affine, np.indices(atlas.shape).transpose(1, 2, 3, 0))
     truth = np.linalg.norm(aw - TUMOUR_CENTRE_MM, axis=-1) <= TUMOUR_RADIUS_MM
     assert dice(in_atlas > 0.5, truth) >= 0.8
@@ -106,7 +108,7 @@ def test_the_tumour_lands_where_it_was_placed_and_returns(kind, atlas, patient, 
     assert back.shape == tumour.shape and dice(back > 0.5, tumour) >= 0.95
     density = reg.to_patient(truth.astype(np.float32) * 0.7, atlas, tumour.shape, patient["affine"])
     assert density.dtype == np.float32 and 0.0 < density.max() <= 0.7 + 1e-5
-    assert len(np.unique(density)) > 3                                               # linear, not nearest
+    assert len(np.unique(density)) > 3  # linear, not nearest
 
 
 def test_ants_images_keep_the_ras_grid(tmp_path, atlas):
@@ -135,11 +137,15 @@ def test_ants_images_keep_the_ras_grid(tmp_path, atlas):
 def test_save_load_gives_identical_warps(tmp_path, atlas, patient, registrations):
     reg = registrations("SyN")
     written = reg.save(tmp_path / "transforms")
-    assert set(written) == {"patient_to_atlas_0GenericAffine.mat", "patient_to_atlas_1Warp.nii.gz",
-                            "patient_to_atlas_1InverseWarp.nii.gz", "registration.json"}
+    assert set(written) == {
+        "patient_to_atlas_0GenericAffine.mat",
+        "patient_to_atlas_1Warp.nii.gz",
+        "patient_to_atlas_1InverseWarp.nii.gz",
+        "registration.json",
+    }
     meta = json.loads(written["registration.json"].read_text())
     assert meta["kind"] == "SyN" and meta["gliofit_version"] and meta["seed"] == 0
-    assert not list((tmp_path / "transforms").glob(".*part*"))                      # no temporary left
+    assert not list((tmp_path / "transforms").glob(".*part*"))  # no temporary left
     loaded = AntsRegistration.load(tmp_path / "transforms")
     assert all(str(tmp_path) in t for t in loaded.fwd_transforms + loaded.inv_transforms)
     assert loaded.kind == "SyN" and loaded.metric == pytest.approx(reg.metric)
@@ -148,7 +154,7 @@ def test_save_load_gives_identical_warps(tmp_path, atlas, patient, registrations
     dens = atlas.wm.astype(np.float32)
     shape, aff = vol.shape, patient["affine"]
     assert np.array_equal(loaded.to_patient(dens, atlas, shape, aff), reg.to_patient(dens, atlas, shape, aff))
-    loaded.save(tmp_path / "again")                                                 # a loaded one saves too
+    loaded.save(tmp_path / "again")  # a loaded one saves too
     (tmp_path / "transforms" / "patient_to_atlas_1Warp.nii.gz").unlink()
     with pytest.raises(InputError, match="patient_to_atlas_1Warp.nii.gz"):
         AntsRegistration.load(tmp_path / "transforms")
@@ -158,10 +164,12 @@ def test_save_load_gives_identical_warps(tmp_path, atlas, patient, registrations
 
 def test_the_same_seed_repeats(atlas, patient, registrations):
     first = registrations("Affine")
-    again = register_to_atlas_ants(patient["t1"], patient["affine"], atlas, exclude=patient["tumour"],
-                                   kind="Affine", seed=0)
-    a = np.stack([r.to_atlas(patient["world"][..., k], patient["affine"], atlas)
-                  for r in (first, again) for k in range(3)])
+    again = register_to_atlas_ants(
+        patient["t1"], patient["affine"], atlas, exclude=patient["tumour"], kind="Affine", seed=0
+    )
+    a = np.stack(
+        [r.to_atlas(patient["world"][..., k], patient["affine"], atlas) for r in (first, again) for k in range(3)]
+    )
     diff = np.abs(a[:3] - a[3:]).max()
     assert diff < 0.05 and (first.info["threads"] != 1 or diff == 0.0)
 

@@ -38,10 +38,26 @@ def _rows(out: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory, cohort_dir, pipeline_db) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("cohortout") / "OUT"
-    proc = subprocess.run([GLIOFIT, "cohort", str(cohort_dir), "--db", str(pipeline_db), "-o", str(out),
-                           "--workers", "2", "--registration", "none", "--no-progress"],
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 3, proc.stderr                # one patient failed: the others still finished
+    proc = subprocess.run(
+        [
+            GLIOFIT,
+            "cohort",
+            str(cohort_dir),
+            "--db",
+            str(pipeline_db),
+            "-o",
+            str(out),
+            "--workers",
+            "2",
+            "--registration",
+            "none",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 3, proc.stderr  # one patient failed: the others still finished
     assert proc.stderr.strip().splitlines()[-1].startswith("gliofit: 1 of 4 patients failed")
     return out, json.loads(proc.stdout)
 
@@ -64,7 +80,7 @@ def test_cohort_runs_every_patient_and_records_the_failure(local_run, cohort_dir
             poor = float(r["dice_mean"]) < 0.5
             assert r["warnings"].startswith("poor fit") if poor else r["warnings"] == ""
     index = (out / "index.html").read_text()
-    assert all(f'{r["patient"]}/report.html' in index for r in rows if r["status"] == "ok")
+    assert all(f"{r['patient']}/report.html" in index for r in rows if r["status"] == "ok")
     assert (out / "cohort.png").stat().st_size > 0
 
 
@@ -75,9 +91,9 @@ def test_cohort_resumes_skipping_finished_patients(local_run, cohort_dir, pipeli
     ok = [r["patient"] for r in _rows(again) if r["status"] == "ok"]
     before = (again / ok[0] / "result.json").stat().st_mtime_ns
     removed = ok[1]
-    shutil.rmtree(again / removed)                          # as if it was in flight when the run died
+    shutil.rmtree(again / removed)  # as if it was in flight when the run died
     summary = run_cohort(cohort_dir, pipeline_db, again, workers=1, progress=False, registration="none")
-    assert summary["skipped"] == 2 and summary["ran"] == 2   # the removed one and the failed one again
+    assert summary["skipped"] == 2 and summary["ran"] == 2  # the removed one and the failed one again
     assert summary["ok"] == 3 and summary["failed"] == 1
     assert (again / removed / "result.json").is_file()
     assert (again / ok[0] / "result.json").stat().st_mtime_ns == before
@@ -89,10 +105,17 @@ def test_dask_cluster_gives_the_same_results(local_run, cohort_dir, pipeline_db,
     from distributed import LocalCluster
 
     out, _ = local_run
-    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", processes=True,
-                      dashboard_address=None) as cluster:
-        summary = run_cohort(cohort_dir, pipeline_db, tmp_path / "DASK", scheduler=cluster.scheduler_address,
-                             progress=False, registration="none")
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, host="127.0.0.1", processes=True, dashboard_address=None
+    ) as cluster:
+        summary = run_cohort(
+            cohort_dir,
+            pipeline_db,
+            tmp_path / "DASK",
+            scheduler=cluster.scheduler_address,
+            progress=False,
+            registration="none",
+        )
     assert summary["ok"] == 3 and summary["failed"] == 1
     local = {r["patient"]: r for r in _rows(out)}
     for r in _rows(tmp_path / "DASK"):
@@ -104,8 +127,12 @@ def test_bad_cohort_input_exits_2(tmp_path, pipeline_db) -> None:
     empty = tmp_path / "EMPTY"
     empty.mkdir()
     for args, needle in (([str(empty)], "no patient folders"), ([str(tmp_path / "nope")], "not found")):
-        proc = subprocess.run([GLIOFIT, "cohort", *args, "--db", str(pipeline_db), "-o", str(tmp_path / "O")],
-                              capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [GLIOFIT, "cohort", *args, "--db", str(pipeline_db), "-o", str(tmp_path / "O")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 2 and needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
@@ -118,8 +145,20 @@ def test_sigkill_mid_cohort_then_resume_finishes_exactly(tmp_path, cohort_dir, p
     import time
 
     out = tmp_path / "OUT"
-    cmd = [GLIOFIT, "cohort", str(cohort_dir), "--db", str(pipeline_db), "-o", str(out), "--workers", "1",
-           "--registration", "none", "--no-progress"]
+    cmd = [
+        GLIOFIT,
+        "cohort",
+        str(cohort_dir),
+        "--db",
+        str(pipeline_db),
+        "-o",
+        str(out),
+        "--workers",
+        "1",
+        "--registration",
+        "none",
+        "--no-progress",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 300

@@ -54,8 +54,10 @@ def test_import_keeps_world_coordinates_and_voxels(imported, dicom_study) -> Non
     out, _ = imported
     for m, grid in dicom_study.affines.items():
         img = nib.load(out / f"P001-{SUFFIX[m]}.nii.gz")
-        corners = np.array([[i, j, k] for i in (0, img.shape[0] - 1) for j in (0, img.shape[1] - 1)
-                            for k in (0, img.shape[2] - 1)], dtype=float)
+        corners = np.array(
+            [[i, j, k] for i in (0, img.shape[0] - 1) for j in (0, img.shape[1] - 1) for k in (0, img.shape[2] - 1)],
+            dtype=float,
+        )
         assert np.abs(voxel_to_world(img.affine, corners) - voxel_to_world(grid, corners)).max() < 0.01, m
         files = series_files(dicom_study.series[m])
         k = len(files) // 2
@@ -120,13 +122,18 @@ def test_duplicate_series_is_skipped_and_a_second_flair_is_ambiguous(tmp_path, d
         d.save_as(f)
     rec = import_dicom(study, tmp_path / "A", progress=False)
     assert any("duplicate of series 5" in s["reason"] for s in rec["skipped_series"])
-    for f in sorted(dup.glob("*.dcm")):                 # now a different FLAIR: ambiguous
+    for f in sorted(dup.glob("*.dcm")):  # now a different FLAIR: ambiguous
         d = pydicom.dcmread(f)
         d.PixelData = (d.pixel_array // 2).astype(np.uint16).tobytes()
         d.SeriesDescription = "FLAIR AX repeat"
         d.save_as(f)
-    _assert_refused(gliofit("import-dicom", study, "-o", tmp_path / "B", "--no-progress"),
-                    "2 candidate FLAIR series", "series 5 'FLAIR AX'", "series 9 'FLAIR AX repeat'", "--series")
+    _assert_refused(
+        gliofit("import-dicom", study, "-o", tmp_path / "B", "--no-progress"),
+        "2 candidate FLAIR series",
+        "series 5 'FLAIR AX'",
+        "series 9 'FLAIR AX repeat'",
+        "--series",
+    )
     assert not (tmp_path / "B").exists()
     (tmp_path / "map.json").write_text(json.dumps({"flair": 9}))
     rec = import_dicom(study, tmp_path / "C", series_map=tmp_path / "map.json", progress=False)
@@ -140,7 +147,7 @@ def test_corrupt_and_non_image_files_are_skipped_and_listed(tmp_path, dicom_stud
     (study / "junk.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00garbage" * 10)
     (study / "notes.txt").write_text("not dicom")
     sr = pydicom.dcmread(good)
-    sr.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"    # Basic Text SR
+    sr.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # Basic Text SR
     sr.file_meta.MediaStorageSOPClassUID = sr.SOPClassUID
     sr.SOPInstanceUID = sr.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     sr.SeriesInstanceUID = generate_uid()
@@ -166,12 +173,16 @@ def test_bad_studies_exit_2_in_one_line_and_write_nothing(tmp_path, dicom_study)
     gap = copy_study(dicom_study, tmp_path / "gap")
     files = series_files(gap / "s03")
     files[len(files) // 2].unlink()
-    _assert_refused(gliofit("import-dicom", gap, "-o", tmp_path / "o2", "--no-progress"), "missing slice", "T1 SE AX +C")
+    _assert_refused(
+        gliofit("import-dicom", gap, "-o", tmp_path / "o2", "--no-progress"), "missing slice", "T1 SE AX +C"
+    )
 
     mixed = copy_study(dicom_study, tmp_path / "mixed")
     f = series_files(mixed / "s05")[2]
     _edit([f], ImageOrientationPatient=[1, 0, 0, 0, 1, 0])
-    _assert_refused(gliofit("import-dicom", mixed, "-o", tmp_path / "o3", "--no-progress"), "mixes slice orientations", f.name)
+    _assert_refused(
+        gliofit("import-dicom", mixed, "-o", tmp_path / "o3", "--no-progress"), "mixes slice orientations", f.name
+    )
 
     other = copy_study(dicom_study, tmp_path / "other")
     f = series_files(other / "s04")[1]

@@ -40,11 +40,11 @@ def test_coregistration_recovers_the_known_motion(preprocessed_patient, dicom_st
     pts = voxel_to_world(affine, np.argwhere(brain).astype(float))
     pts = np.c_[pts, np.ones(len(pts))]
     for s in (s for s in rec["steps"] if s["step"] == "register"):
-        est = np.asarray(s["matrix_ras"])                       # T1c world -> modality world
+        est = np.asarray(s["matrix_ras"])  # T1c world -> modality world
         truth = np.linalg.inv(dicom_study.motion[s["modality"]])
         err = np.linalg.norm((pts @ est.T - pts @ truth.T)[:, :3], axis=1)
         moved = np.linalg.norm((pts @ truth.T - pts)[:, :3], axis=1)
-        assert moved.mean() > 2.0                               # there was a motion to find
+        assert moved.mean() > 2.0  # there was a motion to find
         assert err.mean() < 1.0, (s["modality"], err.mean(), est.round(3).tolist(), truth.round(3).tolist())
 
 
@@ -66,7 +66,7 @@ def test_n4_flattens_a_known_bias_field() -> None:
     affine = np.diag([3.0, 3.0, 3.0, 1.0])
     ball = np.linalg.norm(np.indices(shape) - np.array(shape)[:, None, None, None] / 2, axis=0) < 18
     x = np.linspace(-1, 1, shape[0])[:, None, None]
-    bias = np.exp(0.3 * x + 0.2 * x ** 2) * np.ones(shape)
+    bias = np.exp(0.3 * x + 0.2 * x**2) * np.ones(shape)
     img = np.where(ball, 500.0 * bias * (1 + 0.02 * rng.normal(size=shape)), 0.0).astype(np.float32)
     out = n4(img, affine, head_mask(img))
     cv = lambda a: float(a[ball].std() / a[ball].mean())  # noqa: E731

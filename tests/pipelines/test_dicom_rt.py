@@ -17,8 +17,18 @@ from gliofit.common.grids import resample_linear, voxel_to_world
 from gliofit.common.nifti import load_volume, save_volume
 from gliofit.pipelines.dicom_rt import Structure, load_reference, on_reference, read_rtstruct, read_seg
 
-NAMES = ["Target standard", "Target model", "Whole tumour", "Tumour core", "Enhancing", "Necrosis", "Edema",
-         "Density 1%", "Density 10%", "Density 30%"]
+NAMES = [
+    "Target standard",
+    "Target model",
+    "Whole tumour",
+    "Tumour core",
+    "Enhancing",
+    "Necrosis",
+    "Edema",
+    "Density 1%",
+    "Density 10%",
+    "Density 30%",
+]
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +55,15 @@ def _structures(out):
     lab = np.rint(load_volume(out / "segmentation.nii.gz")[0])
     std = load_volume(out / "target_standard.nii.gz")[0] > 0
     mod = load_volume(out / "target_model.nii.gz")[0] > 0
-    masks = {"Target standard": std, "Target model": mod, "Whole tumour": lab > 0,
-             "Tumour core": np.isin(lab, (1, 3)), "Enhancing": lab == 3, "Necrosis": lab == 1, "Edema": lab == 2}
+    masks = {
+        "Target standard": std,
+        "Target model": mod,
+        "Whole tumour": lab > 0,
+        "Tumour core": np.isin(lab, (1, 3)),
+        "Enhancing": lab == 3,
+        "Necrosis": lab == 1,
+        "Edema": lab == 2,
+    }
     structures = {k: Structure(k, v.astype(np.float32), affine) for k, v in masks.items()}
     structures |= {f"Density {p}%": Structure(f"Density {p}%", dens, affine, level=p / 100) for p in (1, 10, 30)}
     return structures, masks, affine
@@ -62,7 +79,7 @@ def test_rtstruct_reads_back_onto_the_t1c_series(dicom_run, dicom_study) -> None
         want = on_reference(s, ref)
         assert want.sum() > 0, name
         assert dice(back[name], want) >= 0.95, name
-    for name in ("Target standard", "Target model", "Whole tumour", "Edema"):   # and on the NIfTI grid
+    for name in ("Target standard", "Target model", "Whole tumour", "Edema"):  # and on the NIfTI grid
         on_nifti = resample_linear(back[name].astype(np.float32), ref.affine, affine, masks[name].shape) >= 0.5
         assert dice(on_nifti, masks[name]) >= 0.95, name
 
@@ -75,8 +92,9 @@ def test_rtstruct_references_the_original_series_and_keeps_world_coordinates(dic
     assert rt.PatientID == t1c.header.PatientID
     series = rt.ReferencedFrameOfReferenceSequence[0].RTReferencedStudySequence[0].RTReferencedSeriesSequence[0]
     assert series.SeriesInstanceUID == dicom_study.series_uid["t1c"]
-    assert {str(i.ReferencedSOPInstanceUID) for i in series.ContourImageSequence} == \
-        {str(d.SOPInstanceUID) for d in t1c.datasets}
+    assert {str(i.ReferencedSOPInstanceUID) for i in series.ContourImageSequence} == {
+        str(d.SOPInstanceUID) for d in t1c.datasets
+    }
     back = read_rtstruct(out / "rtstruct.dcm", t1c)
     # the contoured tumour lies where the run's segmentation lies, in world millimetres
     structures, _, _ = _structures(out)
@@ -128,9 +146,19 @@ def test_parameters_from_dicom_agree_with_the_nifti_folder(dicom_run) -> None:
 
 def test_plan_dicom_ref_writes_the_same_structures(tmp_path, dicom_run, dicom_study) -> None:
     out, _, _ = dicom_run
-    proc = gliofit("plan", "--density", out / "tumor_density.nii.gz", "--seg", out / "segmentation.nii.gz",
-                   "--brain", out / "brain_mask.nii.gz", "-o", tmp_path / "PLAN", "--dicom-ref",
-                   dicom_study.series["t1c"])
+    proc = gliofit(
+        "plan",
+        "--density",
+        out / "tumor_density.nii.gz",
+        "--seg",
+        out / "segmentation.nii.gz",
+        "--brain",
+        out / "brain_mask.nii.gz",
+        "-o",
+        tmp_path / "PLAN",
+        "--dicom-ref",
+        dicom_study.series["t1c"],
+    )
     assert proc.returncode == 0, proc.stderr
     ref = load_reference(dicom_study.series["t1c"])
     a = read_rtstruct(tmp_path / "PLAN" / "rtstruct.dcm", ref)
@@ -139,14 +167,22 @@ def test_plan_dicom_ref_writes_the_same_structures(tmp_path, dicom_run, dicom_st
         assert np.array_equal(a[name], b[name]), name
 
 
-def test_dicom_outputs_refuse_missing_references(tmp_path, dicom_run, dicom_study, phantom_cohort,
-                                                 pipeline_db) -> None:
+def test_dicom_outputs_refuse_missing_references(tmp_path, dicom_run, dicom_study, phantom_cohort, pipeline_db) -> None:
     proc = gliofit("run", phantom_cohort[1], "--db", pipeline_db, "-o", tmp_path / "O", "--dicom-out")
     assert proc.returncode == 2 and "no import.json or preprocess.json" in proc.stderr, proc.stderr
     assert not (tmp_path / "O").exists()
     out, _, _ = dicom_run
-    proc = gliofit("plan", "--density", out / "tumor_density.nii.gz", "--seg", out / "segmentation.nii.gz",
-                   "-o", tmp_path / "P", "--dicom-ref", dicom_study.folder)
+    proc = gliofit(
+        "plan",
+        "--density",
+        out / "tumor_density.nii.gz",
+        "--seg",
+        out / "segmentation.nii.gz",
+        "-o",
+        tmp_path / "P",
+        "--dicom-ref",
+        dicom_study.folder,
+    )
     assert proc.returncode == 2 and "image series" in proc.stderr, proc.stderr
 
 
@@ -160,8 +196,7 @@ def test_run_preprocesses_a_raw_import_folder(tmp_path, imported_patient, phanto
     t1c, t1c_affine = load_volume(work / "P001-t1c.nii.gz")
     mapped = resample_linear(np.rint(seg).astype(np.uint8), affine, t1c_affine, t1c.shape, order=0)
     save_volume(mapped, t1c_affine, work / "P001-seg.nii.gz", dtype=np.uint8)
-    proc = gliofit("run", work, "--db", pipeline_db, "-o", tmp_path / "OUT", "--registration", "affine",
-                   "--dicom-out")
+    proc = gliofit("run", work, "--db", pipeline_db, "-o", tmp_path / "OUT", "--registration", "affine", "--dicom-out")
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "OUT" / "preprocessed" / "P001" / "preprocess.json").is_file()
     assert (tmp_path / "OUT" / "rtstruct.dcm").is_file() and (tmp_path / "OUT" / "seg.dcm").is_file()

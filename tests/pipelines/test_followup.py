@@ -26,16 +26,25 @@ def _tp(tmp_path: Path, content) -> Path:
 def test_timepoints_from_days_or_dates(tmp_path):
     assert read_timepoints(_tp(tmp_path, {"days_between": 42})) == 42
     assert read_timepoints(_tp(tmp_path, {"earlier_date": "2024-01-10", "later_date": "2024-03-01"})) == 51
-    assert read_timepoints(_tp(tmp_path, {"days_between": 51, "earlier_date": "2024-01-10",
-                                          "later_date": "2024-03-01"})) == 51
+    assert (
+        read_timepoints(_tp(tmp_path, {"days_between": 51, "earlier_date": "2024-01-10", "later_date": "2024-03-01"}))
+        == 51
+    )
 
 
-@pytest.mark.parametrize("content, needle", [
-    ({"days_between": 0}, "after the earlier"), ({"days_between": -4}, "after the earlier"),
-    ({"earlier_date": "2024-03-01", "later_date": "2024-01-10"}, "after the earlier"),
-    ({"earlier_date": "2024-13-01", "later_date": "2024-01-10"}, "not a date"),
-    ({"days_between": 10, "earlier_date": "2024-01-10", "later_date": "2024-03-01"}, "disagrees"),
-    ({"days": 10}, "days_between"), ("{not json", "not valid JSON"), ({"days_between": "soon"}, "a number")])
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        ({"days_between": 0}, "after the earlier"),
+        ({"days_between": -4}, "after the earlier"),
+        ({"earlier_date": "2024-03-01", "later_date": "2024-01-10"}, "after the earlier"),
+        ({"earlier_date": "2024-13-01", "later_date": "2024-01-10"}, "not a date"),
+        ({"days_between": 10, "earlier_date": "2024-01-10", "later_date": "2024-03-01"}, "disagrees"),
+        ({"days": 10}, "days_between"),
+        ("{not json", "not valid JSON"),
+        ({"days_between": "soon"}, "a number"),
+    ],
+)
 def test_bad_timepoints_one_line_naming_the_file(tmp_path, content, needle):
     with pytest.raises(InputError, match=needle) as err:
         read_timepoints(_tp(tmp_path, content))
@@ -80,8 +89,13 @@ def test_find_followup_and_its_errors(tmp_path, phantom_cohort):
 def test_run_with_a_followup_fits_both_scans(tmp_path, phantom_cohort, pipeline_db):
     folder = _with_followup(phantom_cohort[0], tmp_path / "in")
     out = tmp_path / "OUT"
-    p = subprocess.run([GLIOFIT, "run", str(folder), "--db", str(pipeline_db), "-o", str(out), "--registration", "none"],
-                       capture_output=True, text=True, timeout=900, check=False)
+    p = subprocess.run(
+        [GLIOFIT, "run", str(folder), "--db", str(pipeline_db), "-o", str(out), "--registration", "none"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     assert p.returncode == 0, p.stderr
     res = json.loads((out / "result.json").read_text())
     assert [t["scan"] for t in res["timepoints"]] == ["earlier", "later"] and res["days_between"] == 45
@@ -92,7 +106,12 @@ def test_run_with_a_followup_fits_both_scans(tmp_path, phantom_cohort, pipeline_
 def test_run_with_a_negative_interval_exit_2(tmp_path, phantom_cohort, pipeline_db):
     folder = _with_followup(phantom_cohort[0], tmp_path / "in", days=-3)
     out = tmp_path / "OUT"
-    p = subprocess.run([GLIOFIT, "run", str(folder), "--db", str(pipeline_db), "-o", str(out), "--registration", "none"],
-                       capture_output=True, text=True, timeout=600, check=False)
+    p = subprocess.run(
+        [GLIOFIT, "run", str(folder), "--db", str(pipeline_db), "-o", str(out), "--registration", "none"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "timepoints.json" in p.stderr
     assert not out.exists()

@@ -75,18 +75,18 @@ def test_margin_is_in_mm_on_an_anisotropic_grid(spacing):
     assert (_ball(xyz, c, r + m - np.sqrt(3) * max(spacing)) <= plan.standard).all()
     i, _, k = np.nonzero(plan.standard)
     sx, sz = spacing[0], spacing[2]
-    reach_x = int((np.floor(r / sx) * sx + m) / sx)          # core's extreme voxel + margin, in voxels
+    reach_x = int((np.floor(r / sx) * sx + m) / sx)  # core's extreme voxel + margin, in voxels
     reach_z = int((np.floor(r / sz) * sz + m) / sz)
     assert i.max() - centre[0] == reach_x and k.max() - centre[2] == reach_z
-    assert reach_z < reach_x / 1.5                            # the margin in voxels differs along z
+    assert reach_z < reach_x / 1.5  # the margin in voxels differs along z
     assert plan.summary["spacing_mm"] == list(spacing)
 
 
 def test_targets_are_limited_to_the_brain():
     xyz, affine = _grid((48, 48, 48))
     core = _ball(xyz, (24, 24, 24), 5.0)
-    brain = xyz[..., 0] < 32.0                                  # cuts the 15 mm ball (x up to 39)
-    density = np.exp(-np.linalg.norm(xyz - [34.0, 24, 24], axis=-1) / 6.0)   # peak outside the brain
+    brain = xyz[..., 0] < 32.0  # cuts the 15 mm ball (x up to 39)
+    density = np.exp(-np.linalg.norm(xyz - [34.0, 24, 24], axis=-1) / 6.0)  # peak outside the brain
     plan = make_plan(density, core, affine, brain=brain, margin_mm=10.0)
     assert (plan.standard <= brain).all() and (plan.model <= brain).all()
     unlimited = make_plan(density, core, affine, margin_mm=10.0)
@@ -100,7 +100,7 @@ def test_targets_are_limited_to_the_brain():
 def test_brain_mask_never_cuts_the_tumour():
     xyz, affine = _grid((32, 32, 32))
     core = _ball(xyz, (16, 16, 16), 4.0)
-    brain = xyz[..., 0] < 15.0                                  # misses part of the core
+    brain = xyz[..., 0] < 15.0  # misses part of the core
     plan = make_plan(np.zeros(core.shape), core, affine, brain=brain, margin_mm=5.0)
     assert (core <= plan.standard).all() and (core <= plan.model).all()
     assert (plan.standard <= (brain | core)).all()
@@ -114,8 +114,8 @@ def test_model_target_is_the_top_n_density_voxels():
     xyz, affine = _grid((40, 40, 40))
     core = _ball(xyz, (20, 20, 20), 4.0)
     rng = np.random.default_rng(0)
-    dist = np.linalg.norm(xyz - [24.0, 20, 20], axis=-1)        # centred 4 mm off the core
-    density = np.exp(-dist / 5.0) * (1.0 - 1e-6 * rng.random(dist.shape))   # no ties
+    dist = np.linalg.norm(xyz - [24.0, 20, 20], axis=-1)  # centred 4 mm off the core
+    density = np.exp(-dist / 5.0) * (1.0 - 1e-6 * rng.random(dist.shape))  # no ties
     plan = make_plan(density, core, affine, margin_mm=8.0)
     n = int(plan.standard.sum())
     assert int(plan.model.sum()) == n
@@ -133,27 +133,27 @@ def test_model_target_is_the_top_n_density_voxels():
 def test_model_target_contains_the_core_even_where_the_density_is_low():
     xyz, affine = _grid((48, 48, 48))
     core = _ball(xyz, (14, 24, 24), 4.0)
-    density = np.exp(-np.linalg.norm(xyz - [34.0, 24, 24], axis=-1) / 4.0)   # peak 20 mm away
+    density = np.exp(-np.linalg.norm(xyz - [34.0, 24, 24], axis=-1) / 4.0)  # peak 20 mm away
     plan = make_plan(density, core, affine, margin_mm=6.0)
     assert plan.model.sum() == plan.standard.sum()
     assert (core <= plan.model).all()
     assert plan.threshold == pytest.approx(density[plan.model].min())
     assert plan.summary["core_voxels_forced"] > 0
     rest = plan.model & ~core
-    assert density[rest].min() >= density[~plan.model].max()   # the rest is still the top density
+    assert density[rest].min() >= density[~plan.model].max()  # the rest is still the top density
 
 
 def test_ties_at_zero_density_go_to_the_voxels_closest_to_the_core():
     xyz, affine = _grid((40, 40, 40))
     core = _ball(xyz, (20, 20, 20), 3.0)
-    density = np.where(_ball(xyz, (20, 20, 20), 5.0), 0.8, 0.0)   # support smaller than the target
+    density = np.where(_ball(xyz, (20, 20, 20), 5.0), 0.8, 0.0)  # support smaller than the target
     plan = make_plan(density, core, affine, margin_mm=8.0)
-    assert plan.model.sum() == plan.standard.sum()                 # exactly the same volume
-    d_core, _ = cKDTree(xyz[core]).query(xyz.reshape(-1, 3))     # mm to the nearest core voxel
+    assert plan.model.sum() == plan.standard.sum()  # exactly the same volume
+    d_core, _ = cKDTree(xyz[core]).query(xyz.reshape(-1, 3))  # mm to the nearest core voxel
     d_core = d_core.reshape(core.shape)
     zero_in, zero_out = plan.model & (density == 0), ~plan.model & (density == 0)
     assert zero_in.any()
-    assert d_core[zero_in].max() <= d_core[zero_out].min()         # closest to the core first
+    assert d_core[zero_in].max() <= d_core[zero_out].min()  # closest to the core first
     assert plan.threshold == 0.0
 
 
@@ -168,13 +168,16 @@ def test_empty_core_falls_back_to_the_whole_tumour():
         make_plan(np.zeros(wt.shape), np.zeros(wt.shape, bool), affine, whole_tumor=np.zeros(wt.shape, bool))
 
 
-@pytest.mark.parametrize("bad, match", [
-    ({"margin_mm": 0.0}, "margin"),
-    ({"margin_mm": -5.0}, "margin"),
-    ({"density": "nan"}, "NaN"),
-    ({"density": "high"}, r"\[0, 1\]"),
-    ({"brain": "shape"}, "brain"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"margin_mm": 0.0}, "margin"),
+        ({"margin_mm": -5.0}, "margin"),
+        ({"density": "nan"}, "NaN"),
+        ({"density": "high"}, r"\[0, 1\]"),
+        ({"brain": "shape"}, "brain"),
+    ],
+)
 def test_make_plan_rejects_bad_input(bad, match):
     xyz, affine = _grid((16, 16, 16))
     core = _ball(xyz, (8, 8, 8), 2.0)
@@ -199,8 +202,8 @@ def test_recurrence_half_inside_the_standard_target():
     core = _ball(xyz, (24, 24, 24), 5.0)
     plan = make_plan(np.zeros(core.shape), core, affine, margin_mm=10.0)
     rec = np.zeros(core.shape, bool)
-    rec[25:40, 24, 24] = True                                       # 15 inside (x = 25..39)
-    rec[25:40, 24, 2] = True                                        # 15 outside (z = 2: >= 17 mm from the core)
+    rec[25:40, 24, 24] = True  # 15 inside (x = 25..39)
+    rec[25:40, 24, 2] = True  # 15 outside (z = 2: >= 17 mm from the core)
     cov = recurrence_coverage(plan, rec)
     assert cov["standard"] == pytest.approx(0.5)
     assert set(cov) == {"standard", "model"}
@@ -218,10 +221,17 @@ def test_recurrence_along_the_density_gradient_is_covered_better_by_the_model():
     core = _ball(xyz, (20, 24, 24), 5.0)
     # infiltration extends towards +x: the density decays slowly along x, fast across
     rel = xyz - [20.0, 24, 24]
-    density = np.exp(-np.sqrt((np.clip(rel[..., 0], 0, None) / 3.0) ** 2 + (np.clip(-rel[..., 0], 0, None)) ** 2
-                              + rel[..., 1] ** 2 + rel[..., 2] ** 2) / 3.0)
+    density = np.exp(
+        -np.sqrt(
+            (np.clip(rel[..., 0], 0, None) / 3.0) ** 2
+            + (np.clip(-rel[..., 0], 0, None)) ** 2
+            + rel[..., 1] ** 2
+            + rel[..., 2] ** 2
+        )
+        / 3.0
+    )
     plan = make_plan(density, core, affine, margin_mm=10.0)
-    rec = _ball(xyz, (40, 24, 24), 5.0)                             # recurrence 20 mm along the gradient
+    rec = _ball(xyz, (40, 24, 24), 5.0)  # recurrence 20 mm along the gradient
     cov = recurrence_coverage(plan, rec)
     assert plan.model.sum() == plan.standard.sum()
     assert cov["model"] > cov["standard"] + 0.2
@@ -249,8 +259,9 @@ def _case(tmp_path, brain=True, labels=(1, 2, 3)):
     dpath = save_volume(density, AFFINE, tmp_path / "in" / "tumor_density.nii.gz")
     spath = save_volume(seg, AFFINE, tmp_path / "in" / "seg.nii.gz", dtype=np.uint8)
     if brain:
-        save_volume((xyz[..., 0] < 50.0).astype(np.uint8), AFFINE, tmp_path / "in" / "brain_mask.nii.gz",
-                    dtype=np.uint8)
+        save_volume(
+            (xyz[..., 0] < 50.0).astype(np.uint8), AFFINE, tmp_path / "in" / "brain_mask.nii.gz", dtype=np.uint8
+        )
     return dpath, spath, xyz
 
 
@@ -258,7 +269,7 @@ def test_plan_files_write_targets_on_the_input_grid(tmp_path):
     dpath, spath, xyz = _case(tmp_path)
     rec = np.zeros(xyz.shape[:3], np.uint8)
     rec[_ball(xyz, (50.0, 32, 30), 6.0)] = 2
-    rec[_ball(xyz, (50.0, 32, 30), 3.0)] = 3                       # enhancing (BraTS 2023)
+    rec[_ball(xyz, (50.0, 32, 30), 3.0)] = 3  # enhancing (BraTS 2023)
     rpath = save_volume(rec, AFFINE, tmp_path / "in" / "rec.nii.gz", dtype=np.uint8)
     paths = plan_files(dpath, spath, tmp_path / "out", margin_mm=10.0, recurrence_path=rpath)
     assert set(paths) == {"target_standard", "target_model", "plan"}
@@ -268,7 +279,7 @@ def test_plan_files_write_targets_on_the_input_grid(tmp_path):
         assert img.get_data_dtype() == np.uint8
     s, m = np.asarray(std.dataobj), np.asarray(mod.dataobj)
     assert set(np.unique(s)) <= {0, 1} and s.sum() == m.sum()
-    assert (s[xyz[..., 0] >= 50.0] == 0).all()                        # brain_mask.nii.gz beside the density used
+    assert (s[xyz[..., 0] >= 50.0] == 0).all()  # brain_mask.nii.gz beside the density used
     summary = json.loads(paths["plan"].read_text())
     assert summary["brain"].endswith("brain_mask.nii.gz")
     assert summary["volumes_cm3"]["standard"] == pytest.approx(s.sum() * 10.0 / 1000.0, abs=1e-3)
@@ -287,15 +298,16 @@ def test_plan_files_without_brain_records_none(tmp_path):
 def _app():
     app = typer.Typer()
     app.command("plan")(plan_command)
-    app.command("noop")(lambda: None)             # two commands: "plan" stays a subcommand
+    app.command("noop")(lambda: None)  # two commands: "plan" stays a subcommand
     return app
 
 
 def test_cli_plan_writes_outputs_and_one_json_line(tmp_path):
     dpath, spath, _ = _case(tmp_path, brain=False)
     out = tmp_path / "out"
-    res = runner.invoke(_app(), ["plan", "--density", str(dpath), "--seg", str(spath), "--margin-mm", "10",
-                                 "-o", str(out)])
+    res = runner.invoke(
+        _app(), ["plan", "--density", str(dpath), "--seg", str(spath), "--margin-mm", "10", "-o", str(out)]
+    )
     assert res.exit_code == 0, res.output
     lines = res.stdout.strip().splitlines()
     assert len(lines) == 1
@@ -338,11 +350,20 @@ def _bad(tmp_path, case):
     return args
 
 
-@pytest.mark.parametrize("case, word", [
-    ("missing", "nope.nii.gz"), ("grid", "other.nii.gz"), ("affine", "other.nii.gz"), ("margin", "margin"),
-    ("density", "bad_density.nii.gz"), ("empty", "e.nii.gz"), ("out_file", "out"), ("not3d", "4d.nii.gz"),
-    ("labels", "--labels"),
-])
+@pytest.mark.parametrize(
+    "case, word",
+    [
+        ("missing", "nope.nii.gz"),
+        ("grid", "other.nii.gz"),
+        ("affine", "other.nii.gz"),
+        ("margin", "margin"),
+        ("density", "bad_density.nii.gz"),
+        ("empty", "e.nii.gz"),
+        ("out_file", "out"),
+        ("not3d", "4d.nii.gz"),
+        ("labels", "--labels"),
+    ],
+)
 def test_cli_plan_bad_input_exits_2_with_one_line(tmp_path, case, word):
     args = _bad(tmp_path, case)
     res = runner.invoke(_app(), ["plan", *[x for kv in args.items() for x in kv]])
@@ -351,4 +372,4 @@ def test_cli_plan_bad_input_exits_2_with_one_line(tmp_path, case, word):
     assert len(err) == 1 and err[0].startswith("gliofit: error:") and word in err[0]
     assert "Traceback" not in res.output
     if case != "out_file":
-        assert not (tmp_path / "out").exists()                     # nothing written on bad input
+        assert not (tmp_path / "out").exists()  # nothing written on bad input

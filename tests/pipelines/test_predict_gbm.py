@@ -30,7 +30,7 @@ def _patient(root, x: str = "007"):
     lab[u >= 0.25], lab[u >= 0.675], lab[u >= 0.95] = 2, 3, 1
     folder = root / f"Patient-{x}"
     folder.mkdir(parents=True)
-    for name, v in (("gm", gm), ("wm", np.where(lab > 0, 0.0, wm)), ("csf", csf)):   # tumour: no tissue
+    for name, v in (("gm", gm), ("wm", np.where(lab > 0, 0.0, wm)), ("csf", csf)):  # tumour: no tissue
         save_volume(v, affine, folder / f"{x}-{name}.nii.gz")
     save_volume(lab, affine, folder / f"{x}-tumorseg.nii.gz", dtype=np.uint8)
     return folder, lab, affine
@@ -38,8 +38,9 @@ def _patient(root, x: str = "007"):
 
 def test_predict_gbm_writes_the_density_on_the_input_grid_and_fits(tmp_path) -> None:
     folder, lab, affine = _patient(tmp_path / "IN")
-    proc = gliofit("predict-gbm", tmp_path / "IN", tmp_path / "OUT", "--resolution-mm", "2", "--budget", "24",
-                   "--no-progress")
+    proc = gliofit(
+        "predict-gbm", tmp_path / "IN", tmp_path / "OUT", "--resolution-mm", "2", "--budget", "24", "--no-progress"
+    )
     assert proc.returncode == 0, proc.stderr
     dens, aff = load_volume(tmp_path / "OUT" / "007.nii.gz")
     assert dens.shape == lab.shape and np.allclose(aff, affine)

@@ -34,9 +34,19 @@ def one_run(tmp_path_factory, pipeline_db, phantom_cohort) -> tuple[Path, Path, 
 def test_run_writes_every_output_on_the_patient_grid(one_run) -> None:
     folder, out, summary = one_run
     names = {p.name for p in out.iterdir()}
-    assert {"result.json", "segmentation.nii.gz", "tumor_density.nii.gz", "tumor_density_atlas.nii.gz",
-            "target_standard.nii.gz", "target_model.nii.gz", "plan.json", "brain_mask.nii.gz", "transforms",
-            "report.png", "report.html"} <= names
+    assert {
+        "result.json",
+        "segmentation.nii.gz",
+        "tumor_density.nii.gz",
+        "tumor_density_atlas.nii.gz",
+        "target_standard.nii.gz",
+        "target_model.nii.gz",
+        "plan.json",
+        "brain_mask.nii.gz",
+        "transforms",
+        "report.png",
+        "report.html",
+    } <= names
     assert not list(out.parent.glob(".OUT.part-*")), "temporary folder left behind"
     t1 = nib.load(next(folder.glob("*-t1n.nii.gz")))
     for name in ("tumor_density.nii.gz", "target_standard.nii.gz", "target_model.nii.gz", "segmentation.nii.gz"):
@@ -46,7 +56,7 @@ def test_run_writes_every_output_on_the_patient_grid(one_run) -> None:
     assert 0.0 <= dens.min() and dens.max() <= 1.0 and dens.max() > 0.5
     std = np.asarray(nib.load(out / "target_standard.nii.gz").dataobj) > 0
     mod = np.asarray(nib.load(out / "target_model.nii.gz").dataobj) > 0
-    assert std.sum() == mod.sum() > 0                       # the same volume
+    assert std.sum() == mod.sum() > 0  # the same volume
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html
 
@@ -58,8 +68,18 @@ def test_run_result_json_follows_the_contract_and_fits(one_run) -> None:
     assert res["timings_s"]["total"] >= res["timings_s"]["registration"] > 0
     total = f'<td>total</td><td class="num">{res["timings_s"]["total"]:.4g}</td>'  # report.html: the measured total
     assert total in (out / "report.html").read_text()
-    for key in ("D_mm2_per_day", "rho_per_day", "T_days", "mu_D_mm", "mu_rho", "infiltration_length_mm",
-                "velocity_mm_per_day", "origin_mm", "threshold_edema", "threshold_core"):
+    for key in (
+        "D_mm2_per_day",
+        "rho_per_day",
+        "T_days",
+        "mu_D_mm",
+        "mu_rho",
+        "infiltration_length_mm",
+        "velocity_mm_per_day",
+        "origin_mm",
+        "threshold_edema",
+        "threshold_core",
+    ):
         assert key in res["parameters"] and key in res["uncertainty"]
     assert res["patient"]["segmentation"] == "given"
     # A phantom grown by the same solver on the same atlas: the best match must fit it well, and the
@@ -93,8 +113,9 @@ def _regions_everywhere_model(path: Path) -> Path:
     return save_checkpoint(net, path, patch_size=(64, 64, 64))
 
 
-def test_run_segments_with_the_model_when_no_segmentation_is_given(tmp_path, pipeline_db, phantom_cohort,
-                                                                  atlas1) -> None:
+def test_run_segments_with_the_model_when_no_segmentation_is_given(
+    tmp_path, pipeline_db, phantom_cohort, atlas1
+) -> None:
     folder = tmp_path / phantom_cohort[1].name
     shutil.copytree(phantom_cohort[1], folder)
     next(folder.glob("*-seg.nii.gz")).unlink()
@@ -104,7 +125,7 @@ def test_run_segments_with_the_model_when_no_segmentation_is_given(tmp_path, pip
     seg = np.asarray(nib.load(tmp_path / "OUT" / "segmentation.nii.gz").dataobj)
     t2f = np.asarray(nib.load(next(folder.glob("*-t2f.nii.gz"))).dataobj)
     assert set(np.unique(seg)) <= {0, 2}
-    assert (seg[t2f > 0] == 2).all()                         # edema wherever the brain is, as the model says
+    assert (seg[t2f > 0] == 2).all()  # edema wherever the brain is, as the model says
 
 
 def _bad_folder(kind: str, src: Path, tmp: Path) -> Path:
@@ -122,8 +143,16 @@ def _bad_folder(kind: str, src: Path, tmp: Path) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("kind, needle", [("missing", "missing"), ("mixed", "mixed"), ("unreadable", "t1n"),
-                                          ("dotdot", "not allowed"), ("outfile", "is a file")])
+@pytest.mark.parametrize(
+    "kind, needle",
+    [
+        ("missing", "missing"),
+        ("mixed", "mixed"),
+        ("unreadable", "t1n"),
+        ("dotdot", "not allowed"),
+        ("outfile", "is a file"),
+    ],
+)
 def test_bad_input_exits_2_with_one_line(kind, needle, tmp_path, pipeline_db, phantom_cohort) -> None:
     folder = _bad_folder(kind, phantom_cohort[0], tmp_path)
     if kind == "dotdot":

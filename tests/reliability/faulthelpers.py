@@ -29,8 +29,22 @@ LEFTOVER_MARKS = (".tmp", ".part")
 
 def build_args(db: Path, n: int = N_SIMULATIONS, *extra: str) -> list[str]:
     """``gliofit db build`` arguments of the tiny database (6 mm, 4 snapshots up to 300 days)."""
-    return [GLIOFIT, "db", "build", str(db), "--simulations", str(n), "--resolution", str(RESOLUTION_MM),
-            "--snapshots", str(RULE.count), "--max-days", str(RULE.t_max_days), "--no-progress", *extra]
+    return [
+        GLIOFIT,
+        "db",
+        "build",
+        str(db),
+        "--simulations",
+        str(n),
+        "--resolution",
+        str(RESOLUTION_MM),
+        "--snapshots",
+        str(RULE.count),
+        "--max-days",
+        str(RULE.t_max_days),
+        "--no-progress",
+        *extra,
+    ]
 
 
 def gliofit(*args: str, timeout_s: float = 600.0, **kw) -> subprocess.CompletedProcess:
@@ -86,8 +100,7 @@ def read_only_view(source: Path, where: Path) -> Iterator[Path]:
 
 def leftovers(root: Path) -> list[str]:
     """Temporary files or folders under ``root`` that a finished or failed command must not leave."""
-    return sorted(str(p.relative_to(root)) for p in Path(root).rglob("*")
-                  if any(m in p.name for m in LEFTOVER_MARKS))
+    return sorted(str(p.relative_to(root)) for p in Path(root).rglob("*") if any(m in p.name for m in LEFTOVER_MARKS))
 
 
 def tree_bytes(root: Path) -> int:
@@ -114,14 +127,22 @@ def db_content(db_dir: Path, database_url: str | None = None) -> dict:
     try:
         e = db.entries
         with db.engine.connect() as conn:
-            sims = conn.execute(select(simulations_t.c.id, simulations_t.c.status, simulations_t.c.n_entries,
-                                       simulations_t.c.D_mm2_per_day, simulations_t.c.rho_per_day)
-                                .order_by(simulations_t.c.id)).all()
+            sims = conn.execute(
+                select(
+                    simulations_t.c.id,
+                    simulations_t.c.status,
+                    simulations_t.c.n_entries,
+                    simulations_t.c.D_mm2_per_day,
+                    simulations_t.c.rho_per_day,
+                ).order_by(simulations_t.c.id)
+            ).all()
         crops = db.read_entries(e["id"])
         return {
             "simulations": [tuple(r) for r in sims],
-            "entries": {int(i): (int(s), float(t), tuple(int(v) for v in b), int(k))
-                        for i, s, t, b, k in zip(e["id"], e["simulation_id"], e["T_days"], e["bbox"], e["crc32"])},
+            "entries": {
+                int(i): (int(s), float(t), tuple(int(v) for v in b), int(k))
+                for i, s, t, b, k in zip(e["id"], e["simulation_id"], e["T_days"], e["bbox"], e["crc32"])
+            },
             "arrays": {int(i): zlib.crc32(crop.tobytes()) for i, (_, crop) in zip(e["id"], crops)},
         }
     finally:
@@ -136,7 +157,7 @@ def session_processes(sid: int) -> list[int]:
             text = stat.read_text()
         except OSError:
             continue
-        fields = text[text.rindex(")") + 2:].split()
+        fields = text[text.rindex(")") + 2 :].split()
         if int(fields[3]) == sid and fields[0] != "Z":
             pids.append(int(stat.parent.name))
     return sorted(pids)

@@ -35,8 +35,13 @@ class Server:
         subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120)
 
     def start(self) -> None:
-        self._ctl("-l", str(self.data / "server.log"), "-o",
-                  f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+        self._ctl(
+            "-l",
+            str(self.data / "server.log"),
+            "-o",
+            f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "start",
+        )
 
     def stop(self, mode: str = "fast") -> None:
         self._ctl("-m", mode, "stop")
@@ -49,7 +54,7 @@ def own_postgres(where: Path) -> Iterator[Server]:
     if initdb is None or shutil.which("pg_ctl") is None:
         pytest.skip("PostgreSQL is not installed (initdb/pg_ctl not on PATH)")
     user = None
-    if os.geteuid() == 0:                                   # the server refuses to run as root
+    if os.geteuid() == 0:  # the server refuses to run as root
         try:
             user = pwd.getpwnam("postgres").pw_name
         except KeyError:

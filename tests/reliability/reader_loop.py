@@ -15,7 +15,7 @@ def main(db: str, seg: str, stop: str, report: str) -> None:
 
     ok, failures, versions = 0, [], set()
     while True:
-        last = Path(stop).exists()             # one more query after the writer stopped
+        last = Path(stop).exists()  # one more query after the writer stopped
         try:
             d = open_database(db)
             try:

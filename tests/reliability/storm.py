@@ -29,8 +29,13 @@ class StormReport:
 
 
 def _start(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    return subprocess.Popen(
+        args,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
 
 
 def _kill_and_count_leaks(proc: subprocess.Popen, report: StormReport) -> None:
@@ -41,8 +46,9 @@ def _kill_and_count_leaks(proc: subprocess.Popen, report: StormReport) -> None:
     kill_session(proc.pid)
 
 
-def build_storm(db: Path, n: int, args: list[str], kills: int, seed: int, index_share: float = 0.25,
-                timeout_s: float = 300.0) -> StormReport:
+def build_storm(
+    db: Path, n: int, args: list[str], kills: int, seed: int, index_share: float = 0.25, timeout_s: float = 300.0
+) -> StormReport:
     """Start ``args`` (a ``db build`` of ``n`` simulations into ``db``) ``kills`` times; SIGKILL each start
     when a random number of further simulations is committed, or (share ``index_share`` once half are
     committed, and always once all are) when all are and the index is being rebuilt."""
@@ -79,8 +85,9 @@ def _workers(sid: int, parent: int) -> list[int]:
     return out
 
 
-def cohort_storm(out: Path, args: list[str], kills: int, seed: int, worker_share: float = 0.4,
-                 timeout_s: float = 600.0) -> StormReport:
+def cohort_storm(
+    out: Path, args: list[str], kills: int, seed: int, worker_share: float = 0.4, timeout_s: float = 600.0
+) -> StormReport:
     """Start ``args`` (a ``cohort`` writing ``out``) ``kills`` times; each start is SIGKILLed (its parent, or
     with share ``worker_share`` one pool worker and then the parent) a random time after a patient began."""
     rng = np.random.default_rng(seed)

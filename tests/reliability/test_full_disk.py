@@ -27,7 +27,9 @@ def _assert_full(r, path) -> None:
 def test_infer_on_full_disk_leaves_no_output_folder(tiny_db, tiny_seg, tmp_path):
     with small_filesystem(tmp_path / "fs", "64k") as fs:
         out = fs / "OUT"
-        r = gliofit("infer", "--db", str(tiny_db), "--seg", str(tiny_seg), "--in-atlas-space", "--no-refine", "-o", str(out))
+        r = gliofit(
+            "infer", "--db", str(tiny_db), "--seg", str(tiny_seg), "--in-atlas-space", "--no-refine", "-o", str(out)
+        )
         _assert_full(r, out)
         assert not out.exists()
         assert list(fs.iterdir()) == []
@@ -53,7 +55,7 @@ def test_db_index_on_full_disk_keeps_the_current_index(tiny_db, tmp_path):
         db = shutil.copytree(tiny_db, fs / "DB")
         ballast = fs / "ballast"
         free = shutil.disk_usage(fs).free
-        ballast.write_bytes(b"\0" * max(0, free - 100_000))    # less room than one more index file
+        ballast.write_bytes(b"\0" * max(0, free - 100_000))  # less room than one more index file
         r = gliofit("db", "index", str(db), "--kind", "flat")
         _assert_full(r, db)
         assert leftovers(fs) == []
@@ -76,8 +78,17 @@ def test_run_on_full_disk_leaves_nothing(tiny_db, phantom_cohort, tmp_path):
 
 @pytest.mark.slow
 def test_cohort_on_full_disk_stops_then_resumes(tiny_db, phantom_cohort, tmp_path):
-    args = ["cohort", str(phantom_cohort), "--db", str(tiny_db), "--registration", "none", "--workers", "2",
-            "--no-progress"]
+    args = [
+        "cohort",
+        str(phantom_cohort),
+        "--db",
+        str(tiny_db),
+        "--registration",
+        "none",
+        "--workers",
+        "2",
+        "--no-progress",
+    ]
     with small_filesystem(tmp_path / "fs", "400k") as fs:
         out = fs / "OUT"
         r = gliofit(*args, "-o", str(out))

@@ -32,7 +32,7 @@ def test_symlink_leading_out_of_the_patient_folder_is_refused(phantom_cohort, tm
     inside = patient / "store" / "t1.nii.gz"
     inside.parent.mkdir()
     shutil.move(outside, inside)
-    t1.symlink_to(inside)                                    # a link inside the folder is fine
+    t1.symlink_to(inside)  # a link inside the folder is fine
     assert find_patient(patient).images[0] == t1
 
 
@@ -59,7 +59,7 @@ def test_checkpoint_whose_pickle_runs_code_is_refused_before_it_runs(tmp_path):
 
 def _replace_with_crafted_bytes(path) -> None:
     n = path.stat().st_size
-    path.write_bytes(path.read_bytes()[:64] + np.random.default_rng(0).bytes(n - 64))   # header kept, body crafted
+    path.write_bytes(path.read_bytes()[:64] + np.random.default_rng(0).bytes(n - 64))  # header kept, body crafted
 
 
 def test_replaced_faiss_index_is_caught_by_its_sql_checksum(tiny_db, tiny_seg, tmp_path):

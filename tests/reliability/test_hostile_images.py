@@ -47,8 +47,18 @@ def test_infer_refuses_crafted_image_in_one_line(tiny_db, tmp_path, kind):
     make, words = CRAFTED[kind]
     seg = make(tmp_path / f"{kind}.nii.gz")
     out = tmp_path / "OUT"
-    r = gliofit("infer", "--db", str(tiny_db), "--seg", str(seg), "--in-atlas-space", "--no-refine", "-o", str(out),
-                preexec_fn=_limit_address_space)
+    r = gliofit(
+        "infer",
+        "--db",
+        str(tiny_db),
+        "--seg",
+        str(seg),
+        "--in-atlas-space",
+        "--no-refine",
+        "-o",
+        str(out),
+        preexec_fn=_limit_address_space,
+    )
     assert r.returncode == 2, r.stderr
     line = one_line_error(r)
     assert str(seg) in line and words in line, line

@@ -38,14 +38,25 @@ def test_db_build_kill_storm_then_resume_equals_an_uninterrupted_build(tiny_db, 
 
 def _table(out) -> dict[str, dict]:
     with open(out / "results.csv", newline="") as f:
-        return {row["patient"]: {k: v for k, v in row.items() if k not in STAGES}
-                for row in csv.DictReader(f)}
+        return {row["patient"]: {k: v for k, v in row.items() if k not in STAGES} for row in csv.DictReader(f)}
 
 
 def test_cohort_kill_storm_then_resume_equals_an_uninterrupted_run(tiny_db, phantom_cohort, tmp_path):
     def args(out):
-        return [GLIOFIT, "cohort", str(phantom_cohort), "--db", str(tiny_db), "--registration", "none",
-                "--workers", "2", "--no-progress", "-o", str(out)]
+        return [
+            GLIOFIT,
+            "cohort",
+            str(phantom_cohort),
+            "--db",
+            str(tiny_db),
+            "--registration",
+            "none",
+            "--workers",
+            "2",
+            "--no-progress",
+            "-o",
+            str(out),
+        ]
 
     out = tmp_path / "OUT"
     report = cohort_storm(out, args(out), kills=3, seed=5)

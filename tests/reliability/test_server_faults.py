@@ -32,12 +32,13 @@ def test_server_restart_mid_build_then_rerun_is_exact(tiny_db, tmp_path):
     with own_postgres(tmp_path / "pg") as server:
         db = tmp_path / "DB"
         args = build_args(db, N_SIMULATIONS, "--workers", "2", "--batch-size", "1", "--database-url", server.url)
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=dict(os.environ, OMP_NUM_THREADS="1"))
+        proc = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS="1")
+        )
         try:
             assert wait_until(lambda: _done(server.url) >= 3 or proc.poll() is not None, 300.0)
             assert proc.poll() is None, "the build finished before the server could be restarted"
-            server.stop("fast")                             # every connection is cut
+            server.stop("fast")  # every connection is cut
             time.sleep(2.0)
             server.start()
             _, err = proc.communicate(timeout=600)

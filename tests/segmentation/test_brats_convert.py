@@ -22,9 +22,9 @@ def _case(root, name, layout, *, seg_values=(1, 2, 3), skip=None, shape=(16, 16,
         if m != skip:
             save_volume(rng.random(shape) * 100 + i, AFF, d / f"{name}{LAYOUTS[layout][m]}.nii.gz")
     seg = np.zeros(shape, np.uint8)
-    seg[3:12, 3:12, 3:9] = seg_values[1]     # edema
-    seg[5:10, 5:10, 4:8] = seg_values[2]     # enhancing
-    seg[6:8, 6:8, 5:7] = seg_values[0]       # necrosis
+    seg[3:12, 3:12, 3:9] = seg_values[1]  # edema
+    seg[5:10, 5:10, 4:8] = seg_values[2]  # enhancing
+    seg[6:8, 6:8, 5:7] = seg_values[0]  # necrosis
     save_volume(seg, AFF, d / f"{name}{LAYOUTS[layout]['seg']}.nii.gz", dtype=np.uint8)
     return seg
 
@@ -48,14 +48,15 @@ def test_convert_mixed_years_and_nnunet_integrity(tmp_path, monkeypatch):
     assert meta["channel_names"] == {"0": "T1", "1": "T1c", "2": "T2", "3": "FLAIR"}
     for name, seg in (("BraTS-GLI-00001-000", seg23), ("BraTS2021_00002", seg21)):
         lab = np.asarray(nib.load(ds / "labelsTr" / f"{name}.nii.gz").dataobj)
-        assert int((lab == 1).sum()) == int((seg == 2).sum())                 # edema
-        assert int((lab == 2).sum()) == int((seg == 1).sum())                 # necrosis
-        assert int((lab == 3).sum()) == int(np.isin(seg, (3, 4)).sum())       # enhancing
+        assert int((lab == 1).sum()) == int((seg == 2).sum())  # edema
+        assert int((lab == 2).sum()) == int((seg == 1).sum())  # necrosis
+        assert int((lab == 3).sum()) == int(np.isin(seg, (3, 4)).sum())  # enhancing
         for ch in range(4):
             img = np.asarray(nib.load(ds / "imagesTr" / f"{name}_{ch:04d}.nii.gz").dataobj)
-            assert img.shape == seg.shape and float(img.min()) >= ch   # channel order kept (offset +ch)
+            assert img.shape == seg.shape and float(img.min()) >= ch  # channel order kept (offset +ch)
     from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
-    verify_dataset_integrity(str(ds), num_processes=1)   # raises on any format problem
+
+    verify_dataset_integrity(str(ds), num_processes=1)  # raises on any format problem
 
 
 def test_bad_inputs_name_the_file(tmp_path):
@@ -70,7 +71,7 @@ def test_bad_inputs_name_the_file(tmp_path):
     (tmp_path / "c" / "c3" / "c3_t2.nii.gz").write_bytes(b"\x1f\x8b garbage")
     with pytest.raises(InputError, match=r"c3_t2\.nii\.gz.*cannot read"):
         convert_brats(tmp_path / "c", tmp_path / "raw")
-    assert not list((tmp_path / "raw").iterdir())   # nothing half-written
+    assert not list((tmp_path / "raw").iterdir())  # nothing half-written
     _case(tmp_path / "d", "c4", "brats2023")
     save_volume(np.zeros((8, 8, 8)), AFF, tmp_path / "d" / "c4" / "c4-t1c.nii.gz")
     with pytest.raises(InputError, match=r"c4-t1c\.nii\.gz.*differs"):

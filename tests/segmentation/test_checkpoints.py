@@ -22,28 +22,49 @@ TINY = dict(channels=(4, 8, 8, 8, 8, 8), blocks=1)
 def tiny(in_channels: int = 1, num_classes: int = 3, seed: int = 0) -> STUNet:
     torch.manual_seed(seed)
     net = STUNet(in_channels, num_classes, **TINY)
-    with torch.no_grad():          # make norms and biases non-trivial so a wrong copy shows
+    with torch.no_grad():  # make norms and biases non-trivial so a wrong copy shows
         for p in net.parameters():
             p.add_(0.1 * torch.randn_like(p))
     return net.eval()
 
 
 def _official_v1(net: STUNet, path: Path) -> Path:
-    torch.save({"epoch": 4000, "state_dict": OrderedDict(net.state_dict()),
-                "optimizer_state_dict": {"state": {}, "param_groups": [{"lr": 0.01, "momentum": 0.99}]},
-                "plot_stuff": ([np.float64(0.9)], [np.float64(0.8)], [], [np.float64(0.7)]),
-                "best_stuff": (12, np.float64(0.75), np.float64(0.7), 10)}, path)
+    torch.save(
+        {
+            "epoch": 4000,
+            "state_dict": OrderedDict(net.state_dict()),
+            "optimizer_state_dict": {"state": {}, "param_groups": [{"lr": 0.01, "momentum": 0.99}]},
+            "plot_stuff": ([np.float64(0.9)], [np.float64(0.8)], [], [np.float64(0.7)]),
+            "best_stuff": (12, np.float64(0.75), np.float64(0.7), 10),
+        },
+        path,
+    )
     return path
 
 
 def _official_v2(net: STUNet, path: Path) -> Path:
-    torch.save({"network_weights": net.state_dict(), "optimizer_state": {"state": {}, "param_groups": []},
-                "logging": {"mean_fg_dice": [np.float64(0.5)], "epoch_start_timestamps": [time.time()],
-                            "train_losses": [np.float32(-0.3)]},
-                "_best_ema": np.float64(0.6), "current_epoch": 1000,
-                "init_args": {"plans": {"name": "nnUNetPlans"}, "configuration": "3d_fullres", "fold": 0,
-                              "device": torch.device("cpu")},
-                "trainer_name": "STUNetTrainer_base", "inference_allowed_mirroring_axes": (0, 1, 2)}, path)
+    torch.save(
+        {
+            "network_weights": net.state_dict(),
+            "optimizer_state": {"state": {}, "param_groups": []},
+            "logging": {
+                "mean_fg_dice": [np.float64(0.5)],
+                "epoch_start_timestamps": [time.time()],
+                "train_losses": [np.float32(-0.3)],
+            },
+            "_best_ema": np.float64(0.6),
+            "current_epoch": 1000,
+            "init_args": {
+                "plans": {"name": "nnUNetPlans"},
+                "configuration": "3d_fullres",
+                "fold": 0,
+                "device": torch.device("cpu"),
+            },
+            "trainer_name": "STUNetTrainer_base",
+            "inference_allowed_mirroring_axes": (0, 1, 2),
+        },
+        path,
+    )
     return path
 
 
@@ -148,9 +169,10 @@ def test_not_a_checkpoint(tmp_path: Path) -> None:
 
 def test_own_checkpoint_round_trip(tmp_path: Path) -> None:
     net = STUNet(4, 3, **TINY, strides=[[1, 1, 1], [2, 2, 2], [2, 2, 1], [2, 2, 2]])
-    path = save_checkpoint(net, tmp_path / "sub" / "model.pth", patch_size=(32, 32, 16),
-                           extra={"spacing_mm": [1.0, 1.0, 1.0], "epochs": 3})
-    assert not [p for p in path.parent.iterdir() if p.name != "model.pth"]   # no temp file left
+    path = save_checkpoint(
+        net, tmp_path / "sub" / "model.pth", patch_size=(32, 32, 16), extra={"spacing_mm": [1.0, 1.0, 1.0], "epochs": 3}
+    )
+    assert not [p for p in path.parent.iterdir() if p.name != "model.pth"]  # no temp file left
     raw = torch.load(path, weights_only=True)
     assert set(raw) >= {"network_weights", "gliofit"}
     json.dumps(raw["gliofit"])

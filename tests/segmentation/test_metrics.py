@@ -19,22 +19,22 @@ from gliofit.segmentation.metrics import evaluate_folders, region_metrics
 def test_dice_of_overlapping_boxes():
     a = np.zeros((20, 20, 20), np.uint8)
     b = np.zeros_like(a)
-    a[2:12, 2:12, 2:12] = 2          # 1000 voxels edema (WT only)
-    b[4:14, 2:12, 2:12] = 2          # shifted by 2: overlap 8*10*10 = 800
+    a[2:12, 2:12, 2:12] = 2  # 1000 voxels edema (WT only)
+    b[4:14, 2:12, 2:12] = 2  # shifted by 2: overlap 8*10*10 = 800
     m = region_metrics(b, a, (1, 1, 1))
     assert m["WT_dice"] == pytest.approx(2 * 800 / 2000)
-    assert m["TC_dice"] == 1.0 and m["TC_hd95"] == 0.0      # both empty
+    assert m["TC_dice"] == 1.0 and m["TC_hd95"] == 0.0  # both empty
     assert m["ET_dice"] == 1.0 and m["ET_hd95"] == 0.0
 
 
 def test_regions_from_both_conventions():
     gt = np.zeros((16, 16, 16), np.uint8)
     gt[2:10, 2:10, 2:10] = 2
-    gt[4:8, 4:8, 4:8] = 3            # 64 ET
-    gt[5:7, 5:7, 5:7] = 1            # 8 NETC inside: ET = 56, TC = 64
+    gt[4:8, 4:8, 4:8] = 3  # 64 ET
+    gt[5:7, 5:7, 5:7] = 1  # 8 NETC inside: ET = 56, TC = 64
     pred21 = np.zeros_like(gt)
     pred21[2:10, 2:10, 2:10] = 2
-    pred21[4:8, 4:8, 4:8] = 4        # 2021 ET on the whole core (64)
+    pred21[4:8, 4:8, 4:8] = 4  # 2021 ET on the whole core (64)
     m = region_metrics(pred21, gt, (1, 1, 1))
     assert m["WT_dice"] == 1.0 and m["TC_dice"] == 1.0
     assert m["ET_dice"] == pytest.approx(2 * 56 / (64 + 56))
@@ -55,7 +55,7 @@ def test_hd95_of_single_voxels_and_empty_conventions():
     a = np.zeros((240, 240, 155), np.uint8)
     b = np.zeros_like(a)
     a[10, 10, 10] = 3
-    b[13, 14, 10] = 3                # 3-4-5 triangle, spacing 2 mm -> 10 mm
+    b[13, 14, 10] = 3  # 3-4-5 triangle, spacing 2 mm -> 10 mm
     m = region_metrics(b, a, (2.0, 2.0, 2.0))
     assert m["ET_hd95"] == pytest.approx(10.0, abs=1e-4)
     empty = np.zeros_like(a)
@@ -94,8 +94,9 @@ def test_evaluate_folders_and_cli(tmp_path):
     rows, missing = evaluate_folders(tmp_path / "pred", tmp_path / "gt")
     assert [r["case"] for r in rows] == ["caseA"] and missing == ["caseB"]
     assert rows[0]["WT_dice"] == pytest.approx(expected)
-    r = CliRunner().invoke(app, ["seg", "evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"),
-                                 "-o", str(tmp_path / "m.csv")])
+    r = CliRunner().invoke(
+        app, ["seg", "evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"), "-o", str(tmp_path / "m.csv")]
+    )
     assert r.exit_code == 0, r.output
     table = list(csv.DictReader(open(tmp_path / "m.csv")))
     assert [t["case"] for t in table] == ["caseA", "mean"]
@@ -106,8 +107,9 @@ def test_evaluate_folders_and_cli(tmp_path):
 def test_evaluate_bad_input(tmp_path):
     _write_pair(tmp_path, affine=np.diag([2.0, 1, 1, 1]))
     exe = str(Path(sys.executable).with_name("gliofit"))
-    res = subprocess.run([exe, "seg", "evaluate", str(tmp_path / "pred"), str(tmp_path / "gt")],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [exe, "seg", "evaluate", str(tmp_path / "pred"), str(tmp_path / "gt")], capture_output=True, text=True
+    )
     assert res.returncode == 2 and "caseA.nii.gz" in res.stderr and "affine" in res.stderr
     (tmp_path / "pred" / "caseA.nii.gz").write_bytes(b"not a nifti")
     r = CliRunner().invoke(app, ["seg", "evaluate", str(tmp_path / "pred"), str(tmp_path / "gt")])

@@ -68,9 +68,13 @@ def test_contrasts(cases, grid4):
     wm = healthy & (grid4.wm > 0.8)
     gm = healthy & (grid4.gm > 0.7)
     csf = healthy & (grid4.csf > 0.8)
-    mean = {m: {k: float(v[mask].mean()) for k, mask in
-                (("wm", wm), ("gm", gm), ("csf", csf), ("ed", seg == 2), ("et", seg == 3), ("nc", seg == 1))}
-            for m, v in imgs.items()}
+    mean = {
+        m: {
+            k: float(v[mask].mean())
+            for k, mask in (("wm", wm), ("gm", gm), ("csf", csf), ("ed", seg == 2), ("et", seg == 3), ("nc", seg == 1))
+        }
+        for m, v in imgs.items()
+    }
     assert mean["t1"]["wm"] > mean["t1"]["gm"] > mean["t1"]["csf"]
     assert mean["t2"]["csf"] > mean["t2"]["gm"] > mean["t2"]["wm"]
     assert mean["flair"]["csf"] < mean["flair"]["wm"] < mean["flair"]["ed"]
@@ -90,17 +94,22 @@ def test_seeded_and_2021_layout(cases, grid4, tmp_path):
     assert set(np.unique(seg21)) <= {0, 1, 2, 4}
     np.testing.assert_array_equal(seg21 == 4, seg23 == 3)
     other = make_phantoms(tmp_path / "o", 1, seed=4, atlas=grid4)[0]
-    assert json.loads((other / "truth.json").read_text())["D_mm2_per_day"] != \
-        json.loads((cases[0] / "truth.json").read_text())["D_mm2_per_day"]
+    assert (
+        json.loads((other / "truth.json").read_text())["D_mm2_per_day"]
+        != json.loads((cases[0] / "truth.json").read_text())["D_mm2_per_day"]
+    )
 
 
 def test_cli_phantom_and_bad_input(tmp_path):
-    r = CliRunner().invoke(app, ["phantom", str(tmp_path / "p"), "--cases", "1", "--resolution", "4",
-                                 "--layout", "brats2021", "--seed", "7"])
+    r = CliRunner().invoke(
+        app,
+        ["phantom", str(tmp_path / "p"), "--cases", "1", "--resolution", "4", "--layout", "brats2021", "--seed", "7"],
+    )
     assert r.exit_code == 0, r.output
     assert (tmp_path / "p" / "Phantom-7-00000" / "Phantom-7-00000_flair.nii.gz").is_file()
     assert not list((tmp_path / "p").glob(".*"))  # no half-written temp folder left
     exe = str(Path(sys.executable).with_name("gliofit"))
-    bad = subprocess.run([exe, "phantom", str(tmp_path / "q"), "--cases", "1", "--layout", "brats2019"],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [exe, "phantom", str(tmp_path / "q"), "--cases", "1", "--layout", "brats2019"], capture_output=True, text=True
+    )
     assert bad.returncode == 2 and "--layout" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

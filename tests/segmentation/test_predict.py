@@ -36,7 +36,7 @@ def case(tmp_path_factory) -> dict:
     d = tmp_path_factory.mktemp("case")
     rng = np.random.default_rng(0)
     grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, s) for s in SHAPE], indexing="ij"))
-    brain = (grid ** 2).sum(0) < 0.8
+    brain = (grid**2).sum(0) < 0.8
     lesion = ((grid - 0.2) ** 2).sum(0) < 0.05
     paths = {}
     for i, name in enumerate(("t1", "t1c", "t2", "flair")):
@@ -68,7 +68,7 @@ def test_matches_nnunet_predictor(tmp_path: Path) -> None:
     stock = stock_predictor(net, PATCH).predict_logits_from_preprocessed_data(x).float()
     assert ours.shape == stock.shape
     inner = (slice(None), slice(12, -12), slice(12, -12), slice(12, -12))
-    assert (ours[inner] - stock[inner]).abs().max() < 0.05       # stock accumulates in float16
+    assert (ours[inner] - stock[inner]).abs().max() < 0.05  # stock accumulates in float16
     # near the volume's edges only tile corners cover a voxel; there the stock float16 product of a
     # subnormal Gaussian weight rounds logits to about +-0.5, never across zero when |logit| > 0.5
     sure = ours.abs() > 0.5
@@ -78,10 +78,10 @@ def test_matches_nnunet_predictor(tmp_path: Path) -> None:
 
 def test_regions_to_labels_rule() -> None:
     r = -np.ones((3, 5), dtype=np.float32)
-    r[0, 1:] = 1      # whole tumour in voxels 1..4
-    r[1, 2:] = 1      # core in 2..4
-    r[2, 3] = 1       # enhancing in 3
-    r[2, 0] = 1       # enhancing outside whole tumour still paints (nnU-Net's order)
+    r[0, 1:] = 1  # whole tumour in voxels 1..4
+    r[1, 2:] = 1  # core in 2..4
+    r[2, 3] = 1  # enhancing in 3
+    r[2, 0] = 1  # enhancing outside whole tumour still paints (nnU-Net's order)
     assert regions_to_labels(r).tolist() == [3, 2, 1, 3, 1]
     assert regions_to_labels(r, "brats2021").tolist() == [4, 2, 1, 4, 1]
 
@@ -105,6 +105,7 @@ def test_segment_on_input_grid_and_conventions(case: dict) -> None:
     assert np.array_equal(seg21, convert_labels(seg, "brats2023", "brats2021"))
     arrays = [nib.load(p[k]).get_fdata() for k in ("t1", "t1c", "t2", "flair")]
     from gliofit.segmentation.checkpoints import load_model
+
     seg_arr, aff_arr = segment(*arrays, model=load_model(case["model"]), affine=AFFINE)
     assert np.array_equal(seg_arr, seg) and np.allclose(aff_arr, AFFINE)
 
@@ -121,9 +122,14 @@ def _bad_inputs(case: dict, tmp: Path) -> dict:
     nib.save(nib.Nifti1Image(np.ones((*SHAPE, 2), np.float32), AFFINE), four_d)
     corrupt = d / "corrupt.pth"
     corrupt.write_bytes(case["model"].read_bytes()[:5000])
-    return {"shape": ({"t2": small}, "small.nii.gz"), "affine": ({"t2": moved}, "moved.nii.gz"),
-            "4d": ({"flair": four_d}, "fourd.nii.gz"), "missing": ({"t1c": d / "nope.nii.gz"}, "nope.nii.gz"),
-            "channels": ({"model": case["one"]}, "one.pth"), "corrupt": ({"model": corrupt}, "corrupt.pth")}
+    return {
+        "shape": ({"t2": small}, "small.nii.gz"),
+        "affine": ({"t2": moved}, "moved.nii.gz"),
+        "4d": ({"flair": four_d}, "fourd.nii.gz"),
+        "missing": ({"t1c": d / "nope.nii.gz"}, "nope.nii.gz"),
+        "channels": ({"model": case["one"]}, "one.pth"),
+        "corrupt": ({"model": corrupt}, "corrupt.pth"),
+    }
 
 
 @pytest.mark.parametrize("kind", ["shape", "affine", "4d", "missing", "channels", "corrupt"])
@@ -141,8 +147,21 @@ def test_bad_input_names_the_file(case: dict, tmp_path: Path, kind: str) -> None
 def test_cli_writes_labels(case: dict, tmp_path: Path) -> None:
     out = tmp_path / "seg.nii.gz"
     args = [f"--{k}={v}" for k, v in case["paths"].items()]
-    res = CliRunner().invoke(app, ["segment", *args, "--model", str(case["model"]), "-o", str(out), "--quiet",
-                                   "--labels", "brats2021", "--no-tta"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "segment",
+            *args,
+            "--model",
+            str(case["model"]),
+            "-o",
+            str(out),
+            "--quiet",
+            "--labels",
+            "brats2021",
+            "--no-tta",
+        ],
+    )
     assert res.exit_code == 0, res.output
     img = nib.load(out)
     assert img.shape == SHAPE and np.allclose(img.affine, AFFINE) and img.get_data_dtype() == np.uint8
@@ -152,8 +171,12 @@ def test_cli_writes_labels(case: dict, tmp_path: Path) -> None:
 def test_console_script_exit_2(case: dict, tmp_path: Path) -> None:
     exe = Path(sys.executable).with_name("gliofit")
     args = [f"--{k}={v}" for k, v in case["paths"].items()]
-    res = subprocess.run([str(exe), "segment", *args, "--model", str(case["one"]), "-o", str(tmp_path / "x.nii.gz")],
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [str(exe), "segment", *args, "--model", str(case["one"]), "-o", str(tmp_path / "x.nii.gz")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "one.pth" in lines[0] and "input channel" in lines[0]
@@ -170,6 +193,7 @@ def test_plan_transpose_and_spacing_warning(case: dict) -> None:
     assert seg.shape == SHAPE
     data = np.stack([nib.load(p[k]).get_fdata(dtype=np.float32) for k in ("t1", "t1c", "t2", "flair")])
     from gliofit.segmentation.mri import nonzero_bbox
+
     box = nonzero_bbox(data)
     x = normalise_nonzero(data[(slice(None), *box)]).transpose(0, 3, 2, 1).transpose(0, 3, 1, 2)
     expect = regions_to_labels(sliding_window_logits(net, torch.from_numpy(np.ascontiguousarray(x)), PATCH))
@@ -188,12 +212,13 @@ def test_mirroring_matches_nnunet_predictor() -> None:
     plain = sliding_window_logits(net, x, PATCH)
     inner = (slice(None), slice(12, -12), slice(12, -12), slice(12, -12))
     assert (ours[inner] - stock[inner]).abs().max() < 0.05
-    assert (ours - plain).abs().max() > 0.05          # mirroring changed something
+    assert (ours - plain).abs().max() > 0.05  # mirroring changed something
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
 def test_cuda_without_gpu_is_bad_input(case: dict, tmp_path: Path) -> None:
     args = [f"--{k}={v}" for k, v in case["paths"].items()]
-    res = CliRunner().invoke(app, ["segment", *args, "--model", str(case["model"]), "-o", str(tmp_path / "s.nii.gz"),
-                                   "--device", "cuda"])
+    res = CliRunner().invoke(
+        app, ["segment", *args, "--model", str(case["model"]), "-o", str(tmp_path / "s.nii.gz"), "--device", "cuda"]
+    )
     assert res.exit_code == 2 and "no CUDA GPU" in res.output

@@ -28,9 +28,9 @@ def _analytic_count(variant: str, cin: int, ncls: int) -> int:
     total = sum(_block(ins[d], dims[d], True) + (nb - 1) * _block(dims[d], dims[d], False) for d in range(6))
     for u in range(5):
         c_hi, c_lo = dims[-1 - u], dims[-2 - u]
-        total += c_hi * c_lo + c_lo                       # upsample 1x1 conv
+        total += c_hi * c_lo + c_lo  # upsample 1x1 conv
         total += _block(2 * c_lo, c_lo, True) + (nb - 1) * _block(c_lo, c_lo, False)
-        total += c_lo * ncls + ncls                       # deep-supervision head
+        total += c_lo * ncls + ncls  # deep-supervision head
     return total
 
 
@@ -52,7 +52,7 @@ def test_official_key_layout() -> None:
     sd = base.state_dict()
     assert len(sd) == 130
     assert sd["conv_blocks_context.0.0.conv1.weight"].shape == (32, 1, 3, 3, 3)
-    assert sd["conv_blocks_context.0.0.conv3.weight"].shape == (32, 1, 1, 1, 1)   # stem projection
+    assert sd["conv_blocks_context.0.0.conv3.weight"].shape == (32, 1, 1, 1, 1)  # stem projection
     assert sd["conv_blocks_context.0.0.norm1.weight"].shape == (32,)
     assert sd["conv_blocks_context.5.0.conv1.weight"].shape == (512, 512, 3, 3, 3)
     assert sd["upsample_layers.0.conv.weight"].shape == (512, 512, 1, 1, 1)
@@ -74,7 +74,7 @@ def test_small_forward_shapes_and_deep_supervision() -> None:
     x = torch.randn(1, 4, 64, 64, 32)
     outs = net(x)
     assert [tuple(o.shape) for o in outs] == [(1, 3, 64 // f, 64 // f, 32 // f) for f in (1, 2, 4, 8, 16)]
-    net.decoder.deep_supervision = False                 # how nnU-Net v2 trainers toggle it
+    net.decoder.deep_supervision = False  # how nnU-Net v2 trainers toggle it
     net.eval()
     with torch.no_grad():
         single = net(x)
@@ -82,9 +82,14 @@ def test_small_forward_shapes_and_deep_supervision() -> None:
 
 
 def test_plan_strides_are_truncated_and_padded() -> None:
-    plan = {"architecture": {"arch_kwargs": {
-        "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 1], [2, 2, 2], [2, 2, 2], [1, 2, 2]],
-        "kernel_sizes": [[3, 3, 3]] * 7}}}
+    plan = {
+        "architecture": {
+            "arch_kwargs": {
+                "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 1], [2, 2, 2], [2, 2, 2], [1, 2, 2]],
+                "kernel_sizes": [[3, 3, 3]] * 7,
+            }
+        }
+    }
     with torch.device("meta"):
         net = STUNet.from_plan("base", plan, in_channels=4, num_classes=3)
     assert net.strides == [(2, 2, 2), (2, 2, 2), (2, 2, 1), (2, 2, 2), (2, 2, 2)]

@@ -30,18 +30,42 @@ def grid4():
 def test_strides_and_plan_adaptation():
     # 16 -> 8 -> 4; 32 -> 16 -> 8 -> 4; 12 -> 6 (6 -> 3 would go below 4)
     assert strides_for_patch((16, 32, 12)) == [[2, 2, 2], [2, 2, 1], [1, 2, 1], [1, 1, 1], [1, 1, 1]]
-    plans = {"configurations": {"3d_fullres": {"patch_size": [128, 160, 112], "batch_size": 2,
-                                                      "normalization_schemes": ["ZScoreNormalization"] * 4, "architecture": {
-        "arch_kwargs": {"strides": [[1, 1, 1]] + [[2, 2, 2]] * 4 + [[2, 2, 1]],
-                        "kernel_sizes": [[3, 3, 3]] * 6}}}}}
+    plans = {
+        "configurations": {
+            "3d_fullres": {
+                "patch_size": [128, 160, 112],
+                "batch_size": 2,
+                "normalization_schemes": ["ZScoreNormalization"] * 4,
+                "architecture": {
+                    "arch_kwargs": {
+                        "strides": [[1, 1, 1]] + [[2, 2, 2]] * 4 + [[2, 2, 1]],
+                        "kernel_sizes": [[3, 3, 3]] * 6,
+                    }
+                },
+            }
+        }
+    }
     out = adapt_configuration(plans, "base")
     assert out["configurations"]["3d_fullres"]["use_mask_for_norm"] == [True] * 4
-    assert out["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["strides"] == \
-        [[1, 1, 1]] + [[2, 2, 2]] * 4 + [[2, 2, 1]]
+    assert out["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["strides"] == [[1, 1, 1]] + [
+        [2, 2, 2]
+    ] * 4 + [[2, 2, 1]]
     with pytest.raises(InputError, match="not divisible"):
-        adapt_configuration({"configurations": {"3d_fullres": {
-            "patch_size": [30, 32, 32], "batch_size": 2, "normalization_schemes": ["Z"], "architecture": {"arch_kwargs": {
-                "strides": [[1, 1, 1]] + [[2, 2, 2]] * 3, "kernel_sizes": [[3, 3, 3]] * 4}}}}}, "small")
+        adapt_configuration(
+            {
+                "configurations": {
+                    "3d_fullres": {
+                        "patch_size": [30, 32, 32],
+                        "batch_size": 2,
+                        "normalization_schemes": ["Z"],
+                        "architecture": {
+                            "arch_kwargs": {"strides": [[1, 1, 1]] + [[2, 2, 2]] * 3, "kernel_sizes": [[3, 3, 3]] * 4}
+                        },
+                    }
+                }
+            },
+            "small",
+        )
 
 
 def test_smoke_training_with_pretrained_stem(grid4, tmp_path):
@@ -52,8 +76,18 @@ def test_smoke_training_with_pretrained_stem(grid4, tmp_path):
     pre_net = STUNet.from_variant("small", 1, 7)
     pre = save_checkpoint(pre_net, tmp_path / "pre.pth", variant="small")
     out = tmp_path / "model.pth"
-    summary = train(data, "small", out=out, pretrained=pre, epochs=1, iterations_per_epoch=2,
-                    val_iterations_per_epoch=1, initial_lr=1e-9, patch_size=(16, 16, 16), num_threads=2)
+    summary = train(
+        data,
+        "small",
+        out=out,
+        pretrained=pre,
+        epochs=1,
+        iterations_per_epoch=2,
+        val_iterations_per_epoch=1,
+        initial_lr=1e-9,
+        patch_size=(16, 16, 16),
+        num_threads=2,
+    )
     assert summary["fold"] == "all" and summary["cases"] == 2 and len(summary["train_losses"]) == 1
     net, meta = load_model(out)
     assert meta["in_channels"] == 4 and meta["num_classes"] == 3 and meta["patch_size"] == [16, 16, 16]
@@ -68,7 +102,7 @@ def test_smoke_training_with_pretrained_stem(grid4, tmp_path):
     assert w[stem].shape[1] == 4
     np.testing.assert_allclose(w[stem].sum(dim=1, keepdim=True), p[stem], rtol=1e-4, atol=1e-6)
     deep = "conv_blocks_context.3.0.conv2.weight"
-    np.testing.assert_allclose(w[deep], p[deep], rtol=1e-4, atol=1e-6)   # lr 1e-9: pretrained weights kept
+    np.testing.assert_allclose(w[deep], p[deep], rtol=1e-4, atol=1e-6)  # lr 1e-9: pretrained weights kept
     x = torch.randn(1, 4, 16, 16, 16)
     assert net(x).shape == (1, 3, 16, 16, 16)
 
@@ -79,8 +113,11 @@ def test_train_bad_input(tmp_path, grid4):
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"PK\x03\x04 truncated")
     exe = str(Path(sys.executable).with_name("gliofit"))
-    res = subprocess.run([exe, "seg", "train", str(data), "--variant", "small", "--pretrained", str(bad),
-                          "-o", str(tmp_path / "m.pth")], capture_output=True, text=True)
+    res = subprocess.run(
+        [exe, "seg", "train", str(data), "--variant", "small", "--pretrained", str(bad), "-o", str(tmp_path / "m.pth")],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 2 and "bad.pth" in res.stderr and len(res.stderr.strip().splitlines()) == 1
     (case / f"{case.name}-t2f.nii.gz").unlink()
     r = CliRunner().invoke(app, ["seg", "train", str(data), "--variant", "small", "-o", str(tmp_path / "m.pth")])
@@ -101,13 +138,23 @@ def test_small_stunet_learns_phantoms(tmp_path):
     make_phantoms(tmp_path / "train", 12, seed=100, atlas=grid)
     test_cases = make_phantoms(tmp_path / "test", 3, seed=200, atlas=grid)
     model = tmp_path / "model.pth"
-    train(tmp_path / "train", "small", out=model, epochs=4, iterations_per_epoch=20, val_iterations_per_epoch=1,
-          initial_lr=1e-2, patch_size=(32, 32, 32), num_threads=2, fold="all")
+    train(
+        tmp_path / "train",
+        "small",
+        out=model,
+        epochs=4,
+        iterations_per_epoch=20,
+        val_iterations_per_epoch=1,
+        initial_lr=1e-2,
+        patch_size=(32, 32, 32),
+        num_threads=2,
+        fold="all",
+    )
     pred = tmp_path / "pred"
     for case in test_cases:
         files = [case / f"{case.name}-{s}.nii.gz" for s in ("t1n", "t1c", "t2w", "t2f")]
         seg = segment(*files, model=model)
-        labels, affine = (seg if isinstance(seg, tuple) else (seg, grid.affine))
+        labels, affine = seg if isinstance(seg, tuple) else (seg, grid.affine)
         save_volume(np.asarray(labels), affine, pred / f"{case.name}.nii.gz", dtype=np.uint8)
     rows, _ = evaluate_folders(pred, tmp_path / "test")
     wt = float(np.mean([r["WT_dice"] for r in rows]))

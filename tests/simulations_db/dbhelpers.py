@@ -20,8 +20,21 @@ GLIOFIT = str(Path(sys.executable).with_name("gliofit"))
 
 def cli_build_args(db: Path, n: int, *extra: str) -> list[str]:
     """``gliofit db build`` arguments matching :data:`RESOLUTION_MM` and :data:`RULE`."""
-    return ["db", "build", str(db), "--simulations", str(n), "--resolution", str(RESOLUTION_MM),
-            "--snapshots", str(RULE.count), "--max-days", str(RULE.t_max_days), "--no-progress", *extra]
+    return [
+        "db",
+        "build",
+        str(db),
+        "--simulations",
+        str(n),
+        "--resolution",
+        str(RESOLUTION_MM),
+        "--snapshots",
+        str(RULE.count),
+        "--max-days",
+        str(RULE.t_max_days),
+        "--no-progress",
+        *extra,
+    ]
 
 
 def content(db_dir: Path, database_url: str | None = None) -> dict:
@@ -30,15 +43,25 @@ def content(db_dir: Path, database_url: str | None = None) -> dict:
     try:
         e = db.entries
         with db.engine.connect() as conn:
-            sims = conn.execute(select(simulations_t.c.id, simulations_t.c.status, simulations_t.c.n_entries,
-                                       simulations_t.c.D_mm2_per_day, simulations_t.c.rho_per_day,
-                                       simulations_t.c.origin_x_mm).order_by(simulations_t.c.id)).all()
+            sims = conn.execute(
+                select(
+                    simulations_t.c.id,
+                    simulations_t.c.status,
+                    simulations_t.c.n_entries,
+                    simulations_t.c.D_mm2_per_day,
+                    simulations_t.c.rho_per_day,
+                    simulations_t.c.origin_x_mm,
+                ).order_by(simulations_t.c.id)
+            ).all()
         crops = db.read_entries(e["id"])
         return {
             "simulations": [tuple(r) for r in sims],
-            "entries": {int(i): (int(s), float(t), int(w), int(c), tuple(int(v) for v in b), int(k))
-                        for i, s, t, w, c, b, k in zip(e["id"], e["simulation_id"], e["T_days"], e["wt_voxels"],
-                                                       e["core_voxels"], e["bbox"], e["crc32"])},
+            "entries": {
+                int(i): (int(s), float(t), int(w), int(c), tuple(int(v) for v in b), int(k))
+                for i, s, t, w, c, b, k in zip(
+                    e["id"], e["simulation_id"], e["T_days"], e["wt_voxels"], e["core_voxels"], e["bbox"], e["crc32"]
+                )
+            },
             "arrays": {int(i): crop.tobytes() for i, (_, crop) in zip(e["id"], crops)},
         }
     finally:
@@ -60,5 +83,14 @@ def n_unique_sims(c: dict) -> int:
     return len({r[0] for r in c["simulations"]})
 
 
-__all__ = ["RESOLUTION_MM", "RULE", "GLIOFIT", "cli_build_args", "content", "assert_same_content", "shard_files",
-           "n_unique_sims", "np"]
+__all__ = [
+    "RESOLUTION_MM",
+    "RULE",
+    "GLIOFIT",
+    "cli_build_args",
+    "content",
+    "assert_same_content",
+    "shard_files",
+    "n_unique_sims",
+    "np",
+]

@@ -23,7 +23,7 @@ def test_cuda_tasks_group_similar_rho_and_cpu_tasks_run_whole():
     groups = _group(sims, "cuda", 2, SolverConfig())
     assert [[s["id"] for s in g] for g in groups] == [[1, 3], [2, 4], [0]]
     assert _group(sims, "cpu", None, SolverConfig()) == [sims]
-    assert _group(sims, "cpu", None, SolverConfig(compile=False)) == [[s] for s in sims]   # eager: one at a time
+    assert _group(sims, "cpu", None, SolverConfig(compile=False)) == [[s] for s in sims]  # eager: one at a time
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")

@@ -55,16 +55,18 @@ def test_build_20_simulations(db20):
 def test_build_again_changes_nothing(db20):
     db, _ = db20
     before, files = content(db), shard_files(db)
-    sql_bytes_before = json.loads(subprocess.run([GLIOFIT, "db", "info", str(db)], capture_output=True,
-                                                 check=True, text=True).stdout)
+    sql_bytes_before = json.loads(
+        subprocess.run([GLIOFIT, "db", "info", str(db)], capture_output=True, check=True, text=True).stdout
+    )
     r = subprocess.run([GLIOFIT, *cli_build_args(db, 20)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["new"]["done"] == 0
     assert_same_content(before, content(db))
     assert shard_files(db) == files
-    info = json.loads(subprocess.run([GLIOFIT, "db", "info", str(db)], capture_output=True, check=True,
-                                     text=True).stdout)
-    assert info["index"]["version"] == sql_bytes_before["index"]["version"]     # no re-index either
+    info = json.loads(
+        subprocess.run([GLIOFIT, "db", "info", str(db)], capture_output=True, check=True, text=True).stdout
+    )
+    assert info["index"]["version"] == sql_bytes_before["index"]["version"]  # no re-index either
 
 
 def test_extend_to_30_adds_exactly_10(db20, tmp_path):
@@ -78,7 +80,7 @@ def test_extend_to_30_adds_exactly_10(db20, tmp_path):
     after = content(db)
     assert [r[0] for r in after["simulations"]] == list(range(30))
     old = {k: v for k, v in after["entries"].items() if k // RULE.count < 20}
-    assert old == before["entries"]                       # the first 20 are untouched
+    assert old == before["entries"]  # the first 20 are untouched
     assert len(after["entries"]) > len(before["entries"])
     info = open_database(db).info()
     assert info["simulations"] == 30 and info["index"]["entries"] == info["entries"]
@@ -157,8 +159,9 @@ def test_bad_input_exits_2_with_one_line(db20, tmp_path):
     line = _one_line_exit_2(runner.invoke(app, ["db", "info", str(newer)]))
     assert "newer" in line and MANIFEST_NAME in line
     fresh = tmp_path / "fresh"
-    line = _one_line_exit_2(runner.invoke(app, cli_build_args(
-        fresh, 3, "--database-url", "postgresql+psycopg://postgres@127.0.0.1:1/none")))
+    line = _one_line_exit_2(
+        runner.invoke(app, cli_build_args(fresh, 3, "--database-url", "postgresql+psycopg://postgres@127.0.0.1:1/none"))
+    )
     assert "does not answer" in line and not fresh.exists()
     for n in ("0", "-5"):
         _one_line_exit_2(runner.invoke(app, ["db", "build", str(fresh), "--simulations", n]))

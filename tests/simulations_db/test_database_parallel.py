@@ -13,8 +13,9 @@ from gliofit.simulations_db.verify import verify_database
 @pytest.mark.slow
 def test_local_pool_of_two_equals_inline_build(reference_db, tmp_path):
     db = tmp_path / "DB"
-    report = build_database(db, 20, resolution_mm=RESOLUTION_MM, seed=0, workers=2, batch_size=2,
-                            snapshots=RULE, progress=False)
+    report = build_database(
+        db, 20, resolution_mm=RESOLUTION_MM, seed=0, workers=2, batch_size=2, snapshots=RULE, progress=False
+    )
     assert report["new"]["tasks"] == 10 and report["simulations"] == 20
     assert_same_content(content(reference_db), content(db))
     assert verify_database(db) == []
@@ -24,10 +25,19 @@ def test_local_pool_of_two_equals_inline_build(reference_db, tmp_path):
 def test_dask_local_cluster_builds_the_same_entries(reference_db, tmp_path):
     distributed = pytest.importorskip("distributed")
     db = tmp_path / "DB"
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None) as cluster:
-        report = build_database(db, 20, resolution_mm=RESOLUTION_MM, seed=0, scheduler=cluster.scheduler_address,
-                                batch_size=2, snapshots=RULE, progress=False)
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    ) as cluster:
+        report = build_database(
+            db,
+            20,
+            resolution_mm=RESOLUTION_MM,
+            seed=0,
+            scheduler=cluster.scheduler_address,
+            batch_size=2,
+            snapshots=RULE,
+            progress=False,
+        )
         with distributed.Client(cluster) as client:
             worker_pids = set(client.run(lambda: __import__("os").getpid()).values())
     assert len(worker_pids) == 2
@@ -37,5 +47,6 @@ def test_dask_local_cluster_builds_the_same_entries(reference_db, tmp_path):
         from sqlalchemy import select
 
         from gliofit.simulations_db.schema import build_runs_t
+
         assert conn.execute(select(build_runs_t.c.executor)).scalar().startswith("dask tcp://127.0.0.1")
     assert verify_database(db) == []

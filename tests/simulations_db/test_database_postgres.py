@@ -55,8 +55,9 @@ def pg_url(pg_server):
         with engine.begin() as conn:
             conn.execute(text("SELECT 1"))
     except Exception as exc:  # noqa: BLE001 - any failure to connect means: no server here
-        _no_server(f"PostgreSQL at {engine.url.render_as_string(hide_password=True)} does not answer "
-                   f"({type(exc).__name__})")
+        _no_server(
+            f"PostgreSQL at {engine.url.render_as_string(hide_password=True)} does not answer ({type(exc).__name__})"
+        )
     schema = "gliofit_test_" + uuid.uuid4().hex[:12]
     with engine.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
@@ -70,13 +71,34 @@ def pg_url(pg_server):
 
 
 def _args(db, n: int, *extra: str) -> list[str]:
-    return [GLIOFIT, "db", "build", str(db), "--simulations", str(n), "--resolution", "6", "--snapshots", "4",
-            "--max-days", "300", "--workers", "1", "--batch-size", "1", "--no-progress", *extra]
+    return [
+        GLIOFIT,
+        "db",
+        "build",
+        str(db),
+        "--simulations",
+        str(n),
+        "--resolution",
+        "6",
+        "--snapshots",
+        "4",
+        "--max-days",
+        "300",
+        "--workers",
+        "1",
+        "--batch-size",
+        "1",
+        "--no-progress",
+        *extra,
+    ]
 
 
 def _claims_per_run(conn) -> dict[int, int]:
-    rows = conn.execute(select(simulations_t.c.claimed_by, func.count()).where(simulations_t.c.status == "claimed")
-                        .group_by(simulations_t.c.claimed_by)).all()
+    rows = conn.execute(
+        select(simulations_t.c.claimed_by, func.count())
+        .where(simulations_t.c.status == "claimed")
+        .group_by(simulations_t.c.claimed_by)
+    ).all()
     return {int(r): int(k) for r, k in rows if r is not None}
 
 
@@ -85,15 +107,16 @@ def test_two_builders_at_once_lose_and_duplicate_nothing(tmp_path, pg_url):
     db = tmp_path / "DB"
     r = subprocess.run(_args(db, 2, "--database-url", pg_url), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert not (db / "gliofit.sqlite").exists()                # the rows live on the server
+    assert not (db / "gliofit.sqlite").exists()  # the rows live on the server
     n = 12
     # Barrier: while this connection holds the entries table, no builder can commit a simulation; release
     # it only once both builders have claimed work, so each of them commits some (no timing involved).
     barrier = create_engine(pg_url)
     with barrier.connect() as hold:
-        hold.execute(text("LOCK TABLE entries IN EXCLUSIVE MODE"))     # reads still pass
-        procs = [subprocess.Popen(_args(db, n), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for _ in range(2)]                            # the URL comes from the manifest
+        hold.execute(text("LOCK TABLE entries IN EXCLUSIVE MODE"))  # reads still pass
+        procs = [
+            subprocess.Popen(_args(db, n), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
+        ]  # the URL comes from the manifest
         deadline = time.monotonic() + 300
         with barrier.connect() as watch:
             while len(_claims_per_run(watch)) < 2:
@@ -101,25 +124,29 @@ def test_two_builders_at_once_lose_and_duplicate_nothing(tmp_path, pg_url):
                 assert all(p.poll() is None for p in procs), [p.communicate()[1] for p in procs]
                 assert time.monotonic() < deadline, "the two builders never held claims at the same time"
                 time.sleep(0.2)
-        hold.rollback()                                        # release the entries table
+        hold.rollback()  # release the entries table
     barrier.dispose()
     outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[1] for o in outs]
     engine = create_engine(pg_url)
     with engine.connect() as conn:
-        runs = conn.execute(select(build_runs_t.c.status, build_runs_t.c.simulations_done)
-                            .order_by(build_runs_t.c.id)).all()
-        sims = conn.execute(select(simulations_t.c.id, simulations_t.c.status, simulations_t.c.n_entries)
-                            .order_by(simulations_t.c.id)).all()
-        per_sim = dict(conn.execute(select(entries_t.c.simulation_id, func.count())
-                                    .group_by(entries_t.c.simulation_id)).all())
+        runs = conn.execute(
+            select(build_runs_t.c.status, build_runs_t.c.simulations_done).order_by(build_runs_t.c.id)
+        ).all()
+        sims = conn.execute(
+            select(simulations_t.c.id, simulations_t.c.status, simulations_t.c.n_entries).order_by(simulations_t.c.id)
+        ).all()
+        per_sim = dict(
+            conn.execute(select(entries_t.c.simulation_id, func.count()).group_by(entries_t.c.simulation_id)).all()
+        )
     engine.dispose()
     assert [s for s, _ in runs] == ["finished"] * 3
     assert runs[1][1] > 0 and runs[2][1] > 0, f"a builder committed nothing: {runs}"
-    assert sum(k for _, k in runs) == n                        # every simulation committed exactly once
+    assert sum(k for _, k in runs) == n  # every simulation committed exactly once
     assert [s[0] for s in sims] == list(range(n)) and {s[1] for s in sims} == {"done"}
     assert all(per_sim.get(i, 0) == k for i, _, k in sims)
     assert verify_database(db) == []
-    info = json.loads(subprocess.run([GLIOFIT, "db", "info", str(db)], capture_output=True, text=True,
-                                     check=True).stdout)
+    info = json.loads(
+        subprocess.run([GLIOFIT, "db", "info", str(db)], capture_output=True, text=True, check=True).stdout
+    )
     assert info["simulations"] == n and info["index"]["entries"] == info["entries"] == sum(per_sim.values())

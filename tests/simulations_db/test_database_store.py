@@ -25,7 +25,7 @@ def test_record_round_trip_and_visible_box():
     box, vis = decode_visible(enc.payload, enc.bbox)
     vz = np.argwhere(q >= VISIBLE_LEVEL)
     assert box == tuple(vz.min(0)) + tuple(vz.max(0) + 1)
-    assert np.array_equal(vis, q[box[0]:box[3], box[1]:box[4], box[2]:box[5]])
+    assert np.array_equal(vis, q[box[0] : box[3], box[1] : box[4], box[2] : box[5]])
     # a mask is q >= level: the same voxels as the dequantised density >= threshold
     for t in (0.05, 0.25, 0.675):
         assert np.array_equal(q >= threshold_level(t), q / 255.0 >= t)
@@ -43,7 +43,7 @@ def test_design_extends_the_same_sequence_and_seeds_in_tissue(make_box_atlas):
     assert (large["rho_per_day"] >= 0.002).all() and (large["rho_per_day"] <= 0.2).all()
     w = origin_weights(grid)
     ijk = np.rint(np.linalg.solve(grid.affine, np.c_[large["origin_mm"], np.ones(32)].T).T[:, :3]).astype(int)
-    assert all(w[tuple(v)] > 0 for v in ijk)                       # never outside tissue / in CSF
+    assert all(w[tuple(v)] > 0 for v in ijk)  # never outside tissue / in CSF
 
 
 @pytest.mark.parametrize("D, rho", [(0.1, 0.02), (1.5, 0.2), (0.02, 0.002)])
@@ -51,5 +51,5 @@ def test_snapshot_times_follow_the_front_speed(D, rho):
     rule = SnapshotRule()
     t = rule.times(D, rho)
     assert (np.diff(t) > 0).all() and t.min() >= 50 and t.max() <= 1500
-    r1 = np.cbrt(3 * 1000.0 / (4 * np.pi))                        # radius of 1 cm3, mm
+    r1 = np.cbrt(3 * 1000.0 / (4 * np.pi))  # radius of 1 cm3, mm
     assert t[0] == pytest.approx(np.clip(1 / rho + r1 / (2 * np.sqrt(D * rho)), 50, 1500), abs=0.01)

@@ -32,10 +32,10 @@ def as_candidate(wt: np.ndarray, core: np.ndarray, pad: int = 1):
 
 
 def test_boxes_match_closed_form():
-    a = box((5, 5, 5), (15, 13, 11))            # 10 x 8 x 6 = 480
-    b = box((10, 7, 5), (22, 13, 14))           # 12 x 6 x 9 = 648; overlap 5 x 6 x 6 = 180
+    a = box((5, 5, 5), (15, 13, 11))  # 10 x 8 x 6 = 480
+    b = box((10, 7, 5), (22, 13, 14))  # 12 x 6 x 9 = 648; overlap 5 x 6 x 6 = 180
     expected = 2 * 180 / (480 + 648)
-    core_a, core_b = box((6, 6, 6), (8, 8, 8)), box((7, 6, 6), (9, 8, 8))   # 8 each, overlap 4
+    core_a, core_b = box((6, 6, 6), (8, 8, 8)), box((7, 6, 6), (9, 8, 8))  # 8 each, overlap 4
     got = dice_scores(a, core_a, [as_candidate(b, core_b)])
     assert got.shape == (1, 2) and got.dtype == np.float32
     assert got[0, 0] == pytest.approx(expected, rel=1e-6)
@@ -45,7 +45,7 @@ def test_boxes_match_closed_form():
 
 def sphere(centre, radius: float, shape=GRID) -> np.ndarray:
     g = np.indices(shape).astype(float)
-    return sum((g[i] - centre[i]) ** 2 for i in range(3)) <= radius ** 2
+    return sum((g[i] - centre[i]) ** 2 for i in range(3)) <= radius**2
 
 
 def lens_volume(r: float, d: float) -> float:
@@ -57,9 +57,9 @@ def test_offset_spheres_approach_the_lens_formula():
     r, d = 9.0, 6.0
     a, b = sphere((20, 18, 15), r), sphere((26, 18, 15), r)
     got = float(dice_scores(a, a, [as_candidate(b, b)])[0, 0])
-    assert got == pytest.approx(dice(a, b), abs=1e-6)          # crop path == full-grid count
-    analytic = lens_volume(r, d) / (4 / 3 * np.pi * r ** 3)      # 2|A∩B| / (|A|+|B|), equal volumes
-    assert got == pytest.approx(analytic, abs=0.02)              # voxelisation error at r = 9 voxels
+    assert got == pytest.approx(dice(a, b), abs=1e-6)  # crop path == full-grid count
+    analytic = lens_volume(r, d) / (4 / 3 * np.pi * r**3)  # 2|A∩B| / (|A|+|B|), equal volumes
+    assert got == pytest.approx(analytic, abs=0.02)  # voxelisation error at r = 9 voxels
 
 
 def test_crop_at_grid_corner_and_empty_masks():
@@ -68,7 +68,7 @@ def test_crop_at_grid_corner_and_empty_masks():
     corner = (0, 0, 0), np.ones((2, 4, 4), bool), np.zeros((2, 4, 4), bool)
     far = (30, 30, 20), np.ones((3, 3, 3), bool), np.ones((3, 3, 3), bool)
     got = dice_scores(a, empty, [corner, far])
-    assert got[0].tolist() == [pytest.approx(2 * 32 / (64 + 32)), 1.0]   # both cores empty: agree
+    assert got[0].tolist() == [pytest.approx(2 * 32 / (64 + 32)), 1.0]  # both cores empty: agree
     assert got[1].tolist() == [0.0, 0.0]
     assert dice_scores(a, empty, []).shape == (0, 2)
 

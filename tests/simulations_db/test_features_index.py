@@ -30,7 +30,7 @@ def test_spec_for_grid_round_trip_and_validation():
     assert spec.dim == 2 * 10 * 12 * 11 + 2 * 13 * 16 * 14 + 2
     v1 = FeatureSpec.for_grid((77, 95, 82), 2.0, version=1)
     assert v1.dim == 2 * 10 * 12 * 11 + 2 and v1.current() == spec
-    old = {k: v for k, v in v1.to_dict().items() if not k.startswith("fine")}   # as version 1 wrote it
+    old = {k: v for k, v in v1.to_dict().items() if not k.startswith("fine")}  # as version 1 wrote it
     assert FeatureSpec.from_dict(old) == v1
     assert FeatureSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
     assert FeatureSpec.for_grid(GRID, 6.0).cell_voxels == 3
@@ -61,14 +61,14 @@ def test_crop_features_equal_full_grid_features():
 def test_features_are_unit_occupancy_and_log_volumes():
     spec = FeatureSpec(GRID, 2.0, cell_voxels=4, smooth=False)
     wt = np.zeros(GRID, bool)
-    wt[0:4, 0:4, 0:4] = True        # exactly one cell
-    wt[4:8, 0:4, 0:2] = True        # half of the next cell along x
+    wt[0:4, 0:4, 0:4] = True  # exactly one cell
+    wt[4:8, 0:4, 0:2] = True  # half of the next cell along x
     f = query_features(spec, wt, np.zeros(GRID, bool))
     n = spec.n_cells
     cells = f[:n].reshape(spec.coarse_shape)
     expected = np.array([64.0, 32.0]) / np.hypot(64.0, 32.0)
     np.testing.assert_allclose(cells[0:2, 0, 0], expected, rtol=1e-6)
-    assert np.count_nonzero(cells) == 2 and not f[n:2 * n].any()
+    assert np.count_nonzero(cells) == 2 and not f[n : 2 * n].any()
     assert f[2 * n] == pytest.approx(spec.volume_weight * np.log1p(96)) and f[2 * n + 1] == 0.0
     # smoothing keeps mass inside the grid and spreads it to neighbours
     smooth = query_features(FeatureSpec(GRID, 2.0, cell_voxels=4), wt, wt)[:n].reshape(spec.coarse_shape)
@@ -79,8 +79,8 @@ def test_cosine_of_features_is_ochiai_without_smoothing():
     """With cell-aligned boxes and no smoothing, the occupancy dot product is the masks' cosine."""
     spec = FeatureSpec(GRID, 2.0, cell_voxels=4, smooth=False)
     a, b = np.zeros(GRID, bool), np.zeros(GRID, bool)
-    a[0:8, 0:8, 0:4] = True         # cells (0..1, 0..1, 0)
-    b[4:12, 0:8, 0:4] = True        # cells (1..2, 0..1, 0): shares half
+    a[0:8, 0:8, 0:4] = True  # cells (0..1, 0..1, 0)
+    b[4:12, 0:8, 0:4] = True  # cells (1..2, 0..1, 0): shares half
     fa, fb = (query_features(spec, m, m)[: spec.n_cells] for m in (a, b))
     ochiai = (a & b).sum() / np.sqrt(a.sum() * b.sum())
     assert float(fa @ fb) == pytest.approx(ochiai, rel=1e-6)
@@ -110,7 +110,7 @@ def test_flat_search_is_exact_and_ids_are_entry_ids():
     d2 = ((q[:, None, :] - x[None]) ** 2).sum(-1)
     np.testing.assert_array_equal(got, ids[np.argsort(d2, axis=1)[:, :5]])
     assert got.dtype == np.int64 and idx.search(q[0], 5).shape == (1, 5)
-    padded = build_index(x[:3], ids[:3]).search(q[0], 5)     # fewer entries than k
+    padded = build_index(x[:3], ids[:3]).search(q[0], 5)  # fewer entries than k
     assert padded[0, 3:].tolist() == [-1, -1] and set(padded[0, :3]) == set(ids[:3])
 
 

@@ -13,15 +13,25 @@ from gliofit.simulations_db.manifest import Manifest, manifest_path, read_manife
 
 
 def _manifest() -> Manifest:
-    return Manifest(atlas="box", atlas_spec="box", atlas_checksum="0" * 64, resolution_mm=2.0,
-                    grid_shape=(10, 10, 10), design=Design().to_dict(), snapshots=SnapshotRule().to_dict())
+    return Manifest(
+        atlas="box",
+        atlas_spec="box",
+        atlas_checksum="0" * 64,
+        resolution_mm=2.0,
+        grid_shape=(10, 10, 10),
+        design=Design().to_dict(),
+        snapshots=SnapshotRule().to_dict(),
+    )
 
 
 def test_the_manifest_records_the_solver_seed(tmp_path):
     write_manifest(tmp_path, _manifest())
     seed = json.loads(manifest_path(tmp_path).read_text())["seed"]
-    assert seed == SolverConfig().seed() == {"kind": "gaussian", "sigma_mm": 1.5, "peak": 1.0,
-                                             "mass_mm3": pytest.approx(53.155, abs=0.001)}
+    assert (
+        seed
+        == SolverConfig().seed()
+        == {"kind": "gaussian", "sigma_mm": 1.5, "peak": 1.0, "mass_mm3": pytest.approx(53.155, abs=0.001)}
+    )
     assert read_manifest(tmp_path).seed == seed
 
 
