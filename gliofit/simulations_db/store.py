@@ -188,10 +188,12 @@ class ShardWriter:
         return self.name
 
     def abort(self) -> None:
-        """Close and remove the temporary file."""
-        if not self._f.closed:
-            self._f.close()
-        self.tmp.unlink(missing_ok=True)
+        """Close and remove the temporary file (also when closing fails, as it does on a full disk)."""
+        try:
+            if not self._f.closed:
+                self._f.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
 
 
 class ShardReader:

@@ -51,7 +51,7 @@ def test_db_build_on_full_disk_then_resume_is_exact(tiny_db, tmp_path, size):
 
 
 def test_db_index_on_full_disk_keeps_the_current_index(tiny_db, tmp_path):
-    with small_filesystem(tmp_path / "fs", "2m") as fs:
+    with small_filesystem(tmp_path / "fs", "16m") as fs:
         db = shutil.copytree(tiny_db, fs / "DB")
         ballast = fs / "ballast"
         free = shutil.disk_usage(fs).free
@@ -71,7 +71,18 @@ def test_run_on_full_disk_leaves_nothing(tiny_db, phantom_cohort, tmp_path):
     patient = sorted(phantom_cohort.iterdir())[0]
     with small_filesystem(tmp_path / "fs", "200k") as fs:
         out = fs / "OUT"
-        r = gliofit("run", str(patient), "--db", str(tiny_db), "--registration", "none", "--no-refine", "-o", str(out))
+        r = gliofit(
+            "run",
+            str(patient),
+            "--db",
+            str(tiny_db),
+            "--registration",
+            "none",
+            "--no-refine",
+            "--quiet",
+            "-o",
+            str(out),
+        )
         _assert_full(r, out)
         assert not out.exists() and leftovers(fs) == []
 
