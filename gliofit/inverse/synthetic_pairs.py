@@ -120,7 +120,7 @@ def grow_pair(
         raise InputError(f"days_between must be > 0, got {n}")
     origin = np.asarray(params["origin_mm"], dtype=np.float64)
     u = simulate(grid, [D], [rho], [origin], [T, T + n])[0]
-    brain = (atlas.gm + atlas.wm + atlas.csf) >= 0.1
+    brain = atlas.brain
     centre = voxel_to_world(atlas.affine, np.argwhere(atlas.domain).mean(axis=0))
     noise_kw = {"jitter_voxels": jitter_voxels, "shift_mm": shift_mm, "rotation_deg": rotation_deg}
     scans = []
