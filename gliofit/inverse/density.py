@@ -11,7 +11,7 @@ underflow, which happens only far beyond any plan's margin). Methods:
 
 ``"upsample"`` (default) solved on the database grid, then trilinearly
     interpolated onto the atlas grid: about a second at 2 mm.
-``"resimulate"`` solved on the atlas at 1 mm: tens of seconds on two cores.
+``"resimulate"`` solved on the atlas at 1 mm (the slowest; timings in benchmarks/RESULTS.md).
 ``"stored"`` the entry's stored (cropped, uint8) density interpolated onto the
     atlas grid: milliseconds, but zero past the crop; for comparison only.
 
