@@ -40,6 +40,7 @@ def ensure_pairs(
     """Pair folders ``root/pair-XXX`` (grown when missing); returns (folders, seconds spent growing)."""
     from gliofit.common.progress import progress_bar
     from gliofit.growth.atlas import resample_atlas
+    from gliofit.inverse.synthetic import SEED_DRAWS, grid_tissue_ok
     from gliofit.inverse.synthetic_pairs import grow_pair, sample_pair, write_pair
 
     cases = [root / f"pair-{i:03d}" for i in range(n)]
@@ -53,13 +54,17 @@ def ensure_pairs(
         task = bar.add_task("growing patient pairs", total=len(missing))
         for case in missing:
             i = int(case.name.split("-")[1])
-            rng = np.random.default_rng([seed, i])
-            params = sample_pair(rng, check_grid)
+            for attempt in range(SEED_DRAWS):  # the seed point must lie in tissue on the growth grid too
+                key = [seed, i] if attempt == 0 else [seed, i, 100 + attempt]
+                rng = np.random.default_rng(key)
+                params = sample_pair(rng, check_grid)
+                if grid_tissue_ok(sim_grid, params["origin_mm"]):
+                    break
             early, later = grow_pair(atlas, params, rng=rng, resolution_mm=resolution_mm, sim_grid=sim_grid)
             for p in (early, later):
                 p.truth["case"] = case.name
                 p.truth["sample"] = {
-                    "seed": [seed, i],
+                    "seed": key,
                     "check_grid_mm": check_mm,
                     **{k: v for k, v in params.items() if k.startswith("check_")},
                 }

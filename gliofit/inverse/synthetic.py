@@ -51,6 +51,10 @@ __all__ = [
     "masks_to_labels",
     "read_patient",
     "grow_cohort",
+    "grid_tissue_ok",
+    "segment_patient",
+    "truth_record",
+    "SEED_DRAWS",
     "REFERENCE_RANGES",
     "RECURRENCE_DAYS",
 ]
@@ -421,8 +425,59 @@ def grow_patient(
     u = simulate(grid, [D], [rho], [origin], times, config=config, on_step=on_step)[0]
     density = np.clip(to_atlas_grid(u[0], grid, atlas), 0.0, 1.0).astype(np.float32)
     later = None if recurrence_days is None else np.clip(to_atlas_grid(u[1], grid, atlas), 0.0, 1.0).astype(np.float32)
-    brain = atlas.brain
-    centre = voxel_to_world(atlas.affine, np.argwhere(atlas.domain).mean(axis=0))
+    truth = truth_record(D, rho, T, origin, thresholds=thresholds, resolution_mm=min(grid.spacing_mm), atlas=atlas.name)
+    if recurrence_days is not None:
+        truth["recurrence_days"] = float(recurrence_days)
+    return segment_patient(
+        atlas,
+        density,
+        truth,
+        rng=rng,
+        thresholds=thresholds,
+        rim_mm=rim_mm,
+        jitter_voxels=jitter_voxels,
+        shift_mm=shift_mm,
+        rotation_deg=rotation_deg,
+        recurrence_density=later,
+    )
+
+
+def truth_record(
+    D: float, rho: float, T: float, origin_mm, *, thresholds: tuple[float, float], resolution_mm: float, atlas: str
+) -> dict:
+    """The parameters of a synthetic patient's ``truth.json``: D (mm²/day), rho (1/day), T (days), the seed
+    point (world mm), the derived parameters of INTERFACES.md, the thresholds, the growth grid's spacing (mm)
+    and the atlas's name."""
+    return {
+        "D_mm2_per_day": float(D),
+        "rho_per_day": float(rho),
+        "T_days": float(T),
+        "origin_mm": [float(v) for v in origin_mm],
+        **derived_parameters(float(D), float(rho), float(T)),
+        "threshold_edema": float(thresholds[0]),
+        "threshold_core": float(thresholds[1]),
+        "resolution_mm": float(resolution_mm),
+        "atlas": atlas,
+    }
+
+
+def segment_patient(
+    atlas: Atlas,
+    density: np.ndarray,
+    truth: dict,
+    *,
+    rng: np.random.Generator,
+    thresholds: tuple[float, float] = (DEFAULT_THRESHOLD_EDEMA, DEFAULT_THRESHOLD_CORE),
+    rim_mm: tuple[float, float] = (2.0, 5.0),
+    jitter_voxels: tuple[float, float] = (1.0, 2.0),
+    shift_mm: float = 2.0,
+    rotation_deg: float = 2.0,
+    recurrence_density: np.ndarray | None = None,
+) -> SyntheticPatient:
+    """A true density (1 mm atlas grid) seen as a segmentation: :func:`segmentation_noise` (about the brain's
+    centre, confined to the brain; no noise when all three amounts are zero), labels with an enhancing rim
+    drawn in ``rim_mm``; ``truth`` is completed with the rim, the noise drawn and the observed and true
+    volumes (cm³)."""
     if jitter_voxels[1] <= 0 and shift_mm <= 0 and rotation_deg <= 0:
         if not (density >= thresholds[0]).any():
             raise InputError("the tumour has no voxel above the edema threshold: nothing to segment")
@@ -436,22 +491,14 @@ def grow_patient(
             jitter_voxels=jitter_voxels,
             shift_mm=shift_mm,
             rotation_deg=rotation_deg,
-            centre_mm=centre,
-            brain=brain,
+            centre_mm=voxel_to_world(atlas.affine, np.argwhere(atlas.domain).mean(axis=0)),
+            brain=atlas.brain,
         )
     rim = float(rng.uniform(*rim_mm))
     labels = masks_to_labels(wt, core, rim / min(atlas.spacing_mm))
     voxel_cm3 = atlas.voxel_volume_mm3 / 1000.0
-    truth = {
-        "D_mm2_per_day": D,
-        "rho_per_day": rho,
-        "T_days": T,
-        "origin_mm": [float(v) for v in origin],
-        **derived_parameters(D, rho, T),
-        "threshold_edema": float(thresholds[0]),
-        "threshold_core": float(thresholds[1]),
-        "resolution_mm": float(min(grid.spacing_mm)),
-        "atlas": atlas.name,
+    rec = {
+        **truth,
         "rim_mm": round(rim, 4),
         "noise": noise,
         "whole_tumor_cm3": round(float(wt.sum()) * voxel_cm3, 3),
@@ -459,12 +506,10 @@ def grow_patient(
         "true_whole_tumor_cm3": round(float((density >= thresholds[0]).sum()) * voxel_cm3, 3),
         "true_core_cm3": round(float((density >= thresholds[1]).sum()) * voxel_cm3, 3),
     }
-    if recurrence_days is not None:
-        truth["recurrence_days"] = float(recurrence_days)
-    return SyntheticPatient(truth, density, labels, np.asarray(atlas.affine, dtype=np.float64), later)
+    return SyntheticPatient(rec, density, labels, np.asarray(atlas.affine, dtype=np.float64), recurrence_density)
 
 
-_DRAWS = 5
+SEED_DRAWS = 5
 """Draws per patient of :func:`grow_cohort` until the seed point lies in tissue on the growth grid too."""
 
 
@@ -509,7 +554,7 @@ def grow_cohort(
         for case in missing:
             i = int(case.name.split("-")[1])
             dt = float(np.random.default_rng([seed, i, 1]).uniform(*RECURRENCE_DAYS))
-            for attempt in range(_DRAWS):
+            for attempt in range(SEED_DRAWS):
                 key = [seed, i] if attempt == 0 else [seed, i, 100 + attempt]
                 rng = np.random.default_rng(key)
                 params = sample_parameters(rng, check_grid)

@@ -5,7 +5,7 @@ tumour at the FIRST scan is realistic), the interval between the scans is drawn 
 :data:`INTERVAL_DAYS`, a check simulation on a coarse grid refuses pairs whose later tumour exceeds
 :data:`MAX_LATER_CM3` (larger than a database stores), one solver run at ``resolution_mm`` gives both
 snapshots (T and T + interval), and each scan gets independent segmentation noise
-(:func:`segmentation_noise`: its own misregistration and boundary jitter).
+(:func:`~gliofit.inverse.synthetic.segment_patient`: its own misregistration and boundary jitter).
 
 >>> rng = np.random.default_rng(0)
 >>> params = sample_pair(rng, resample_atlas(atlas, 4.0))             # doctest: +SKIP
@@ -20,20 +20,15 @@ from pathlib import Path
 import numpy as np
 
 from gliofit.common.errors import InputError
-from gliofit.common.grids import voxel_to_world
-from gliofit.common.units import (
-    DEFAULT_THRESHOLD_CORE,
-    DEFAULT_THRESHOLD_EDEMA,
-    derived_parameters,
-)
+from gliofit.common.units import DEFAULT_THRESHOLD_CORE, DEFAULT_THRESHOLD_EDEMA
 from gliofit.growth.atlas import Atlas, resample_atlas, to_atlas_grid
 from gliofit.growth.solver import simulate
 from gliofit.inverse.synthetic import (
     SyntheticPatient,
-    masks_to_labels,
     read_patient,
     sample_parameters,
-    segmentation_noise,
+    segment_patient,
+    truth_record,
 )
 
 __all__ = ["INTERVAL_DAYS", "MAX_LATER_CM3", "grow_pair", "read_pair", "sample_pair", "write_pair"]
@@ -67,35 +62,6 @@ def sample_pair(
     raise InputError(f"no two-scan patient with a later tumour <= {MAX_LATER_CM3} cm³ in {max_tries} draws")
 
 
-def _scan(
-    atlas: Atlas,
-    density: np.ndarray,
-    rng: np.random.Generator,
-    thresholds,
-    brain,
-    centre,
-    rim_mm,
-    noise_kw,
-    truth: dict,
-) -> SyntheticPatient:
-    wt, core, noise = segmentation_noise(
-        density, atlas.affine, rng, thresholds=thresholds, centre_mm=centre, brain=brain, **noise_kw
-    )
-    rim = float(rng.uniform(*rim_mm))
-    labels = masks_to_labels(wt, core, rim / min(atlas.spacing_mm))
-    voxel_cm3 = atlas.voxel_volume_mm3 / 1000.0
-    rec = {
-        **truth,
-        "rim_mm": round(rim, 4),
-        "noise": noise,
-        "whole_tumor_cm3": round(float(wt.sum()) * voxel_cm3, 3),
-        "core_cm3": round(float(core.sum()) * voxel_cm3, 3),
-        "true_whole_tumor_cm3": round(float((density >= thresholds[0]).sum()) * voxel_cm3, 3),
-        "true_core_cm3": round(float((density >= thresholds[1]).sum()) * voxel_cm3, 3),
-    }
-    return SyntheticPatient(rec, density, labels, np.asarray(atlas.affine, dtype=np.float64))
-
-
 def grow_pair(
     atlas: Atlas,
     params: dict,
@@ -120,27 +86,26 @@ def grow_pair(
         raise InputError(f"days_between must be > 0, got {n}")
     origin = np.asarray(params["origin_mm"], dtype=np.float64)
     u = simulate(grid, [D], [rho], [origin], [T, T + n])[0]
-    brain = atlas.brain
-    centre = voxel_to_world(atlas.affine, np.argwhere(atlas.domain).mean(axis=0))
-    noise_kw = {"jitter_voxels": jitter_voxels, "shift_mm": shift_mm, "rotation_deg": rotation_deg}
     scans = []
     for k, t in enumerate((T, T + n)):
         density = np.clip(to_atlas_grid(u[k], grid, atlas), 0.0, 1.0).astype(np.float32)
-        truth = {
-            "D_mm2_per_day": D,
-            "rho_per_day": rho,
-            "T_days": t,
-            "origin_mm": [float(v) for v in origin],
-            **derived_parameters(D, rho, t),
-            "threshold_edema": float(thresholds[0]),
-            "threshold_core": float(thresholds[1]),
-            "resolution_mm": float(min(grid.spacing_mm)),
-            "atlas": atlas.name,
-            "days_between": n,
-            "T_early_days": T,
-            "scan": ("early", "later")[k],
-        }
-        scans.append(_scan(atlas, density, rng, thresholds, brain, centre, rim_mm, noise_kw, truth))
+        truth = truth_record(
+            D, rho, t, origin, thresholds=thresholds, resolution_mm=min(grid.spacing_mm), atlas=atlas.name
+        )
+        truth.update({"days_between": n, "T_early_days": T, "scan": ("early", "later")[k]})
+        scans.append(
+            segment_patient(
+                atlas,
+                density,
+                truth,
+                rng=rng,
+                thresholds=thresholds,
+                rim_mm=rim_mm,
+                jitter_voxels=jitter_voxels,
+                shift_mm=shift_mm,
+                rotation_deg=rotation_deg,
+            )
+        )
     return scans[0], scans[1]
 
 

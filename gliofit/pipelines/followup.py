@@ -6,7 +6,6 @@ displacement of the tumour between them is growth, not a difference of two regis
 
 from __future__ import annotations
 
-import os
 import tempfile
 
 import numpy as np
@@ -14,9 +13,6 @@ import numpy as np
 from gliofit.common.errors import InputError
 
 __all__ = ["followup_on_first_grid"]
-
-RIGID_SPACING_MM = 2.0
-"""Both T1s are compared at this spacing (their own when coarser)."""
 
 
 def followup_on_first_grid(
@@ -30,12 +26,14 @@ def followup_on_first_grid(
     registration: str,
     tumour: np.ndarray | None = None,
     source: str = "followup",
+    seed: int = 0,
 ) -> np.ndarray:
     """The later labels (on the later T1's grid) on the earlier T1's grid, uint8.
 
     ``registration="none"`` (atlas-space input): the grids must already be equal (InputError naming
     ``source`` otherwise); any other kind: a rigid ANTs registration of the later T1 to the earlier one,
-    the later tumour (``tumour``, bool on the later grid) masked out of the metric, and the labels carried by
+    the later tumour (``tumour``, bool on the later grid, dilated by ``TUMOUR_MARGIN_MM``) masked out of the
+    metric (the seeded runs of :mod:`gliofit.pipelines.registration`, at its 2 mm), and the labels carried by
     nearest neighbour.
     """
     same = t1_later.shape == t1_first.shape and np.allclose(t1_later_affine, t1_first_affine, atol=1e-3)
@@ -48,19 +46,18 @@ def followup_on_first_grid(
         return np.asarray(labels, dtype=np.uint8)
     import ants
 
-    from gliofit.pipelines.registration import (
-        _coarse,
-        _keep_mask,
-        ants_array,
-        ants_image,
-    )
+    from gliofit.pipelines.registration import _coarse, _keep_mask, _register, _set_threads, ants_array, ants_image
 
+    _set_threads(None)
     fixed = _coarse(ants_image(np.nan_to_num(t1_first.astype(np.float32)), t1_first_affine))
     moving = _coarse(ants_image(np.nan_to_num(t1_later.astype(np.float32)), t1_later_affine))
     keep = _keep_mask(tumour, t1_later.shape, t1_later_affine).astype(np.float32)
     mask = _coarse(ants_image(keep, t1_later_affine), nearest=True)
     with tempfile.TemporaryDirectory(prefix="gliofit-rigid-") as d:
-        reg = ants.registration(fixed, moving, "Rigid", outprefix=os.path.join(d, "rigid_"), moving_mask=mask)
+        try:
+            reg = _register(fixed, moving, mask, "Rigid", seed, d)
+        except RuntimeError as e:
+            raise InputError(f"{source}: rigid ANTs registration to the earlier scan failed ({e})") from None
         out = ants.apply_transforms(
             ants_image(np.zeros(t1_first.shape, np.float32), t1_first_affine),
             ants_image(np.asarray(labels, np.float32), affine),

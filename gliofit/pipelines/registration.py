@@ -290,7 +290,8 @@ def _coarse(img, nearest: bool = False):
 
 
 def _register(fixed, moving, mask, kind: str, seed: int, outdir: str) -> dict:
-    """The affine, then (``kind="SyN"``) the SyN run; ANTs's result dictionary of the last."""
+    """The affine (``kind="Rigid"``: rigid), then (``kind="SyN"``) the SyN run; ANTs's result dictionary of
+    the last."""
     import ants
 
     seeded = "random_seed" in inspect.signature(ants.registration).parameters  # antspyx < 0.6
@@ -302,7 +303,7 @@ def _register(fixed, moving, mask, kind: str, seed: int, outdir: str) -> dict:
         reg = ants.registration(
             fixed,
             moving,
-            "Affine",
+            "Rigid" if kind == "Rigid" else "Affine",
             outprefix=os.path.join(outdir, "affine_"),
             moving_mask=mask,
             aff_iterations=AFFINE_ITERATIONS,
