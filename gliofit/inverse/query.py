@@ -15,8 +15,10 @@
    apart, so each candidate is also scored after an integer translation of its crop. The translation
    that best aligns the centres of mass of the whole tumours (the entry's at the database's edema
    threshold; at most :data:`ALIGN_MAX_MM`) is the centre of a window of ±:data:`SHIFT_WINDOW_VOX`
-   voxels; every candidate is scored unshifted and at that centre, and the :data:`SHIFT_TOP` best are
-   scored at every translation of the window (all thresholds of step 3 at each). A translation is allowed
+   voxels; every candidate is scored unshifted and at that centre, and the :data:`SHIFT_TOP` best climb
+   from the centre to the best translation of the window (a greedy ascent over face neighbours, all
+   thresholds of step 3 at each; Dice is smooth in the translation, so the climb finds the window's best
+   in nearly every case at a fifth of the cost of scoring all (2w + 1)³). A translation is allowed
    only when the translated seed point stays in tissue. Scoring uses the candidate's voxels as flat
    indices into a padded code grid (whole tumour 1, core 2): one gather per translation, then the overlap
    at every threshold at once (a small matrix product). The entry's parameters hold with the seed point
@@ -50,6 +52,7 @@ __all__ = [
     "threshold_grid",
     "score_candidates",
     "shift_candidates",
+    "climb",
     "rank",
 ]
 
@@ -220,6 +223,44 @@ def _dice_at(
     return d_e[rows, ie], d_c[rows, ic], ie, ic
 
 
+_FACES = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], dtype=np.int64)
+
+
+def _whole_window(at, centre: np.ndarray, win: np.ndarray):
+    """Best (score, shift, (wt, core) Dice, (edema, core) level index) over every translation of the window."""
+    cand = centre[None, :] + win
+    sc, de, dc, ie, ic = at(cand)
+    k = int(np.argmax(sc))
+    if not np.isfinite(sc[k]):
+        return None
+    return float(sc[k]), cand[k], (de[k], dc[k]), (ie[k], ic[k])
+
+
+def climb(at, centre: np.ndarray, window_vox: int):
+    """Greedy ascent from ``centre`` over face-neighbour translations inside the window ±``window_vox``.
+
+    ``at(shifts (S, 3)) -> (score, dice_wt, dice_core, level_e, level_c)`` arrays (S,), score -inf where the
+    translation is not allowed. Each step scores the unvisited face neighbours of the best translation so far
+    and moves to the best one while it improves; returns the best as :func:`_whole_window` does, or None.
+    """
+    seen = {tuple(centre)}
+    sc, de, dc, ie, ic = at(centre[None, :])
+    best = (float(sc[0]), centre, (de[0], dc[0]), (ie[0], ic[0]))
+    while True:
+        nb = best[1][None, :] + _FACES
+        keep = [np.abs(v - centre).max() <= window_vox and tuple(v) not in seen for v in nb]
+        nb = nb[np.asarray(keep, dtype=bool)]
+        if len(nb) == 0:
+            break
+        seen.update(tuple(v) for v in nb)
+        sc, de, dc, ie, ic = at(nb)
+        k = int(np.argmax(sc))
+        if not sc[k] > best[0]:
+            break
+        best = (float(sc[k]), nb[k], (de[k], dc[k]), (ie[k], ic[k]))
+    return best if np.isfinite(best[0]) else None
+
+
 def shift_candidates(
     db,
     wt: np.ndarray,
@@ -233,6 +274,7 @@ def shift_candidates(
     window_vox: int = SHIFT_WINDOW_VOX,
     align_max_mm: float = ALIGN_MAX_MM,
     top: int = SHIFT_TOP,
+    climb_search: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Best Dice of each entry over integer translations of its crop (module docstring, step 4).
 
@@ -243,7 +285,9 @@ def shift_candidates(
     ids : (n,) entry ids; crops : their ``(bbox, uint8 crop)`` (``read_visible`` or ``read_entries``).
     edema, core_thresholds : thresholds searched; weights : (w_wt, w_core) of the score.
     window_vox : half-width of the window around the alignment, voxels; align_max_mm : largest alignment, mm.
-    top : candidates searched over the whole window.
+    top : candidates searched in the window.
+    climb_search : search the window by a greedy climb over face-neighbour translations (:func:`climb`);
+        else score every translation of the window.
 
     Returns
     -------
@@ -295,16 +339,15 @@ def shift_candidates(
     order = np.argsort(-score2[r, pick], kind="stable")[: int(top)]
     for i in order:
         flat, lev_e, lev_c, vol_e, vol_c, centre = prepared[i]
-        cand = centre[None, :] + win
-        ok = domain[(seed_vox[i] + cand) @ g.strides]
-        if not ok.any():
-            continue
-        cand = cand[ok]
-        de, dc, ie, ic = _dice_at(g, flat, lev_e, lev_c, vol_e, vol_c, cand @ g.strides)
-        sc = w[0] * de + w[1] * dc
-        k = int(np.argmax(sc))
-        if sc[k] > dice[i] @ w:
-            dice[i], th_idx[i], shifts[i] = (de[k], dc[k]), (ie[k], ic[k]), cand[k]
+
+        def at(shifts: np.ndarray, i=i, flat=flat, lev_e=lev_e, lev_c=lev_c, vol_e=vol_e, vol_c=vol_c):
+            ok = domain[(seed_vox[i] + shifts) @ g.strides]
+            de, dc, ie, ic = _dice_at(g, flat, lev_e, lev_c, vol_e, vol_c, shifts @ g.strides)
+            return np.where(ok, w[0] * de + w[1] * dc, -np.inf), de, dc, ie, ic
+
+        best = climb(at, centre, window_vox) if climb_search else _whole_window(at, centre, win)
+        if best is not None and best[0] > dice[i] @ w:
+            _, shifts[i], dice[i], th_idx[i] = best
     thresholds = np.stack([np.asarray(edema)[th_idx[:, 0]], np.asarray(core_thresholds)[th_idx[:, 1]]], axis=1)
     return dice.astype(np.float64), thresholds.astype(np.float64), shifts
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gliofit.inverse.api import shifted_origins
-from gliofit.inverse.query import query
+from gliofit.inverse.query import climb, query
 
 
 def _entry_masks(db, entry_id, te=0.25, tc=0.675):
@@ -62,3 +62,28 @@ def test_no_shift_needed_gives_shift_zero(small_db):
     wt, core = _entry_masks(small_db, eid)
     m = query(small_db, wt, core)
     assert m.ids[0] == eid and m.shifts[0].tolist() == [0, 0, 0] and m.dice[0].tolist() == [1.0, 1.0]
+
+
+def _quadratic(peak, allowed=lambda s: True):
+    """A smooth score over translations with its maximum at ``peak`` (the shape of Dice near its best)."""
+
+    def at(shifts):
+        shifts = np.atleast_2d(shifts)
+        sc = 1.0 - 0.05 * ((shifts - np.asarray(peak)) ** 2).sum(axis=1)
+        sc = np.where([allowed(s) for s in shifts], sc, -np.inf)
+        z = np.zeros(len(shifts), dtype=np.int64)
+        return sc, sc, sc, z, z
+
+    return at
+
+
+@pytest.mark.parametrize("peak", [(0, 0, 0), (2, -1, 1), (-2, 2, -2), (5, 0, 0)])
+def test_climb_finds_the_best_translation_of_the_window(peak):
+    best = climb(_quadratic(peak), np.zeros(3, dtype=np.int64), 2)
+    assert best[1].tolist() == np.clip(peak, -2, 2).tolist()  # a peak outside stops at the window's edge
+
+
+def test_climb_skips_forbidden_translations_and_reports_none_when_all_are():
+    best = climb(_quadratic((2, 0, 0), allowed=lambda s: s[1] == 0 and s[2] == 0), np.zeros(3, dtype=np.int64), 2)
+    assert best[1].tolist() == [2, 0, 0]
+    assert climb(_quadratic((0, 0, 0), allowed=lambda s: False), np.zeros(3, dtype=np.int64), 2) is None
