@@ -200,24 +200,76 @@ def _window(w: int) -> np.ndarray:
     return np.stack(np.meshgrid(r, r, r, indexing="ij"), axis=-1).reshape(-1, 3)
 
 
+class _Candidate:
+    """One candidate's voxels as flat indices into the padded code grid, grouped by the levels they pass.
+
+    A voxel's key is (edema levels passed) · (number of core levels + 1) + (core levels passed); voxels are
+    sorted by key, so the hits per key at a translation are one segmented sum, and the overlap at every
+    threshold pair follows from those few sums.
+    """
+
+    def __init__(self, g: _CodeGrid, bbox, crop: np.ndarray, lo_level: int, levels: _Levels, l_db: int) -> None:
+        _, b, c = crop.shape
+        local = np.flatnonzero(crop >= lo_level)
+        v = crop.reshape(-1)[local]
+        order = np.argsort(v, kind="stable")  # a radix sort of uint8; the key grows with the value
+        i, rest = np.divmod(local, b * c)
+        j, k = np.divmod(rest, c)
+        o = np.asarray(bbox[:3], dtype=np.int64) + g.pad
+        flat = (i + o[0]) * g.strides[0] + (j + o[1]) * g.strides[1] + (k + o[2])
+        self.flat = flat[order]
+        per_key = np.bincount(levels.key_of_value[v], minlength=levels.bins)
+        self.keys = np.flatnonzero(per_key)
+        counts = per_key[self.keys]
+        self.starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        self.levels = levels
+        self.vol_e, self.vol_c = levels.passing(counts[None, :], self.keys)
+        vis = v >= l_db
+        self.com = (
+            np.array([i[vis].mean(), j[vis].mean(), k[vis].mean()]) + np.asarray(bbox[:3]) if vis.any() else g.com
+        )
+
+
+class _Levels:
+    """The uint8 density levels of the searched thresholds (ascending) and the voxel key of each value."""
+
+    def __init__(self, le: np.ndarray, lc: np.ndarray) -> None:
+        if np.any(np.diff(le) < 0) or np.any(np.diff(lc) < 0):
+            raise ValueError("shift_candidates: thresholds must be in ascending order")
+        self.n_e, self.n_c = len(le), len(lc)
+        values = np.arange(256)
+        passed_e, passed_c = np.searchsorted(le, values, side="right"), np.searchsorted(lc, values, side="right")
+        self.key_of_value = passed_e * (self.n_c + 1) + passed_c
+        self.bins = (self.n_e + 1) * (self.n_c + 1)
+        self.lowest = int(min(le.min(), lc.min()))
+
+    def passing(self, per_key: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(S, n_keys) voxel counts per key -> (S, n_e) counts passing each edema level, (S, n_c) each core level."""
+        h = np.zeros((len(per_key), self.bins), dtype=np.int64)
+        h[:, keys] = per_key
+        h = h.reshape(len(per_key), self.n_e + 1, self.n_c + 1)
+        return _above(h.sum(axis=2)), _above(h.sum(axis=1))
+
+
+def _above(h: np.ndarray) -> np.ndarray:
+    """(S, L + 1) counts per number of levels passed -> (S, L) counts passing each level."""
+    return np.cumsum(h[:, :0:-1], axis=1)[:, ::-1]
+
+
 def _dice_at(
-    g: _CodeGrid,
-    flat_idx: np.ndarray,
-    lev_e: np.ndarray,
-    lev_c: np.ndarray,
-    vol_e: np.ndarray,
-    vol_c: np.ndarray,
-    offsets: np.ndarray,
+    g: _CodeGrid, cand: _Candidate, offsets: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Best whole-tumour and core Dice over the thresholds at each translation (flat ``offsets`` (S,)).
 
     Returns (S,) wt Dice, (S,) core Dice, (S,) index of the edema level, (S,) index of the core level.
     """
-    codes = g.flat[flat_idx[None, :] + offsets[:, None]]
-    ov_e = (codes & 1).astype(np.float32) @ lev_e
-    ov_c = (codes >> 1).astype(np.float32) @ lev_c
-    d_e = 2.0 * ov_e / np.maximum(g.n_wt + vol_e, 1)
-    d_c = np.where(g.n_core + vol_c > 0, 2.0 * ov_c / np.maximum(g.n_core + vol_c, 1), 1.0)
+    codes = g.flat[cand.flat[None, :] + offsets[:, None]]
+    hit_wt = np.add.reduceat(codes & 1, cand.starts, axis=1, dtype=np.int64)
+    hit_core = np.add.reduceat(codes >> 1, cand.starts, axis=1, dtype=np.int64)
+    ov_e, _ = cand.levels.passing(hit_wt, cand.keys)
+    _, ov_c = cand.levels.passing(hit_core, cand.keys)
+    d_e = 2.0 * ov_e / np.maximum(g.n_wt + cand.vol_e, 1)
+    d_c = np.where(g.n_core + cand.vol_c > 0, 2.0 * ov_c / np.maximum(g.n_core + cand.vol_c, 1), 1.0)
     ie, ic = np.argmax(d_e, axis=1), np.argmax(d_c, axis=1)
     rows = np.arange(len(offsets))
     return d_e[rows, ie], d_c[rows, ic], ie, ic
@@ -299,10 +351,10 @@ def shift_candidates(
     align_max = np.floor(align_max_mm / spacing + 1e-9).astype(np.int64)
     g = _CodeGrid(wt, core, int(align_max.max()) + window_vox + 1)
     domain = np.pad(grid.domain, g.pad).ravel()
-    le = np.array([threshold_level(t) for t in edema])
-    lc = np.array([threshold_level(t) for t in core_thresholds])
+    levels = _Levels(
+        np.array([threshold_level(t) for t in edema]), np.array([threshold_level(t) for t in core_thresholds])
+    )
     l_db = threshold_level(float(db.manifest.thresholds["edema"]))
-    lo_level = int(min(le.min(), lc.min()))
     e = db.entries
     rows = db.rows_of(ids)
     origins = np.stack([e["origin_x_mm"][rows], e["origin_y_mm"][rows], e["origin_z_mm"][rows]], axis=1)
@@ -315,34 +367,27 @@ def shift_candidates(
     first_th = np.zeros((n, 2, 2), dtype=np.int64)
     first_shift = np.zeros((n, 2, 3), dtype=np.int64)
     for i, (bbox, crop) in enumerate(crops):
-        p = np.argwhere(crop >= lo_level)
-        v = crop[tuple(p.T)]
-        flat = (p + np.asarray(bbox[:3]) + g.pad) @ g.strides
-        lev_e = (v[:, None] >= le[None, :]).astype(np.float32)
-        lev_c = (v[:, None] >= lc[None, :]).astype(np.float32)
-        vol_e, vol_c = lev_e.sum(axis=0), lev_c.sum(axis=0)
-        vis = v >= l_db
-        com = (p[vis].mean(axis=0) + np.asarray(bbox[:3])) if vis.any() else g.com
-        centre = np.clip(np.rint(g.com - com).astype(np.int64), -align_max, align_max)
-        prepared.append((flat, lev_e, lev_c, vol_e, vol_c, centre))
-        cand = np.stack([np.zeros(3, dtype=np.int64), centre])
-        ok = domain[(seed_vox[i] + cand) @ g.strides]
-        de, dc, ie, ic = _dice_at(g, flat, lev_e, lev_c, vol_e, vol_c, cand @ g.strides)
+        cand_i = _Candidate(g, bbox, crop, levels.lowest, levels, l_db)
+        centre = np.clip(np.rint(g.com - cand_i.com).astype(np.int64), -align_max, align_max)
+        prepared.append((cand_i, centre))
+        two = np.stack([np.zeros(3, dtype=np.int64), centre])
+        ok = domain[(seed_vox[i] + two) @ g.strides]
+        de, dc, ie, ic = _dice_at(g, cand_i, two @ g.strides)
         de, dc = np.where(ok, de, -1.0), np.where(ok, dc, -1.0)
         first[i] = np.stack([de, dc], axis=1)
         first_th[i] = np.stack([ie, ic], axis=1)
-        first_shift[i] = cand
+        first_shift[i] = two
     score2 = first @ w  # (n, 2)
     pick = np.argmax(score2, axis=1)
     r = np.arange(n)
     dice, th_idx, shifts = first[r, pick], first_th[r, pick], first_shift[r, pick]
     order = np.argsort(-score2[r, pick], kind="stable")[: int(top)]
     for i in order:
-        flat, lev_e, lev_c, vol_e, vol_c, centre = prepared[i]
+        cand_i, centre = prepared[i]
 
-        def at(shifts: np.ndarray, i=i, flat=flat, lev_e=lev_e, lev_c=lev_c, vol_e=vol_e, vol_c=vol_c):
+        def at(shifts: np.ndarray, i=i, cand_i=cand_i):
             ok = domain[(seed_vox[i] + shifts) @ g.strides]
-            de, dc, ie, ic = _dice_at(g, flat, lev_e, lev_c, vol_e, vol_c, shifts @ g.strides)
+            de, dc, ie, ic = _dice_at(g, cand_i, shifts @ g.strides)
             return np.where(ok, w[0] * de + w[1] * dc, -np.inf), de, dc, ie, ic
 
         best = climb(at, centre, window_vox) if climb_search else _whole_window(at, centre, win)
