@@ -26,13 +26,25 @@ from gliofit.inverse.query import DEFAULT_TOP_K, Matches, query
 from gliofit.inverse.result import TIMING_KEYS, Result
 from gliofit.growth.atlas import Atlas, load_atlas, to_atlas_grid
 
-__all__ = ["METHODS", "N_MATCHES", "DEFAULT_REFINE_BUDGET", "infer", "atlas_of", "check_refine", "shifted_origins"]
+__all__ = [
+    "METHODS",
+    "N_MATCHES",
+    "DEFAULT_REFINE_BUDGET",
+    "REFINE_STARTS",
+    "infer",
+    "atlas_of",
+    "check_refine",
+    "shifted_origins",
+]
 
 METHODS = ("index", "exhaustive")
 N_MATCHES = 10
 """Matches listed in result.json."""
-DEFAULT_REFINE_BUDGET = 40
-"""Forward runs of the default refinement (five generations of eight on the database grid)."""
+DEFAULT_REFINE_BUDGET = 48
+"""Forward runs of the default refinement (six batches of eight on the database grid: the starts, then
+five CMA-ES generations)."""
+REFINE_STARTS = 8
+"""Matches of distinct simulations re-simulated as starts of the refinement (one solver batch)."""
 
 
 @functools.lru_cache(maxsize=4)
@@ -105,6 +117,19 @@ def _refined(db, atlas: Atlas, params: dict, out: dict, density: str):
         return simulated_density(new, db.grid, atlas, diffusivity_ratio=ratio)
 
     return new, density_fn
+
+
+def _other_starts(db, m: Matches, params: dict, n: int) -> list[dict]:
+    """The best matches after the first, one per simulation other than the first's, at most ``n``."""
+    sims = db.entries["simulation_id"][db.rows_of(m.ids)]
+    seen, out = {int(sims[0])}, []
+    for i in range(1, len(m.ids)):
+        if len(out) >= n:
+            break
+        if int(sims[i]) not in seen:
+            seen.add(int(sims[i]))
+            out.append(parameters_of(params, i))
+    return out
 
 
 def shifted_origins(db, origins_mm: np.ndarray, shifts: np.ndarray) -> np.ndarray:
@@ -248,6 +273,7 @@ def infer(
             thresholds=(best["threshold_edema"], best["threshold_core"]),
             budget=budget,
             weights=m.weights,
+            alternatives=_other_starts(db, m, params, REFINE_STARTS - 1),
         )
         # Report a simulation that was run: the refined one, unless the stored (untranslated) match fits better.
         adopt = bool(m.shifts[0].any()) or out["dice_mean"] > fit["dice_mean"]

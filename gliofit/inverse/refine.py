@@ -126,15 +126,19 @@ class _Objective:
         self.weights = w / w.sum()
         self.runs = 0
 
-    def __call__(self, mu_d: np.ndarray, mu_rho: np.ndarray, origins: np.ndarray) -> np.ndarray:
-        """(B, 2) Dice (whole tumour, core) per point; points with a seed outside tissue get (-1, -1)."""
+    def __call__(
+        self, mu_d: np.ndarray, mu_rho: np.ndarray, origins: np.ndarray, T_days: np.ndarray | None = None
+    ) -> np.ndarray:
+        """(B, 2) Dice (whole tumour, core) per point (at its own age ``T_days`` (B,), default the start's);
+        points with a seed outside tissue get (-1, -1)."""
         out = np.full((len(mu_d), 2), -1.0)
         ok = np.array([self.grid.tissue_at(o) >= TISSUE_THRESHOLD for o in origins])
         if not ok.any():
             return out
-        D = np.clip(mu_d[ok] ** 2 / self.T, *_D_LIMITS)
-        rho = np.clip(mu_rho[ok] ** 2 / self.T, *_RHO_LIMITS)
-        u = simulate(self.grid, D, rho, origins[ok], [self.T], config=self.config, device=self.device)[:, 0]
+        T = np.broadcast_to(self.T if T_days is None else np.asarray(T_days, dtype=np.float64), (len(mu_d),))[ok]
+        D = np.clip(mu_d[ok] ** 2 / T, *_D_LIMITS)
+        rho = np.clip(mu_rho[ok] ** 2 / T, *_RHO_LIMITS)
+        u = simulate(self.grid, D, rho, origins[ok], T[:, None], config=self.config, device=self.device)[:, 0]
         self.runs += int(ok.sum())
         lo, hi = self.thresholds
         out[ok] = [(dice(s >= lo, self.wt), dice(s >= hi, self.core)) for s in u]
@@ -142,6 +146,25 @@ class _Objective:
 
     def score(self, dices: np.ndarray) -> np.ndarray:
         return dices @ self.weights
+
+
+def _score_of(start: dict) -> np.ndarray:
+    return np.asarray(start["_dice"], dtype=np.float64)
+
+
+def _best_start(grid, wt, core, starts: list[dict], thresholds, weights, config, device, budget: int):
+    """The start that fits best when re-simulated (all in one batch of at most ``budget`` runs), its index;
+    the returned start carries its (wt, core) Dice under ``_dice``."""
+    starts = starts[: max(1, int(budget))]
+    T = np.array([float(s["T_days"]) for s in starts])
+    mu_d = np.sqrt(np.array([float(s["D_mm2_per_day"]) for s in starts]) * T)
+    mu_r = np.sqrt(np.array([float(s["rho_per_day"]) for s in starts]) * T)
+    origins = np.array([np.asarray(s["origin_mm"], dtype=np.float64).reshape(3) for s in starts])
+    obj = _Objective(grid, wt, core, T[0], thresholds, weights, config, device)
+    dices = obj(mu_d, mu_r, origins, T)
+    w = np.asarray(weights, dtype=np.float64) / np.sum(weights)
+    k = int(np.argmax(dices @ w))
+    return {**starts[k], "_dice": dices[k]}, k
 
 
 def refine(
@@ -157,6 +180,7 @@ def refine(
     popsize: int | None = None,
     config: SolverConfig = SolverConfig(),
     device: str = "cpu",
+    alternatives: list[dict] | None = None,
 ) -> dict:
     """Improve a match by a CMA-ES over log mu_D, log mu_rho and the seed point, T fixed.
 
@@ -171,22 +195,32 @@ def refine(
     weights : weights of whole-tumour and core Dice in the objective.
     popsize : CMA-ES lambda, the solver batch (default 8 for five coordinates).
     config, device : solver settings.
+    alternatives : further starts (same keys as ``start``; e.g. the next best matches of other
+        simulations): all starts are re-simulated in one batch (counted in the budget) and the search
+        begins at the one that fits best. A translated database match is no simulation that was run:
+        re-simulated at its new seed point it can fit much worse than its crop did, and another start
+        better.
 
     Returns
     -------
     dict: ``D_mm2_per_day``, ``rho_per_day``, ``T_days``, ``origin_mm``, ``mu_D_mm``, ``mu_rho``,
     ``dice_whole_tumor``, ``dice_core``, ``dice_mean`` (weighted) of the best point seen,
-    ``start_dice_mean`` (the start re-simulated), ``n_forward_runs``, ``seconds``.
+    ``start_dice_mean`` (the chosen start re-simulated), ``start`` (its index: 0 = ``start``, i =
+    ``alternatives[i - 1]``), ``n_forward_runs``, ``seconds``.
     """
     t0 = time.perf_counter()
     wt, core = _check_masks(grid, wt, core)
     if int(budget) < 1:
         raise InputError(f"refine: budget must be >= 1 forward run, got {budget}")
+    chosen = 0
+    if alternatives:
+        start, chosen = _best_start(grid, wt, core, [start, *alternatives], thresholds, weights, config, device, budget)
     T = float(start["T_days"])
     mu_d0 = math.sqrt(float(start["D_mm2_per_day"]) * T)
     mu_r0 = math.sqrt(float(start["rho_per_day"]) * T)
     o0 = np.asarray(start["origin_mm"], dtype=np.float64).reshape(3)
     obj = _Objective(grid, wt, core, T, thresholds, weights, config, device)
+    obj.runs = min(len(alternatives or ()) + 1, int(budget)) if alternatives else 0
 
     def decode(z: np.ndarray):
         z = np.atleast_2d(z)
@@ -197,7 +231,7 @@ def refine(
         )
 
     best_z = np.zeros(5)
-    best_d = obj(*decode(best_z))[0]
+    best_d = obj(*decode(best_z))[0] if not alternatives else _score_of(start)
     start_score = best_score = float(obj.score(best_d))
     es = CMAES(np.zeros(5), 1.0, popsize=popsize, rng=np.random.default_rng(seed))
     while obj.runs < budget:
@@ -228,6 +262,7 @@ def refine(
         "dice_core": float(best_d[1]),
         "dice_mean": best_score,
         "start_dice_mean": start_score,
+        "start": chosen,
         "n_forward_runs": obj.runs,
         "seconds": round(time.perf_counter() - t0, 3),
     }

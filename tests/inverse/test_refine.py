@@ -71,6 +71,17 @@ def test_refine_never_returns_worse_than_the_start(grid6, observed):
     assert one["n_forward_runs"] == 1 and one["dice_mean"] == one["start_dice_mean"]
 
 
+def test_refine_starts_from_the_alternative_that_fits_best(grid6, observed):
+    """The truth (at another age T: the same mu_D, mu_rho) among the alternatives is the chosen start."""
+    wt, core = observed
+    T = 2 * TRUTH["T_days"]
+    older = {**TRUTH, "T_days": T, "D_mm2_per_day": TRUTH["D_mm2_per_day"] / 2, "rho_per_day": TRUTH["rho_per_day"] / 2}
+    out = refine(grid6, wt, core, _perturbed(), alternatives=[_perturbed(), older], budget=3, seed=0)
+    assert out["start"] == 2 and out["T_days"] == T
+    assert out["start_dice_mean"] == pytest.approx(1.0) and out["dice_mean"] == pytest.approx(1.0)
+    assert out["n_forward_runs"] == 3
+
+
 def test_refine_rejects_bad_input(grid6, observed):
     wt, core = observed
     with pytest.raises(InputError, match="shape"):
