@@ -147,7 +147,7 @@ def calibrate(
     patients_dir: Path = typer.Option(
         None, "--patients-dir", help="Cache of the patients (default: DB/calibration-patients/...)."
     ),
-    refine_budget: int = typer.Option(None, "--refine-budget", help="Forward runs of each refinement (default 40)."),
+    refine_budget: int = typer.Option(None, "--refine-budget", help="Forward runs of each refinement (default 48)."),
     output: Path = typer.Option(
         None, "-o", "--output", help="Calibration file (default: DB/gliofit-calibration.json)."
     ),

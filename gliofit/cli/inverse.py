@@ -27,7 +27,7 @@ def infer(
     refine: bool = typer.Option(
         True, "--refine/--no-refine", help="Refine the best (shift-aligned) match with the forward solver (default on)."
     ),
-    refine_budget: int = typer.Option(None, "--refine-budget", help="Forward runs of the refinement (default 40)."),
+    refine_budget: int = typer.Option(None, "--refine-budget", help="Forward runs of the refinement (default 48)."),
     calibration: Path = typer.Option(
         None, "--calibration", help="Calibration file (default: DB/gliofit-calibration.json)."
     ),

@@ -50,7 +50,7 @@ def run(
     refine: bool = typer.Option(
         True, "--refine/--no-refine", help="Refine the best match with the forward solver (default on)."
     ),
-    refine_budget: int = typer.Option(None, "--refine-budget", help="Forward runs of the refinement (default 40)."),
+    refine_budget: int = typer.Option(None, "--refine-budget", help="Forward runs of the refinement (default 48)."),
     quiet: bool = typer.Option(
         False,
         "--quiet",
