@@ -122,7 +122,8 @@ def _refined(db, atlas: Atlas, params: dict, out: dict, density: str):
 def _other_starts(db, m: Matches, params: dict, n: int) -> list[dict]:
     """The best matches after the first, one per simulation other than the first's, at most ``n``."""
     sims = db.entries["simulation_id"][db.rows_of(m.ids)]
-    seen, out = {int(sims[0])}, []
+    seen = {int(sims[0])}
+    out: list[dict] = []
     for i in range(1, len(m.ids)):
         if len(out) >= n:
             break

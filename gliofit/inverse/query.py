@@ -19,9 +19,10 @@
    from the centre to the best translation of the window (a greedy ascent over face neighbours, all
    thresholds of step 3 at each; Dice is smooth in the translation, so the climb finds the window's best
    in nearly every case at a fifth of the cost of scoring all (2w + 1)³). A translation is allowed
-   only when the translated seed point stays in tissue. Scoring uses the candidate's voxels as flat
-   indices into a padded code grid (whole tumour 1, core 2): one gather per translation, then the overlap
-   at every threshold at once (a small matrix product). The entry's parameters hold with the seed point
+   only when the translated seed point stays in tissue. Scoring reads the query as a padded code grid
+   (whole tumour 1, core 2): one compiled pass over the candidate's crop per translation
+   (:mod:`gliofit.inverse.shift_kernel`) counts the hits by the levels each voxel passes, which gives the
+   overlap at every threshold at once. The entry's parameters hold with the seed point
    translated (to first order: tissue boundaries differ); :attr:`Matches.shifts` records the translation.
 5. Ranking by ``w_wt * dice_wt + w_core * dice_core`` (weights normalised,
    default 0.5/0.5), ties broken by entry id.
@@ -67,7 +68,7 @@ SHIFT_WINDOW_VOX = 2
 """Half-width of the translation window searched around the centre-of-mass alignment, database voxels."""
 ALIGN_MAX_MM = 12.0
 """Largest centre-of-mass alignment applied, mm per axis."""
-SHIFT_TOP = 48
+SHIFT_TOP = 16
 """Candidates (best after the unshifted / aligned pass) scored at every translation of the window."""
 
 
@@ -182,7 +183,7 @@ def rank(
 
 
 class _CodeGrid:
-    """The query as one padded, flat uint8 grid (whole tumour 1, core 2) for gathers at translations."""
+    """The query as one padded, flat uint8 grid (whole tumour 1, core 2), read at translations of candidates."""
 
     def __init__(self, wt: np.ndarray, core: np.ndarray, pad: int) -> None:
         code = wt.astype(np.uint8) + 2 * (core & wt).astype(np.uint8)
@@ -201,54 +202,44 @@ def _window(w: int) -> np.ndarray:
 
 
 class _Candidate:
-    """One candidate's voxels as flat indices into the padded code grid, grouped by the levels they pass.
+    """One candidate: its crop at its padded corner in the code grid, its volume at each level, its centre."""
 
-    A voxel's key is (edema levels passed) · (number of core levels + 1) + (core levels passed); voxels are
-    sorted by key, so the hits per key at a translation are one segmented sum, and the overlap at every
-    threshold pair follows from those few sums.
-    """
-
-    def __init__(self, g: _CodeGrid, bbox, crop: np.ndarray, lo_level: int, levels: _Levels, l_db: int) -> None:
-        _, b, c = crop.shape
-        local = np.flatnonzero(crop >= lo_level)
-        v = crop.reshape(-1)[local]
-        order = np.argsort(v, kind="stable")  # a radix sort of uint8; the key grows with the value
-        i, rest = np.divmod(local, b * c)
-        j, k = np.divmod(rest, c)
-        o = np.asarray(bbox[:3], dtype=np.int64) + g.pad
-        flat = (i + o[0]) * g.strides[0] + (j + o[1]) * g.strides[1] + (k + o[2])
-        self.flat = flat[order]
-        per_key = np.bincount(levels.key_of_value[v], minlength=levels.bins)
-        self.keys = np.flatnonzero(per_key)
-        counts = per_key[self.keys]
-        self.starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    def __init__(self, g: _CodeGrid, bbox, crop: np.ndarray, levels: _Levels, l_db: int) -> None:
+        self.crop = np.ascontiguousarray(crop)
+        self.corner = np.asarray(bbox[:3], dtype=np.int64) + g.pad
+        per_value = np.bincount(self.crop.reshape(-1), minlength=256)[None, :]
+        self.vol_e, self.vol_c = _above_levels(per_value, levels)
         self.levels = levels
-        self.vol_e, self.vol_c = levels.passing(counts[None, :], self.keys)
-        vis = v >= l_db
-        self.com = (
-            np.array([i[vis].mean(), j[vis].mean(), k[vis].mean()]) + np.asarray(bbox[:3]) if vis.any() else g.com
-        )
+        vis = self.crop >= l_db
+        n = int(np.count_nonzero(vis))
+        if n:
+            marg = [vis.sum(axis=(1, 2)), vis.sum(axis=(0, 2)), vis.sum(axis=(0, 1))]
+            self.com = np.array([m @ np.arange(len(m)) / n for m in marg]) + np.asarray(bbox[:3])
+        else:
+            self.com = g.com
 
 
 class _Levels:
-    """The uint8 density levels of the searched thresholds (ascending) and the voxel key of each value."""
+    """The uint8 density levels of the searched thresholds (ascending) and the levels each value passes."""
 
     def __init__(self, le: np.ndarray, lc: np.ndarray) -> None:
         if np.any(np.diff(le) < 0) or np.any(np.diff(lc) < 0):
             raise ValueError("shift_candidates: thresholds must be in ascending order")
         self.n_e, self.n_c = len(le), len(lc)
         values = np.arange(256)
-        passed_e, passed_c = np.searchsorted(le, values, side="right"), np.searchsorted(lc, values, side="right")
-        self.key_of_value = passed_e * (self.n_c + 1) + passed_c
-        self.bins = (self.n_e + 1) * (self.n_c + 1)
+        self.passed_e = np.searchsorted(le, values, side="right").astype(np.int64)
+        self.passed_c = np.searchsorted(lc, values, side="right").astype(np.int64)
         self.lowest = int(min(le.min(), lc.min()))
 
-    def passing(self, per_key: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(S, n_keys) voxel counts per key -> (S, n_e) counts passing each edema level, (S, n_c) each core level."""
-        h = np.zeros((len(per_key), self.bins), dtype=np.int64)
-        h[:, keys] = per_key
-        h = h.reshape(len(per_key), self.n_e + 1, self.n_c + 1)
-        return _above(h.sum(axis=2)), _above(h.sum(axis=1))
+
+def _above_levels(per_value: np.ndarray, levels: _Levels) -> tuple[np.ndarray, np.ndarray]:
+    """(S, 256) voxel counts per uint8 value -> (S, n_e), (S, n_c) counts passing each level."""
+    h_e = np.zeros((len(per_value), levels.n_e + 1), dtype=np.int64)
+    h_c = np.zeros((len(per_value), levels.n_c + 1), dtype=np.int64)
+    for row in range(len(per_value)):
+        h_e[row] = np.bincount(levels.passed_e, weights=per_value[row], minlength=levels.n_e + 1)
+        h_c[row] = np.bincount(levels.passed_c, weights=per_value[row], minlength=levels.n_c + 1)
+    return _above(h_e), _above(h_c)
 
 
 def _above(h: np.ndarray) -> np.ndarray:
@@ -257,21 +248,23 @@ def _above(h: np.ndarray) -> np.ndarray:
 
 
 def _dice_at(
-    g: _CodeGrid, cand: _Candidate, offsets: np.ndarray
+    g: _CodeGrid, cand: _Candidate, shifts: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Best whole-tumour and core Dice over the thresholds at each translation (flat ``offsets`` (S,)).
+    """Best whole-tumour and core Dice over the thresholds at each translation (``shifts`` (S, 3) voxels).
 
     Returns (S,) wt Dice, (S,) core Dice, (S,) index of the edema level, (S,) index of the core level.
     """
-    codes = g.flat[cand.flat[None, :] + offsets[:, None]]
-    hit_wt = np.add.reduceat(codes & 1, cand.starts, axis=1, dtype=np.int64)
-    hit_core = np.add.reduceat(codes >> 1, cand.starts, axis=1, dtype=np.int64)
-    ov_e, _ = cand.levels.passing(hit_wt, cand.keys)
-    _, ov_c = cand.levels.passing(hit_core, cand.keys)
+    from gliofit.inverse.shift_kernel import hits_at  # numba: only the shift search needs it
+
+    lv = cand.levels
+    hit_e, hit_c = hits_at(
+        g.flat, g.strides, cand.crop, cand.corner, shifts, lv.lowest, lv.passed_e, lv.passed_c, lv.n_e, lv.n_c
+    )
+    ov_e, ov_c = _above(hit_e), _above(hit_c)
     d_e = 2.0 * ov_e / np.maximum(g.n_wt + cand.vol_e, 1)
     d_c = np.where(g.n_core + cand.vol_c > 0, 2.0 * ov_c / np.maximum(g.n_core + cand.vol_c, 1), 1.0)
     ie, ic = np.argmax(d_e, axis=1), np.argmax(d_c, axis=1)
-    rows = np.arange(len(offsets))
+    rows = np.arange(len(shifts))
     return d_e[rows, ie], d_c[rows, ic], ie, ic
 
 
@@ -367,12 +360,12 @@ def shift_candidates(
     first_th = np.zeros((n, 2, 2), dtype=np.int64)
     first_shift = np.zeros((n, 2, 3), dtype=np.int64)
     for i, (bbox, crop) in enumerate(crops):
-        cand_i = _Candidate(g, bbox, crop, levels.lowest, levels, l_db)
+        cand_i = _Candidate(g, bbox, crop, levels, l_db)
         centre = np.clip(np.rint(g.com - cand_i.com).astype(np.int64), -align_max, align_max)
         prepared.append((cand_i, centre))
         two = np.stack([np.zeros(3, dtype=np.int64), centre])
         ok = domain[(seed_vox[i] + two) @ g.strides]
-        de, dc, ie, ic = _dice_at(g, cand_i, two @ g.strides)
+        de, dc, ie, ic = _dice_at(g, cand_i, two)
         de, dc = np.where(ok, de, -1.0), np.where(ok, dc, -1.0)
         first[i] = np.stack([de, dc], axis=1)
         first_th[i] = np.stack([ie, ic], axis=1)
@@ -387,7 +380,7 @@ def shift_candidates(
 
         def at(shifts: np.ndarray, i=i, cand_i=cand_i):
             ok = domain[(seed_vox[i] + shifts) @ g.strides]
-            de, dc, ie, ic = _dice_at(g, cand_i, shifts @ g.strides)
+            de, dc, ie, ic = _dice_at(g, cand_i, shifts)
             return np.where(ok, w[0] * de + w[1] * dc, -np.inf), de, dc, ie, ic
 
         best = climb(at, centre, window_vox) if climb_search else _whole_window(at, centre, win)
