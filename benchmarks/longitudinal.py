@@ -10,9 +10,11 @@ On one database, in one process, per pair: the single-scan estimate (``gliofit.i
 defaults) and the two-scan estimate (``infer_two_scans``, refinement on). Reported (median and IQR): relative
 errors at the later scan of D, rho, T, the infiltration length sqrt(D/rho), mu_D, mu_rho and the front speed,
 the origin error, Dice per scan; seconds per patient (wall and CPU: the machine may be shared); errors by
-interval (20-40, 40-100, 100-180 days). Intervals: the spread scale ``kappa`` is fitted on one half of the
-pairs and the 95 % coverage measured on the other (two-fold cross-fitting), and a calibration fitted on all
-pairs is written to ``CACHE/calibration-two-scan.json`` (copy it into the database folder to use it).
+interval (20-40, 40-100, 100-180 days). Intervals: the single-scan calibration method
+(``gliofit.inverse.calibration``): the two-scan estimate's normalised errors per pair (run uncalibrated),
+split-conformal quantiles, their coverage measured leave-one-out (each pair against the quantiles of the
+others), and the calibration of all pairs written to ``--calibration-out`` (default
+``CACHE/gliofit-calibration-two-scan.json``; copy it into the database folder to use it).
 
     python benchmarks/longitudinal.py [--quick] [--pairs N] [--db DIR] [--cache DIR] [--patient-resolution MM]
                                       [--refine-budget K] [--seed S]
@@ -30,6 +32,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from gliofit.inverse.calibration import write_calibration
+from gliofit.inverse.two_scan_calibration import CALIBRATION_FILE
 
 CACHE = Path(os.environ.get("GLIOFIT_CACHE", Path.home() / ".cache" / "gliofit"))
 
@@ -109,6 +114,11 @@ def _args(argv=None) -> argparse.Namespace:
     ap.add_argument("--refine-budget", type=int, help="forward runs of the two-scan refinement (default 64; quick 24)")
     ap.add_argument("--seed", type=int, default=2024, help="seed of the synthetic pairs")
     ap.add_argument(
+        "--calibration-out",
+        type=Path,
+        help=f"two-scan calibration written here (default CACHE/{CALIBRATION_FILE}; copy it into the database folder)",
+    )
+    ap.add_argument(
         "--grown-only",
         action="store_true",
         help="use only the pairs of the first --pairs already grown in the cache (grow none)",
@@ -148,7 +158,7 @@ def _rel(est: float, truth: float) -> float:
 
 
 def pair_metrics(single, two, truth: dict) -> dict:
-    """Errors of both estimates against the truth at the later scan, the two-scan spreads and intervals."""
+    """Errors of both estimates against the truth at the later scan, and the two-scan fit per scan."""
     row = {"days_between": truth["days_between"], "whole_tumor_cm3_early": None}
     for k in ERROR_KEYS:
         row[f"two_{k}"] = _rel(two.parameters[k], truth[k])
@@ -159,42 +169,7 @@ def pair_metrics(single, two, truth: dict) -> dict:
     row["two_dice_earlier"] = two.timepoints[0]["fit"]["dice_mean"]
     row["two_dice_later"] = two.timepoints[1]["fit"]["dice_mean"]
     row["one_dice_later"] = single.fit["dice_mean"]
-    row["record"] = {
-        k: (
-            [list(two.parameters[k]), list(two.extra["sigma"][k]), list(truth[k])]
-            if k == "origin_mm"
-            else [two.parameters[k], two.extra["sigma"][k], truth[k]]
-        )
-        for k in (*ERROR_KEYS, "origin_mm")
-    }
-    row["covered_default"] = {k: _covered(row["record"][k], two.calibration["kappa"][k], k) for k in row["record"]}
     return row
-
-
-def _covered(rec, kappa: float, key: str) -> bool:
-    est, sigma, truth = (np.asarray(v, dtype=np.float64) for v in rec)
-    if key == "origin_mm":
-        return bool(np.all(np.abs(est - truth) <= kappa * np.maximum(sigma, 0.25)))
-    return bool(abs(np.log(est) - np.log(truth)) <= kappa * max(float(sigma), 0.01))
-
-
-def cross_fitted_coverage(rows: list[dict]) -> tuple[dict, dict]:
-    """95 % coverage per key with kappa fitted on the other half (even/odd pairs); and kappa per fold."""
-    from gliofit.inverse.two_scan_calibration import fit_calibration
-
-    folds = [rows[0::2], rows[1::2]]
-    hits: dict[str, list[bool]] = {}
-    kappas = []
-    for i, test in enumerate(folds):
-        train = folds[1 - i]
-        if not train or not test:
-            continue
-        cal = fit_calibration([r["record"] for r in train])
-        kappas.append(cal.kappa)
-        for r in test:
-            for k, rec in r["record"].items():
-                hits.setdefault(k, []).append(_covered(rec, cal.kappa[k], k))
-    return {k: float(np.mean(v)) for k, v in hits.items()}, {"folds": kappas}
 
 
 def _median_iqr(v) -> list[float]:
@@ -227,12 +202,8 @@ def summarise(rows: list[dict]) -> dict:
 def run(a: argparse.Namespace) -> dict:
     import gliofit
     from gliofit.growth.atlas import load_atlas
+    from gliofit.inverse.calibration import calibration_record, fit_quantiles, leave_one_out_coverage
     from gliofit.inverse.longitudinal import infer_two_scans
-    from gliofit.inverse.two_scan_calibration import (
-        DEFAULT_CALIBRATION,
-        database_identity,
-        fit_calibration,
-    )
 
     atlas = load_atlas("icbm152")
     root = a.cache / f"pairs-{a.patient_resolution:g}mm-seed{a.seed}"
@@ -258,10 +229,11 @@ def run(a: argparse.Namespace) -> dict:
             in_atlas_space=True,
             atlas=atlas,
             refine_budget=a.refine_budget,
-            calibration=DEFAULT_CALIBRATION,
+            calibration=False,
         )
         t2, c2 = time.perf_counter(), time.process_time()
         row = pair_metrics(single, two, truth)
+        row["record"] = calibration_record(two, truth, case.name)
         row.update(
             {
                 "case": case.name,
@@ -283,19 +255,15 @@ def run(a: argparse.Namespace) -> dict:
             file=sys.stderr,
             flush=True,
         )
-    coverage, kappas = cross_fitted_coverage(rows)
-    cal = fit_calibration([r["record"] for r in rows], source="benchmarks/longitudinal.py")
-    cal = type(cal)(
-        kappa=cal.kappa, method=cal.method, source=cal.source, database=database_identity(db), coverage95=coverage
-    )
-    cal_path = cal.to_json(a.cache / "calibration-two-scan.json")
+    records = [r["record"] for r in rows]
     summary = summarise(rows)
-    summary["coverage95_cross_fitted"] = coverage
-    summary["coverage95_default_kappa"] = {
-        k: float(np.mean([r["covered_default"][k] for r in rows])) for k in rows[0]["covered_default"]
-    }
-    summary["kappa_all"] = cal.kappa
-    summary["kappa_folds"] = kappas["folds"]
+    summary.update(leave_one_out_coverage(records))
+    summary["quantiles"] = fit_quantiles(records)
+    cal_path = None
+    if len(records) >= 2:
+        settings = {"pairs": len(rows), "seed": a.seed, "patient_resolution_mm": a.patient_resolution}
+        settings["refine_budget"] = a.refine_budget
+        cal_path = str(write_calibration(db, records, settings, a.calibration_out or a.cache / CALIBRATION_FILE))
     info = db.info()
     return {
         "pairs": len(rows),
@@ -303,13 +271,13 @@ def run(a: argparse.Namespace) -> dict:
         "database": {"path": str(db_path), "entries": info["entries"], "resolution_mm": info["resolution_mm"]},
         "refine_budget": a.refine_budget,
         "summary": summary,
-        "calibration_file": str(cal_path),
+        "calibration_file": cal_path,
         "rows": rows,
     }
 
 
 def check_targets(s: dict) -> dict:
-    cov = [v for k, v in s["coverage95_cross_fitted"].items() if k in ("D_mm2_per_day", "rho_per_day", "T_days")]
+    cov = [v for k, v in s["coverage95"].items() if k in ("D_mm2_per_day", "rho_per_day", "T_days")]
     return {
         "D": s["two_D_mm2_per_day"][0] <= TARGETS["rel_error_D"],
         "rho": s["two_rho_per_day"][0] <= TARGETS["rel_error_rho"],
@@ -335,7 +303,7 @@ def print_table(r: dict) -> None:
             file=sys.stderr,
         )
     print(
-        f"coverage95 (cross-fitted): {json.dumps({k: round(v, 3) for k, v in s['coverage95_cross_fitted'].items()})}",
+        f"coverage95 (leave-one-out): {json.dumps({k: round(v, 3) for k, v in s['coverage95'].items()})}",
         file=sys.stderr,
     )
     print(f"by interval: {json.dumps(s['by_interval'])}", file=sys.stderr)
@@ -368,7 +336,8 @@ def main(argv=None) -> None:
                 **{f"one_scan_rel_error_{k}": round(s[f"one_{k}"][0], 4) for k in ERROR_KEYS},
                 "origin_error_mm": round(s["two_origin_mm"][0], 3),
                 "infiltration_error_ratio_one_over_two": round(ratio, 3),
-                "coverage95": {k: round(v, 3) for k, v in s["coverage95_cross_fitted"].items()},
+                "coverage95": {k: round(v, 3) for k, v in s["coverage95"].items()},
+                "coverage50": {k: round(v, 3) for k, v in s["coverage50"].items()},
                 "seconds_per_patient_wall": round(s["seconds_two"][0], 2),
                 "seconds_per_patient_cpu": round(s["cpu_seconds_two"][0], 2),
                 "by_interval": s["by_interval"],

@@ -29,7 +29,7 @@ def infer(
     ),
     refine_budget: int = typer.Option(None, "--refine-budget", help="Forward runs of the refinement (default 48)."),
     calibration: Path = typer.Option(
-        None, "--calibration", help="Calibration file (default: DB/gliofit-calibration.json)."
+        None, "--calibration", help="Calibration file (default: DB/gliofit-calibration.json; two scans: DB/gliofit-calibration-two-scan.json)."
     ),
     method: str = typer.Option(
         "index", "--method", help="index (FAISS + exact Dice) or exhaustive (published baseline)."
@@ -85,6 +85,7 @@ def infer(
             project_days=project_days,
             method=method,
             refine=refine,
+            calibration=calibration,
         )
         return
     res = run_infer(

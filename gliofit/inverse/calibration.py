@@ -52,6 +52,7 @@ __all__ = [
     "write_calibration",
     "calibrated_uncertainty",
     "calibration_record",
+    "calibration_summary",
     "LOG_SPREAD_FLOOR",
 ]
 
@@ -255,3 +256,20 @@ def calibration_record(res, truth: dict, case: str) -> dict:
         "spread": spread,
         "errors": normalised_errors(est, tru, spread),
     }
+
+
+def calibration_summary(calib: dict | None, warning: str | None, uncalibrated: str) -> dict:
+    """The ``calibration`` block of result.json: the file's method, coverage and size (``uncalibrated`` names
+    the intervals' method when there is no file); the reader's warning, if any."""
+    if calib is None:
+        return {"method": f"none: {uncalibrated}", "coverage95": {}, "warning": warning}
+    out = {
+        "method": calib["method"],
+        "coverage95": calib["coverage95"],
+        "coverage50": calib["coverage50"],
+        "patients": calib["patients"],
+        "database_entries": calib["database"]["entries"],
+    }
+    if warning:
+        out["warning"] = warning
+    return out

@@ -21,7 +21,7 @@ Fisher–Kolmogorov solution is invariant under ``(D, rho, t) -> (s D, s rho, t 
 
 Then :func:`~gliofit.inverse.two_scan_refine.refine_two_scans` re-simulates forward from the best candidate
 with both snapshots per run and fits D, rho, T and the seed point to both scans; the calibrated intervals
-come from :func:`~gliofit.inverse.two_scan_refine.posterior_summary`. Parameters are reported at the later
+come from :func:`~gliofit.inverse.two_scan_calibration.two_scan_uncertainty`. Parameters are reported at the later
 scan (T there = T at the first + days_between), with the density at the later scan and, optionally,
 projected ``project_days`` further.
 """
@@ -45,11 +45,12 @@ from gliofit.inverse.query import (
     DEFAULT_TOP_K,
     check_weights,
     query,
-    score_candidates,
+    shift_candidates,
     threshold_grid,
 )
-from gliofit.inverse.two_scan_calibration import Calibration, load_calibration
-from gliofit.inverse.two_scan_refine import Samples, posterior_summary, refine_two_scans
+from gliofit.inverse.calibration import calibration_summary
+from gliofit.inverse.two_scan_calibration import read_two_scan_calibration, two_scan_uncertainty
+from gliofit.inverse.two_scan_refine import MIN_GROWTH, Samples, interp_time, refine_two_scans
 from gliofit.inverse.two_scan_result import TwoScanResult
 from gliofit.simulations_db.dice import volume_window
 
@@ -72,7 +73,6 @@ SHRINK_BOUNDARY_MM = 2.0
 the earlier whole tumour's surface before a warning."""
 N_STARTS = 4
 """Best joint candidates re-simulated as the refinement's first batch."""
-_MIN_GROWTH = 0.02  # s floor: t_l - t_e >= 2 % of t_e
 
 
 def check_interval(days_between) -> float:
@@ -160,24 +160,22 @@ class PairCandidates:
         return len(self.score)
 
 
-def _interp_time(volume: float, vox: np.ndarray, times: np.ndarray) -> float:
-    """Time (days) at which a simulation's whole tumour reaches ``volume`` voxels (log-log interpolation)."""
-    lv = np.log(np.maximum.accumulate(np.maximum(vox.astype(np.float64), 0.5)))
-    lt, x = np.log(times), np.log(max(volume, 0.5))
-    if len(lv) >= 2 and x > lv[-1] and lv[-1] > lv[-2]:  # beyond the last stored snapshot
-        return float(np.exp(lt[-1] + (x - lv[-1]) * (lt[-1] - lt[-2]) / (lv[-1] - lv[-2])))
-    return float(np.exp(np.interp(x, lv, lt)))
-
-
-def _scores(db, wt, core, ids, rows_vol, edema, core_th, weights) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Dice (n, 2), thresholds (n, 2) and weighted score (n,) of ``ids``; zero outside the volume window."""
+def _scores(
+    db, wt, core, ids, rows_vol, edema, core_th, weights
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Dice (n, 2), thresholds (n, 2), weighted score (n,) and translation (n, 3) database voxels of ``ids``,
+    each at its best translation (:func:`~gliofit.inverse.query.shift_candidates`, all of them searched over
+    the whole window); score zero outside the volume window."""
     lo, hi = volume_window(int(wt.sum()), 0.2)
     ok = (rows_vol >= lo) & (rows_vol <= hi)
     dice = np.zeros((len(ids), 2))
     th = np.tile([edema[len(edema) // 2], core_th[len(core_th) // 2]], (len(ids), 1))
+    shifts = np.zeros((len(ids), 3), dtype=np.int64)
     if ok.any():
-        dice[ok], th[ok] = score_candidates(db, wt, core, ids[ok], edema, core_th)
-    return dice, th, dice @ np.asarray(weights)
+        sel = ids[ok]
+        crops = db.read_visible(sel)
+        dice[ok], th[ok], shifts[ok] = shift_candidates(db, wt, core, sel, crops, edema, core_th, weights, top=len(sel))
+    return dice, th, dice @ np.asarray(weights), shifts
 
 
 def joint_candidates(
@@ -207,8 +205,8 @@ def joint_candidates(
     rows = rows[np.lexsort((e["T_days"][rows], e["simulation_id"][rows]))]
     ids, vol = e["id"][rows], e["wt_voxels"][rows]
     edema, core_th = threshold_grid(db.manifest.thresholds, thresholds_search)
-    de, the, se = _scores(db, *early, ids, vol, edema, core_th, w)
-    dl, _, sl = _scores(db, *later, ids, vol, edema, core_th, w)
+    de, the, se, sh_e = _scores(db, *early, ids, vol, edema, core_th, w)
+    dl, _, sl, sh_l = _scores(db, *later, ids, vol, edema, core_th, w)
     v_e, v_l = float(early[0].sum()), float(later[0].sum())
     out = []
     for sim in sim_ids:
@@ -218,10 +216,11 @@ def joint_candidates(
         j = k + int(np.argmax(sl[r][k:]))
         joint = 0.5 * (se[r][k] + sl[r][j])
         times, vox = e["T_days"][rows][r], e["wt_voxels"][rows][r]
-        t_e = _interp_time(v_e, vox, times)
-        t_l = max(_interp_time(v_l, vox, times), t_e * (1 + _MIN_GROWTH))
+        t_e = interp_time(v_e, vox, times)
+        t_l = max(interp_time(v_l, vox, times), t_e * (1 + MIN_GROWTH))
         s = (t_l - t_e) / n_days
         row = rows[r[k]]
+        shift_mm = 0.5 * (sh_e[r[k]] + sh_l[r[j]]) @ db.grid.affine[:3, :3].T
         out.append(
             (
                 int(sim),
@@ -233,7 +232,7 @@ def joint_candidates(
                 e["D_mm2_per_day"][row] * s,
                 e["rho_per_day"][row] * s,
                 t_e / s,
-                [e["origin_x_mm"][row], e["origin_y_mm"][row], e["origin_z_mm"][row]],
+                np.array([e["origin_x_mm"][row], e["origin_y_mm"][row], e["origin_z_mm"][row]]) + shift_mm,
             )
         )
     out.sort(key=lambda c: (-c[5], c[0]))
@@ -302,7 +301,7 @@ def infer_two_scans(
     thresholds_search: bool = True,
     project_days: float | None = None,
     density: str = "upsample",
-    calibration: Calibration | str | Path | None = None,
+    calibration: str | Path | bool | None = None,
     atlas=None,
     seed: int = 0,
 ) -> TwoScanResult:
@@ -321,7 +320,8 @@ def infer_two_scans(
     refine : fit D, rho, T and the seed point to both scans with the solver (``refine_budget`` runs).
     project_days : also the density this many days after the later scan (``density_projected``).
     density : ``"upsample"`` (database grid) or ``"resimulate"`` (1 mm) for the densities.
-    calibration : a :class:`Calibration`, a calibration file, or None (:func:`load_calibration`).
+    calibration : the two-scan calibration file (default ``DB/gliofit-calibration-two-scan.json``,
+        :func:`~gliofit.inverse.two_scan_calibration.read_two_scan_calibration`); ``False``: none.
     """
     from gliofit.inverse.api import _open, atlas_of
 
@@ -335,7 +335,11 @@ def infer_two_scans(
     w = check_weights(weights)
     db = _open(db)
     atlas = atlas if atlas is not None else atlas_of(db)
-    cal = calibration if isinstance(calibration, Calibration) else load_calibration(db, calibration)
+    calib, cal_warning = (
+        (None, None)
+        if calibration is False
+        else read_two_scan_calibration(db, None if calibration in (None, True) else calibration)
+    )
     obs_e = observe(
         seg,
         grid=db.grid,
@@ -403,10 +407,11 @@ def infer_two_scans(
         extra["refine"] = {k: out[k] for k in ("score", "start_score", "n_forward_runs", "seconds")}
         best, dice = out, np.asarray(out["dice"])
     refine_s = time.perf_counter() - tr
-    estimate = {**best, "threshold_edema": thresholds[0], "threshold_core": thresholds[1]}
-    uncertainty, sigma = posterior_summary(samples.arrays(), estimate, n_days, cal)
     T_e = float(best["T_days"])
     params = _parameters(best, T_e + n_days, thresholds)
+    uncertainty, spread = two_scan_uncertainty(
+        samples.arrays(), params, n_days, calib, float(db.manifest.resolution_mm)
+    )
     timepoints = [
         {
             "scan": "earlier",
@@ -463,7 +468,8 @@ def infer_two_scans(
         "atlas": db.manifest.atlas,
         "resolution_mm": float(db.manifest.resolution_mm),
     }
-    extra.update({"sigma": sigma, "refine_s": refine_s, "query_s": query_s, "warnings": notes})
+    warns = notes + ([cal_warning] if cal_warning else [])
+    extra.update({"spread": spread, "refine_s": refine_s, "query_s": query_s, "warnings": warns})
     return TwoScanResult(
         parameters=params,
         uncertainty=uncertainty,
@@ -477,7 +483,7 @@ def infer_two_scans(
         density_fn=lambda: density_fn()[0],
         extra=extra,
         timepoints=timepoints,
-        calibration=cal.summary(),
+        calibration=calibration_summary(calib, cal_warning, "the uncalibrated weighted quantiles of the samples"),
         days_between=n_days,
         project_days=project_days,
         projected_fn=(lambda: density_fn()[1]) if project_days else None,

@@ -1,17 +1,21 @@
-"""The two-scan refinement: a CMA-ES over D, rho, T and the seed point against both scans at once.
+"""The two-scan refinement: a CMA-ES over the infiltration length and the seed point, the time scale fixed by
+the growth between the scans.
 
-Search coordinates (scaled, zero at the start):
+The Fisher–Kolmogorov solution depends on (D, rho, t) only through ``lambda = sqrt(D / rho)`` and ``rho t``:
+a run at ``(lambda² rho_0, rho_0)`` is every patient ``(s lambda² rho_0, s rho_0)`` at times ``t / s``. Each
+evaluated point ``(lambda, origin)`` is one run with :data:`N_SNAPSHOTS` snapshots (log-spaced around the
+expected times, :data:`SPAN`); along them the times ``t_e`` and ``t_l`` at which the visible whole tumour has the observed
+volumes of the two scans are interpolated (log time against log volume), so the growth between the scans is
+matched by construction and fixes ``s = (t_l - t_e) / days_between``:
 
-``log(mu_D,early / mu_D0) / 0.15``, ``log(mu_rho,early / mu_rho0) / 0.15``, ``log(T / T0) / 0.3`` and
-``(origin - origin0) / 3 mm``,
+    D = s lambda² rho_0,   rho = s rho_0,   T (first scan) = t_e / s.
 
-where ``mu_D,early = sqrt(D T)`` and ``mu_rho,early = sqrt(rho T)`` at the first scan, so
-``D = mu_D² / T`` and ``rho = mu_rho² / T``. The pair (mu_D, mu_rho) fixes the first scan's picture and T
-alone then sets how much the tumour grows in the ``days_between`` that follow: the coordinates separate
-what one scan identifies from what the second adds. Each generation is one batched solver call with two
-snapshots per simulation (T and T + days_between); the objective is the mean of the two scans' weighted
-mean Dice (whole tumour, core). Every evaluated point is kept: they are the posterior samples of
-:func:`posterior_summary`.
+The densities at ``t_e`` and ``t_l`` (interpolated linearly in log time between the bracketing snapshots) are
+scored against the scans; the objective is the mean over the two scans of the weighted mean Dice (whole
+tumour, core), i.e. how well the shape and position fit once the volumes agree. Search coordinates (zero at
+the start): ``log(lambda / lambda_0) / LOG_SCALE`` and ``(origin - origin_0) / ORIGIN_SCALE_MM``. Every
+evaluated point is kept: they are the posterior samples of
+:func:`~gliofit.inverse.two_scan_calibration.two_scan_uncertainty`.
 """
 
 from __future__ import annotations
@@ -22,24 +26,48 @@ import time
 import numpy as np
 
 from gliofit.common.errors import InputError
-from gliofit.common.units import derived_parameters
 from gliofit.growth.atlas import TISSUE_THRESHOLD, Atlas
 from gliofit.growth.solver import SolverConfig, simulate
-from gliofit.inverse.estimate import match_weights
 from gliofit.inverse.refine import CMAES, LOG_SCALE, ORIGIN_SCALE_MM
-from gliofit.inverse.two_scan_calibration import SIGMA_FLOOR, Calibration
 from gliofit.simulations_db.dice import dice
 
-__all__ = ["LOG_T_SCALE", "REFINE_CONFIG", "Samples", "posterior_summary", "refine_two_scans", "scan_dice"]
+__all__ = [
+    "MIN_GROWTH",
+    "N_SNAPSHOTS",
+    "SPAN",
+    "REFINE_CONFIG",
+    "Samples",
+    "interp_time",
+    "refine_two_scans",
+    "scan_dice",
+]
 
-LOG_T_SCALE = 0.3
-"""One search unit of log T (a 35 % change)."""
-_D_LIMITS = (1e-3, 5.0)  # mm²/day, a guard against runaway steps (solver cost grows with D)
-_RHO_LIMITS = (1e-4, 1.0)  # 1/day
-_T_LIMITS = (5.0, 5000.0)  # days
+N_SNAPSHOTS = 24
+"""Snapshots per refinement run, log-spaced over :data:`SPAN` times the expected times of the two scans."""
+SPAN = (0.75, 1.35)
+"""The snapshots run from ``SPAN[0]`` times the expected first-scan time to ``SPAN[1]`` times the later one
+(each scaled by sqrt(lambda_start / lambda): at one rho the front speed is 2 lambda rho, the lag before the
+tumour appears is not). Tumours still
+appearing (the seed's profile rising through the threshold) grow by far more than the front speed in a short
+interval: dense snapshots keep their times apart."""
+MIN_GROWTH = 0.02
+"""Floor of the growth between the scans: ``t_l - t_e >= 2 %`` of ``t_e`` (keeps s > 0 when the volumes agree)."""
+_LAMBDA_LIMITS = (0.05, 30.0)  # mm
+_RHO_LIMITS = (1e-4, 1.0)  # 1/day, after rescaling
+_D_LIMITS = (1e-3, 5.0)  # mm²/day
 REFINE_CONFIG = SolverConfig(compile=False)
 """Solver settings of the refinement: a fused (compiled) stencil changes shape with every active box and
 costs more in compilation than it saves on a batch of 8 at 2 mm."""
+
+
+def interp_time(volume: float, vox: np.ndarray, times: np.ndarray) -> float:
+    """Time (days) at which a run's whole tumour reaches ``volume`` voxels: log time against log volume
+    through its snapshots ``(times, vox)``, extrapolated from the last two beyond the last."""
+    lv = np.log(np.maximum.accumulate(np.maximum(np.asarray(vox, dtype=np.float64), 0.5)))
+    lt, x = np.log(np.asarray(times, dtype=np.float64)), math.log(max(float(volume), 0.5))
+    if len(lv) >= 2 and x > lv[-1] and lv[-1] > lv[-2]:
+        return float(np.exp(lt[-1] + (x - lv[-1]) * (lt[-1] - lt[-2]) / (lv[-1] - lv[-2])))
+    return float(np.exp(np.interp(x, lv, lt)))
 
 
 class Samples:
@@ -68,30 +96,65 @@ def scan_dice(u: np.ndarray, wt: np.ndarray, core: np.ndarray, thresholds: tuple
     return dice(u >= thresholds[0], wt), dice(u >= thresholds[1], core)
 
 
-class _PairObjective:
-    """Batched joint Dice of simulations at T and T + days_between against the two scans."""
+def _at(u: np.ndarray, times: np.ndarray, t: float) -> np.ndarray:
+    """The snapshots ``u`` (K, X, Y, Z) at time ``t``: linear in log time between the bracketing two (the
+    first or last one outside their span)."""
+    lt = np.log(times)
+    x = math.log(t)
+    if x <= lt[0]:
+        return u[0]
+    if x >= lt[-1]:
+        return u[-1]
+    k = int(np.searchsorted(lt, x)) - 1
+    a = (x - lt[k]) / (lt[k + 1] - lt[k])
+    return (1.0 - a) * u[k] + a * u[k + 1]
+
+
+class _GrowthObjective:
+    """Batched runs at ``(lambda² rho_0, rho_0)``; times fixed by the observed volumes; Dice per scan."""
 
     def __init__(self, grid: Atlas, scans, days_between: float, thresholds, weights, config, device) -> None:
         self.grid, self.scans, self.n = grid, scans, float(days_between)
         self.thresholds, self.config, self.device = thresholds, config, device
         w = np.asarray(weights, dtype=np.float64)
         self.weights = w / w.sum()
+        self.volumes = [float(np.count_nonzero(wt)) for wt, _ in scans]
         self.runs = 0
 
-    def __call__(self, D: np.ndarray, rho: np.ndarray, T: np.ndarray, origins: np.ndarray) -> np.ndarray:
-        """(B, 2, 2) Dice per point, scan (early, later) and region (whole tumour, core); -1 where not run."""
-        out = np.full((len(D), 2, 2), -1.0)
+    def __call__(
+        self, lam: np.ndarray, rho0: float, lam_start: float, t_guess: tuple[float, float], origins: np.ndarray
+    ):
+        """Per point: (2, 2) Dice (scan x region; -1 where not run) and (D, rho, T at the first scan).
+
+        ``t_guess``: the expected times of the two scans at ``lam_start`` (the span of the snapshots)."""
+        b = len(lam)
+        out, params = np.full((b, 2, 2), -1.0), np.full((b, 3), np.nan)
         ok = np.array([self.grid.tissue_at(o) >= TISSUE_THRESHOLD for o in origins])
         if not ok.any():
-            return out
-        times = np.stack([T[ok], T[ok] + self.n], axis=1)
-        u = simulate(self.grid, D[ok], rho[ok], origins[ok], times, config=self.config, device=self.device)
+            return out, params
+        # a faster front (larger lambda at one rho: speed 2 lambda rho) reaches a volume sooner; the lag before
+        # the tumour appears does not scale so: half of the front's scaling (log)
+        scale = np.sqrt(lam_start / lam[ok])
+        times = np.geomspace(SPAN[0] * t_guess[0], SPAN[1] * t_guess[1], N_SNAPSHOTS)[None, :] * scale[:, None]
+        u = simulate(
+            self.grid,
+            lam[ok] ** 2 * rho0,
+            np.full(int(ok.sum()), rho0),
+            origins[ok],
+            times,
+            config=self.config,
+            device=self.device,
+        )
         self.runs += int(ok.sum())
-        rows = np.flatnonzero(ok)
-        for b, snaps in zip(rows, u):
-            for k, (wt, core) in enumerate(self.scans):
-                out[b, k] = scan_dice(snaps[k], wt, core, self.thresholds)
-        return out
+        for b_i, snaps, tb in zip(np.flatnonzero(ok), u, times):
+            vox = (snaps.reshape(len(tb), -1) >= self.thresholds[0]).sum(axis=1)
+            t_e = interp_time(self.volumes[0], vox, tb)
+            t_l = max(interp_time(self.volumes[1], vox, tb), t_e * (1.0 + MIN_GROWTH))
+            for k, (t, (wt, core)) in enumerate(zip((t_e, t_l), self.scans)):
+                out[b_i, k] = scan_dice(_at(snaps, tb, t), wt, core, self.thresholds)
+            s = (t_l - t_e) / self.n
+            params[b_i] = (lam[b_i] ** 2 * rho0 * s, rho0 * s, t_e / s)
+        return out, params
 
     def score(self, d: np.ndarray) -> np.ndarray:
         """(B,) mean over the two scans of the weighted mean Dice; -1 where not run."""
@@ -116,7 +179,7 @@ def refine_two_scans(
     samples: Samples | None = None,
     others: list[dict] | None = None,
 ) -> dict:
-    """Fit D, rho, T (at the first scan) and the seed point to both scans by CMA-ES.
+    """Fit the infiltration length and the seed point to both scans, D, rho and T following (module docstring).
 
     Parameters
     ----------
@@ -125,7 +188,7 @@ def refine_two_scans(
     days_between : interval between the scans, days (> 0).
     start : ``D_mm2_per_day``, ``rho_per_day``, ``T_days`` (at the first scan), ``origin_mm``.
     thresholds : (edema, core) imaging thresholds of both scans.
-    budget : forward runs at most, the start included (>= 1).
+    budget : forward runs at most, the starts included (>= 1).
     samples : collects every evaluated point (for the posterior).
     others : further start points (e.g. the next database candidates), evaluated with ``start`` in the
         first batch; the CMA-ES starts from the best of them.
@@ -141,123 +204,57 @@ def refine_two_scans(
         raise InputError(f"refine: budget must be >= 1 forward run, got {budget}")
     if not days_between > 0:
         raise InputError(f"days between the scans must be > 0, got {days_between}")
-    T0 = float(start["T_days"])
-    mu_d0, mu_r0 = math.sqrt(float(start["D_mm2_per_day"]) * T0), math.sqrt(float(start["rho_per_day"]) * T0)
+    rho0 = float(start["rho_per_day"])
+    lam0 = math.sqrt(float(start["D_mm2_per_day"]) / rho0)
+    t_guess = (float(start["T_days"]), float(start["T_days"]) + float(days_between))
     o0 = np.asarray(start["origin_mm"], dtype=np.float64).reshape(3)
-    obj = _PairObjective(grid, scans, days_between, thresholds, weights, config, device)
+    obj = _GrowthObjective(grid, scans, days_between, thresholds, weights, config, device)
     samples = samples if samples is not None else Samples()
 
-    def decode(z: np.ndarray):
+    def decode(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         z = np.atleast_2d(z)
-        T = np.clip(T0 * np.exp(LOG_T_SCALE * z[:, 2]), *_T_LIMITS)
-        D = np.clip((mu_d0 * np.exp(LOG_SCALE * z[:, 0])) ** 2 / T, *_D_LIMITS)
-        rho = np.clip((mu_r0 * np.exp(LOG_SCALE * z[:, 1])) ** 2 / T, *_RHO_LIMITS)
-        return D, rho, T, o0 + ORIGIN_SCALE_MM * z[:, 3:6]
+        return np.clip(lam0 * np.exp(LOG_SCALE * z[:, 0]), *_LAMBDA_LIMITS), o0 + ORIGIN_SCALE_MM * z[:, 1:4]
 
-    def evaluate(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        p = decode(z)
-        d = obj(*p)
+    def evaluate(z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        lam, origins = decode(z)
+        d, p = obj(lam, rho0, lam0, t_guess, origins)
         s = obj.score(d)
         keep = s >= 0
-        samples.add(p[0][keep], p[1][keep], p[2][keep], p[3][keep], s[keep])
-        return d, s
+        p[:, 0] = np.clip(p[:, 0], *_D_LIMITS)
+        p[:, 1] = np.clip(p[:, 1], *_RHO_LIMITS)
+        samples.add(p[keep, 0], p[keep, 1], p[keep, 2], origins[keep], s[keep])
+        return d, s, p
 
-    def encode(p: dict) -> np.ndarray:
-        T = float(p["T_days"])
-        return np.concatenate(
-            [
-                [
-                    math.log(math.sqrt(float(p["D_mm2_per_day"]) * T) / mu_d0) / LOG_SCALE,
-                    math.log(math.sqrt(float(p["rho_per_day"]) * T) / mu_r0) / LOG_SCALE,
-                    math.log(T / T0) / LOG_T_SCALE,
-                ],
-                (np.asarray(p["origin_mm"], dtype=np.float64).reshape(3) - o0) / ORIGIN_SCALE_MM,
-            ]
-        )
+    def encode(q: dict) -> np.ndarray:
+        lam = math.sqrt(float(q["D_mm2_per_day"]) / float(q["rho_per_day"]))
+        o = np.asarray(q["origin_mm"], dtype=np.float64).reshape(3)
+        return np.concatenate([[math.log(lam / lam0) / LOG_SCALE], (o - o0) / ORIGIN_SCALE_MM])
 
-    z0 = np.stack([encode(p) for p in [start, *(others or [])][: max(1, int(budget))]])
-    d0, s0 = evaluate(z0)
+    z0 = np.stack([encode(q) for q in [start, *(others or [])][: max(1, int(budget))]])
+    d0, s0, p0 = evaluate(z0)
     k0 = int(np.argmax(s0))
-    best_z, best_d, best_score = z0[k0], d0[k0], float(s0[k0])
+    best = (z0[k0], d0[k0], float(s0[k0]), p0[k0])
     start_score = float(s0[0])
-    es = CMAES(best_z, 1.0, popsize=popsize, rng=np.random.default_rng(seed))
+    es = CMAES(best[0], 1.0, popsize=popsize, rng=np.random.default_rng(seed))
     while obj.runs < budget:
         z = es.ask(min(es.lam, budget - obj.runs))
-        d, s = evaluate(z)
+        d, s, p = evaluate(z)
         k = int(np.argmax(s))
-        if s[k] > best_score:
-            best_score, best_z, best_d = float(s[k]), z[k], d[k]
+        if s[k] > best[2]:
+            best = (z[k], d[k], float(s[k]), p[k])
         if len(z) < es.lam or not (s >= 0).any():
             break
         es.tell(-s)
-    D, rho, T, origin = (v[0] for v in decode(best_z))
+    z_best, d_best, score_best, p_best = best
+    origin = decode(z_best)[1][0]
     return {
-        "D_mm2_per_day": float(D),
-        "rho_per_day": float(rho),
-        "T_days": float(T),
+        "D_mm2_per_day": float(np.clip(p_best[0], *_D_LIMITS)),
+        "rho_per_day": float(np.clip(p_best[1], *_RHO_LIMITS)),
+        "T_days": float(p_best[2]),
         "origin_mm": [float(v) for v in origin],
-        "dice": np.asarray(best_d).tolist(),
-        "score": best_score,
+        "dice": np.asarray(d_best).tolist(),
+        "score": score_best,
         "start_score": start_score,
         "n_forward_runs": obj.runs,
         "seconds": round(time.perf_counter() - t0, 3),
     }
-
-
-def _log_stats(x: np.ndarray, w: np.ndarray) -> tuple[float, float]:
-    lx = np.log(x)
-    m = float(np.sum(w * lx))
-    return m, max(float(np.sqrt(max(np.sum(w * (lx - m) ** 2), 0.0))), SIGMA_FLOOR["log"])
-
-
-def posterior_summary(
-    samples: dict[str, np.ndarray], estimate: dict, days_between: float, calibration: Calibration
-) -> tuple[dict, dict]:
-    """``uncertainty`` (at the later scan) and the spreads ``sigma`` per key, from weighted samples.
-
-    ``samples`` holds arrays ``D_mm2_per_day``, ``rho_per_day``, ``T_days`` (at the first scan),
-    ``origin_mm`` (n, 3) and ``score``; ``estimate`` the same keys (scalars) of the point estimate at the
-    first scan. Returned intervals are centred on the estimate (log scale for positive quantities).
-    """
-    w = match_weights(samples["score"])
-    T_late = samples["T_days"] + days_between
-    derived = derived_parameters(samples["D_mm2_per_day"], samples["rho_per_day"], T_late)
-    values = {
-        "D_mm2_per_day": samples["D_mm2_per_day"],
-        "rho_per_day": samples["rho_per_day"],
-        "T_days": T_late,
-        **{k: np.asarray(v) for k, v in derived.items()},
-    }
-    est_T = float(estimate["T_days"]) + days_between
-    est = {
-        "D_mm2_per_day": float(estimate["D_mm2_per_day"]),
-        "rho_per_day": float(estimate["rho_per_day"]),
-        "T_days": est_T,
-        **derived_parameters(estimate["D_mm2_per_day"], estimate["rho_per_day"], est_T),
-    }
-    unc, sigma = {}, {}
-    for k, x in values.items():
-        m, s = _log_stats(x, w)
-        half = calibration.kappa[k] * s
-        c = math.log(est[k])
-        unc[k] = {
-            "mean": float(math.exp(m)),
-            "std": float(est[k] * half / 1.96),
-            "ci95": [float(math.exp(c - half)), float(math.exp(c + half))],
-        }
-        sigma[k] = s
-    o = samples["origin_mm"]
-    o_est = np.asarray(estimate["origin_mm"], dtype=np.float64)
-    mean = np.array([np.sum(w * o[:, a]) for a in range(3)])
-    s_o = np.maximum(np.sqrt([np.sum(w * (o[:, a] - mean[a]) ** 2) for a in range(3)]), SIGMA_FLOOR["origin_mm"])
-    half = calibration.kappa["origin_mm"] * s_o
-    unc["origin_mm"] = {
-        "mean": mean.tolist(),
-        "std": (half / 1.96).tolist(),
-        "ci95": [(o_est - half).tolist(), (o_est + half).tolist()],
-    }
-    sigma["origin_mm"] = s_o.tolist()
-    for k in ("threshold_edema", "threshold_core"):
-        v = float(estimate[k])
-        unc[k] = {"mean": v, "std": 0.0, "ci95": [v, v]}
-    return unc, sigma

@@ -20,7 +20,6 @@ class TwoScanResult(Result):
     Extra attributes
     ----------------
     timepoints : per scan: segmentation, days after the first scan, T, mu_D, mu_rho and fit.
-    calibration : the ``calibration`` block of result.json (method, source, kappa, coverage95).
     days_between : days between the scans. project_days : days projected past the later scan (or None).
     (Consistency warnings, e.g. the later tumour smaller than the earlier, are in ``extra["warnings"]`` and so in
     :attr:`Result.warnings` and result.json's ``warnings``.)
@@ -30,7 +29,6 @@ class TwoScanResult(Result):
         self,
         *,
         timepoints: list[dict],
-        calibration: dict,
         days_between: float,
         project_days: float | None = None,
         projected_fn: Callable[[], np.ndarray] | None = None,
@@ -38,7 +36,6 @@ class TwoScanResult(Result):
     ) -> None:
         super().__init__(**kwargs)
         self.timepoints = timepoints
-        self.calibration = calibration
         self.days_between = float(days_between)
         self.project_days = None if project_days is None else float(project_days)
         self._projected_fn = projected_fn
@@ -57,7 +54,6 @@ class TwoScanResult(Result):
         d = super().to_dict()
         d["timepoints"] = self.timepoints
         d["days_between"] = self.days_between
-        d["calibration"] = self.calibration
         if self.project_days is not None:
             d["projection"] = {
                 "days_after_later_scan": self.project_days,

