@@ -29,7 +29,9 @@ def infer(
     ),
     refine_budget: int = typer.Option(None, "--refine-budget", help="Forward runs of the refinement (default 48)."),
     calibration: Path = typer.Option(
-        None, "--calibration", help="Calibration file (default: DB/gliofit-calibration.json; two scans: DB/gliofit-calibration-two-scan.json)."
+        None,
+        "--calibration",
+        help="Calibration file (default: DB/gliofit-calibration.json; two scans: DB/gliofit-calibration-two-scan.json).",
     ),
     method: str = typer.Option(
         "index", "--method", help="index (FAISS + exact Dice) or exhaustive (published baseline)."

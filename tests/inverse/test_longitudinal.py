@@ -119,7 +119,8 @@ def _check_outputs(out, n: float) -> dict:
     assert [t["scan"] for t in res["timepoints"]] == ["earlier", "later"]
     assert res["timepoints"][1]["T_days"] == pytest.approx(res["timepoints"][0]["T_days"] + n)
     assert res["parameters"]["T_days"] == pytest.approx(res["timepoints"][1]["T_days"])
-    assert res["calibration"]["method"].startswith("none") and "no two-scan calibration" in res["calibration"]["warning"]
+    cal = res["calibration"]
+    assert cal["method"].startswith("none") and "no two-scan calibration" in cal["warning"]
     assert res["projection"]["days_after_later_scan"] == 60 and res["days_between"] == pytest.approx(n)
     for f in ("tumor_density.nii.gz", "tumor_density_projected.nii.gz", "tumor_density_projected_atlas.nii.gz"):
         assert (out / f).is_file()
