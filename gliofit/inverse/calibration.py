@@ -16,8 +16,10 @@ patient is ``g⁻¹(g(θ̂) ± q_k(α) s_k)``. If calibration and new patients a
 distribution, as the synthetic generator guarantees for its own patients), the interval holds the truth
 with probability at least 1 − α (Vovk et al. 2005; Lei et al. 2018, split conformal prediction), and
 above 1 − α by at most 1/(n + 1). Scaling by ``s_k`` keeps intervals narrow where the posterior is
-narrow. Coverage is reported per key as measured on the calibration patients by leave-one-out
-(each patient's interval from the quantiles of the others).
+narrow. The file also records the leave-one-out coverage on the calibration patients (each patient's
+interval from the quantiles of the others); without ties it is ⌈n(1 − α)⌉/n or near it by construction,
+a check of the arithmetic, not of the promise: coverage is measured on held-out patients
+(benchmarks/inverse.py).
 
 The file ``DB/gliofit-calibration.json`` holds the quantiles, the database's fingerprint (atlas checksum,
 resolution, design seed, entries) and the raw records; a file whose fingerprint names another database is
