@@ -201,24 +201,6 @@ def _window(w: int) -> np.ndarray:
     return np.stack(np.meshgrid(r, r, r, indexing="ij"), axis=-1).reshape(-1, 3)
 
 
-class _Candidate:
-    """One candidate: its crop at its padded corner in the code grid, its volume at each level, its centre."""
-
-    def __init__(self, g: _CodeGrid, bbox, crop: np.ndarray, levels: _Levels, l_db: int) -> None:
-        self.crop = np.ascontiguousarray(crop)
-        self.corner = np.asarray(bbox[:3], dtype=np.int64) + g.pad
-        per_value = np.bincount(self.crop.reshape(-1), minlength=256)[None, :]
-        self.vol_e, self.vol_c = _above_levels(per_value, levels)
-        self.levels = levels
-        vis = self.crop >= l_db
-        n = int(np.count_nonzero(vis))
-        if n:
-            marg = [vis.sum(axis=(1, 2)), vis.sum(axis=(0, 2)), vis.sum(axis=(0, 1))]
-            self.com = np.array([m @ np.arange(len(m)) / n for m in marg]) + np.asarray(bbox[:3])
-        else:
-            self.com = g.com
-
-
 class _Levels:
     """The uint8 density levels of the searched thresholds (ascending) and the levels each value passes."""
 
@@ -232,40 +214,47 @@ class _Levels:
         self.lowest = int(min(le.min(), lc.min()))
 
 
-def _above_levels(per_value: np.ndarray, levels: _Levels) -> tuple[np.ndarray, np.ndarray]:
-    """(S, 256) voxel counts per uint8 value -> (S, n_e), (S, n_c) counts passing each level."""
-    h_e = np.zeros((len(per_value), levels.n_e + 1), dtype=np.int64)
-    h_c = np.zeros((len(per_value), levels.n_c + 1), dtype=np.int64)
-    for row in range(len(per_value)):
-        h_e[row] = np.bincount(levels.passed_e, weights=per_value[row], minlength=levels.n_e + 1)
-        h_c[row] = np.bincount(levels.passed_c, weights=per_value[row], minlength=levels.n_c + 1)
-    return _above(h_e), _above(h_c)
+class _Crops:
+    """The candidates' crops as one flat buffer (for the compiled loops), with their corners and volumes."""
+
+    def __init__(self, g: _CodeGrid, crops: list, levels: _Levels, visible_level: int) -> None:
+        from gliofit.inverse.shift_kernel import crop_stats  # numba: only the shift search needs it
+
+        self.g, self.levels = g, levels
+        self.shapes = np.array([c.shape for _, c in crops], dtype=np.int64).reshape(-1, 3)
+        sizes = self.shapes.prod(axis=1)
+        self.starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        self.buf = np.concatenate([np.ascontiguousarray(c).reshape(-1) for _, c in crops])
+        lows = np.array([b[:3] for b, _ in crops], dtype=np.int64).reshape(-1, 3)
+        self.corners = lows + g.pad
+        lv = levels
+        vol_e, vol_c, com = crop_stats(
+            self.buf, self.starts, self.shapes, visible_level, lv.passed_e, lv.passed_c, lv.n_e, lv.n_c
+        )
+        self.vol_e, self.vol_c = _above(vol_e), _above(vol_c)
+        self.com = np.where(np.isnan(com), g.com[None, :], com + lows)
+
+    def dice(self, rows: np.ndarray, shifts: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Best whole-tumour and core Dice over the thresholds of candidates ``rows`` (n,) at their
+        translations ``shifts`` (n, S, 3): (n, S) wt Dice, core Dice, edema level index, core level index."""
+        from gliofit.inverse.shift_kernel import hits_at
+
+        lv, g = self.levels, self.g
+        sub = self.starts[rows], self.shapes[rows], self.corners[rows]
+        hit_e, hit_c = hits_at(
+            g.flat, g.strides, self.buf, *sub, shifts, lv.lowest, lv.passed_e, lv.passed_c, lv.n_e, lv.n_c
+        )
+        vol_e, vol_c = self.vol_e[rows][:, None, :], self.vol_c[rows][:, None, :]
+        d_e = 2.0 * _above(hit_e) / np.maximum(g.n_wt + vol_e, 1)
+        d_c = np.where(g.n_core + vol_c > 0, 2.0 * _above(hit_c) / np.maximum(g.n_core + vol_c, 1), 1.0)
+        ie, ic = np.argmax(d_e, axis=-1), np.argmax(d_c, axis=-1)
+        pick = np.take_along_axis
+        return pick(d_e, ie[..., None], -1)[..., 0], pick(d_c, ic[..., None], -1)[..., 0], ie, ic
 
 
 def _above(h: np.ndarray) -> np.ndarray:
-    """(S, L + 1) counts per number of levels passed -> (S, L) counts passing each level."""
-    return np.cumsum(h[:, :0:-1], axis=1)[:, ::-1]
-
-
-def _dice_at(
-    g: _CodeGrid, cand: _Candidate, shifts: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Best whole-tumour and core Dice over the thresholds at each translation (``shifts`` (S, 3) voxels).
-
-    Returns (S,) wt Dice, (S,) core Dice, (S,) index of the edema level, (S,) index of the core level.
-    """
-    from gliofit.inverse.shift_kernel import hits_at  # numba: only the shift search needs it
-
-    lv = cand.levels
-    hit_e, hit_c = hits_at(
-        g.flat, g.strides, cand.crop, cand.corner, shifts, lv.lowest, lv.passed_e, lv.passed_c, lv.n_e, lv.n_c
-    )
-    ov_e, ov_c = _above(hit_e), _above(hit_c)
-    d_e = 2.0 * ov_e / np.maximum(g.n_wt + cand.vol_e, 1)
-    d_c = np.where(g.n_core + cand.vol_c > 0, 2.0 * ov_c / np.maximum(g.n_core + cand.vol_c, 1), 1.0)
-    ie, ic = np.argmax(d_e, axis=1), np.argmax(d_c, axis=1)
-    rows = np.arange(len(shifts))
-    return d_e[rows, ie], d_c[rows, ic], ie, ic
+    """(..., L + 1) counts per number of levels passed -> (..., L) counts passing each level."""
+    return np.cumsum(h[..., :0:-1], axis=-1)[..., ::-1]
 
 
 _FACES = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], dtype=np.int64)
@@ -355,35 +344,25 @@ def shift_candidates(
     seed_vox = np.rint(origins @ inv[:3, :3].T + inv[:3, 3]).astype(np.int64) + g.pad
     win = _window(window_vox)
     w = np.asarray(weights, dtype=np.float64)
-    prepared = []
-    first = np.zeros((n, 2, 2))  # (candidate, [unshifted, aligned], [wt, core])
-    first_th = np.zeros((n, 2, 2), dtype=np.int64)
-    first_shift = np.zeros((n, 2, 3), dtype=np.int64)
-    for i, (bbox, crop) in enumerate(crops):
-        cand_i = _Candidate(g, bbox, crop, levels, l_db)
-        centre = np.clip(np.rint(g.com - cand_i.com).astype(np.int64), -align_max, align_max)
-        prepared.append((cand_i, centre))
-        two = np.stack([np.zeros(3, dtype=np.int64), centre])
-        ok = domain[(seed_vox[i] + two) @ g.strides]
-        de, dc, ie, ic = _dice_at(g, cand_i, two)
-        de, dc = np.where(ok, de, -1.0), np.where(ok, dc, -1.0)
-        first[i] = np.stack([de, dc], axis=1)
-        first_th[i] = np.stack([ie, ic], axis=1)
-        first_shift[i] = two
-    score2 = first @ w  # (n, 2)
+    cands = _Crops(g, crops, levels, l_db)
+    centre = np.clip(np.rint(g.com[None, :] - cands.com).astype(np.int64), -align_max, align_max)
+    two = np.stack([np.zeros_like(centre), centre], axis=1)  # (n, [unshifted, aligned], 3)
+    ok = domain[(seed_vox[:, None, :] + two) @ g.strides]
+    de, dc, ie, ic = cands.dice(np.arange(n), two)
+    first = np.where(ok[..., None], np.stack([de, dc], axis=-1), -1.0)  # (n, 2, [wt, core])
+    score2 = first @ w
     pick = np.argmax(score2, axis=1)
     r = np.arange(n)
-    dice, th_idx, shifts = first[r, pick], first_th[r, pick], first_shift[r, pick]
-    order = np.argsort(-score2[r, pick], kind="stable")[: int(top)]
-    for i in order:
-        cand_i, centre = prepared[i]
+    dice, shifts = first[r, pick], two[r, pick]
+    th_idx = np.stack([ie[r, pick], ic[r, pick]], axis=1)
+    for i in np.argsort(-score2[r, pick], kind="stable")[: int(top)]:
 
-        def at(shifts: np.ndarray, i=i, cand_i=cand_i):
-            ok = domain[(seed_vox[i] + shifts) @ g.strides]
-            de, dc, ie, ic = _dice_at(g, cand_i, shifts)
+        def at(sh: np.ndarray, i=i):
+            ok = domain[(seed_vox[i] + sh) @ g.strides]
+            de, dc, ie, ic = (v[0] for v in cands.dice(np.array([i]), sh[None]))
             return np.where(ok, w[0] * de + w[1] * dc, -np.inf), de, dc, ie, ic
 
-        best = climb(at, centre, window_vox) if climb_search else _whole_window(at, centre, win)
+        best = climb(at, centre[i], window_vox) if climb_search else _whole_window(at, centre[i], win)
         if best is not None and best[0] > dice[i] @ w:
             _, shifts[i], dice[i], th_idx[i] = best
     thresholds = np.stack([np.asarray(edema)[th_idx[:, 0]], np.asarray(core_thresholds)[th_idx[:, 1]]], axis=1)
