@@ -9,7 +9,7 @@ feature vectors jittered by 1 %, new ids, FAISS index rebuilt): the query then s
 index and entry table of that size, while the arrays it reads are real simulations. The query: a
 solver tumour (not a database entry) written as a BraTS-2023 segmentation on the 1 mm atlas grid
 (``--in-atlas-space``, ``--no-refine``). Each repeat runs the command twice, interleaved: warm user cache, then a
-cache directory that is empty (``GLIOFIT_CACHE_DIR``), so the atlas is read through nilearn. Reported:
+cache directory that is empty (``GLIOFIT_CACHE``), so the atlas is read through nilearn. Reported:
 wall seconds of both, the import time of the command's modules, and the stage times result.json
 records (load, query, total). Ends with one line ``BENCH {json}``.
 """
@@ -82,7 +82,7 @@ def query_segmentation(db: Path, out: Path) -> Path:
 
 
 def run_infer(db: Path, seg: Path, out: Path, cache_dir: Path) -> dict:
-    env = dict(os.environ, GLIOFIT_CACHE_DIR=str(cache_dir), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    env = dict(os.environ, GLIOFIT_CACHE=str(cache_dir), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     if out.exists():
         shutil.rmtree(out)
     t0 = time.perf_counter()

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gliofit.common.cache import cache_dir
 from gliofit.common.errors import InputError, check_positive
 
 __all__ = [
@@ -140,18 +141,7 @@ def _validated(name: str, gm, wm, csf, affine, t1=None) -> Atlas:
     return Atlas(name, *maps, affine=np.asarray(affine, dtype=np.float64), t1=t1)
 
 
-ATLAS_CACHE_ENV = "GLIOFIT_CACHE_DIR"
-"""Environment variable naming the user cache directory (default ``$XDG_CACHE_HOME/gliofit`` or ``~/.cache/gliofit``)."""
 _MAPS = ("gm", "wm", "csf", "t1", "affine")
-
-
-def cache_dir() -> Path:
-    """The user cache directory of gliofit (not created here)."""
-    env = os.environ.get(ATLAS_CACHE_ENV)
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "gliofit"
 
 
 def _icbm152_cache() -> Path:

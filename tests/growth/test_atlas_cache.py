@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from gliofit.common.cache import CACHE_ENV
 from gliofit.growth import atlas as atlas_mod
 
 
 def test_cache_round_trip_and_damage_detected(tmp_path, monkeypatch):
-    monkeypatch.setenv(atlas_mod.ATLAS_CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     fresh = atlas_mod.load_atlas()  # from nilearn, then written to the cache
     folder = atlas_mod._icbm152_cache()
+    assert folder.parent == tmp_path  # $GLIOFIT_CACHE holds the atlas, as it holds the models and the demo
     assert (folder / "atlas.json").is_file()
     cached = atlas_mod.load_atlas()
     assert cached.checksum() == fresh.checksum() and np.array_equal(cached.t1, fresh.t1)
