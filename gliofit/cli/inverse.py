@@ -38,7 +38,7 @@ def infer(
     ),
     density: str = typer.Option("upsample", "--density", help="Best-match density at 1 mm: upsample or resimulate."),
     weights: tuple[float, float] = typer.Option(
-        (0.5, 0.5), "--weights", help="Whole-tumour and core weights of the mean Dice."
+        (0.5, 0.5), "--weights", metavar="WT CORE", help="Whole-tumour and core weights of the mean Dice."
     ),
     no_threshold_search: bool = typer.Option(
         False, "--no-threshold-search", help="Use the database's thresholds only."

@@ -41,7 +41,9 @@ def simulate(
     D: float = typer.Option(..., "--D", help="White-matter diffusivity, mm²/day."),
     rho: float = typer.Option(..., "--rho", help="Proliferation rate, 1/day."),
     T: float = typer.Option(..., "--T", help="Time since onset, days."),
-    origin: tuple[float, float, float] = typer.Option(..., "--origin", help="Seed point X Y Z, world mm (RAS)."),
+    origin: tuple[float, float, float] = typer.Option(
+        ..., "--origin", metavar="X Y Z", help="Seed point, world mm (RAS)."
+    ),
     output: Path = typer.Option(..., "-o", "--output", help="Output density NIfTI (on the atlas grid)."),
     resolution: float = typer.Option(1.0, "--resolution", help="Simulation grid spacing, mm."),
     atlas: str = typer.Option("icbm152", "--atlas", help=ATLAS_HELP),

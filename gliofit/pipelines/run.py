@@ -59,6 +59,17 @@ def output_folder_ready(out: str | Path) -> Path:
     return p
 
 
+def _check_segmentation_source(patient: BratsCase, model: Any) -> None:
+    """Raise :class:`InputError` naming the missing file when the folder holds no segmentation and no model
+    is given."""
+    if patient.seg is None and model is None:
+        want = patient.images[0].parent / f"{patient.name}{LAYOUTS[patient.layout]['seg']}.nii.gz"
+        raise InputError(
+            f"{want}: no segmentation in the patient folder and no --model given "
+            "(`gliofit models` lists the segmentation models; README: How to use your own data)"
+        )
+
+
 def _segmentation(
     patient: BratsCase, model: Any, device: str, tmp: Path, progress: bool = False
 ) -> tuple[Path, np.ndarray, np.ndarray]:
@@ -68,9 +79,7 @@ def _segmentation(
         labels, affine = load_volume(patient.seg, "segmentation")
         save_volume(np.rint(labels), affine, dst, dtype=np.uint8)
         return dst, np.rint(labels).astype(np.uint8), affine
-    if model is None:
-        want = patient.images[0].parent / f"{patient.name}{LAYOUTS[patient.layout]['seg']}.nii.gz"
-        raise InputError(f"{want}: no segmentation in the patient folder and no --model given")
+    _check_segmentation_source(patient, model)
     from gliofit.segmentation.predict import segment
 
     labels, affine = segment(*patient.images, model, device=device, labels="brats2023", progress=progress)
@@ -324,6 +333,8 @@ def run_patient(
     watch = Stopwatch(STAGES[:-1], on_stage=on_stage)
     with watch.stage("load"):
         patient = find_patient(patient_dir)
+        if not needs_preprocessing(patient_dir):
+            _check_segmentation_source(patient, model)  # before any stage line: one error line
         follow = find_followup(patient_dir)
         own_db = isinstance(db, (str, Path))
         if own_db:

@@ -38,6 +38,11 @@ def test_usage_names_arguments_as_typed_and_flags_take_no_placeholder():
     assert "Usage: gliofit db info [OPTIONS] DB" in db
 
 
+def test_options_taking_several_values_name_them():
+    assert "--origin X Y Z " in runner.invoke(app, ["simulate", "--help"]).stdout
+    assert "--weights WT CORE " in runner.invoke(app, ["infer", "--help"]).stdout
+
+
 def test_missing_required_option_is_one_line_exit_2():
     res = _run(["run", "somewhere"])
     assert res.returncode == 2

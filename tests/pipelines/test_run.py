@@ -140,6 +140,8 @@ def _bad_folder(kind: str, src: Path, tmp: Path) -> Path:
         next(folder.glob("*-t1n.nii.gz")).write_bytes(b"not a nifti file")
     elif kind == "dotdot":
         return folder / "sub" / ".."
+    elif kind == "noseg":
+        next(folder.glob("*-seg.nii.gz")).unlink()
     return folder
 
 
@@ -151,6 +153,7 @@ def _bad_folder(kind: str, src: Path, tmp: Path) -> Path:
         ("unreadable", "t1n"),
         ("dotdot", "not allowed"),
         ("outfile", "is a file"),
+        ("noseg", "no --model given (`gliofit models` lists the segmentation models"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(kind, needle, tmp_path, pipeline_db, phantom_cohort) -> None:
