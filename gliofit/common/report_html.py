@@ -17,7 +17,7 @@ from urllib.parse import quote
 import numpy as np
 
 from gliofit.common.figures import COHORT_HISTOGRAMS
-from gliofit.common.wording import fit_warnings, label, unit
+from gliofit.common.wording import fit_warnings, label, plan_label, unit
 
 __all__ = ["patient_html", "cohort_index_html", "group_matches"]
 
@@ -241,7 +241,10 @@ def patient_html(
         first = sorted(_flat(plan), key=lambda kv: (not kv[0].startswith("volume"), "coverage" not in kv[0]))
         parts.append(
             "<h2>Radiotherapy plan</h2><p>target volumes (cm³) and recurrence coverage</p>"
-            + _table(["quantity", "value"], [[escape(k), _fmt(v)] for k, v in first])
+            + _table(
+                ["quantity", "value"],
+                [[f'{escape(plan_label(k))} <span class="key">{escape(k)}</span>', _fmt(v)] for k, v in first],
+            )
         )
     parts.append("<h2>Top matches</h2>" + _matches_table(list(result.get("matches") or []), max_matches))
     db = result.get("database") or {}

@@ -16,9 +16,11 @@ from collections.abc import Mapping
 
 __all__ = [
     "LABELS",
+    "PLAN_LABELS",
     "UNITS",
     "POOR_FIT_DICE_MEAN",
     "label",
+    "plan_label",
     "unit",
     "fit_warnings",
     "value_with_interval",
@@ -53,6 +55,35 @@ UNITS = {
     "threshold_edema": "of capacity",
     "threshold_core": "of capacity",
 }
+PLAN_LABELS = {
+    "margin_mm": "standard target: margin around the core, mm",
+    "basis": "standard target grown from",
+    "brain": "brain mask the targets are clipped to",
+    "threshold": "model target: lowest density inside (fraction of capacity)",
+    "volumes_cm3 / core": "tumour core, cm³",
+    "volumes_cm3 / whole_tumor": "whole tumour, cm³",
+    "volumes_cm3 / standard": "standard target (core + margin), cm³",
+    "volumes_cm3 / model": "model-based target (highest density, same volume), cm³",
+    "voxels / standard": "standard target, voxels",
+    "voxels / model": "model-based target, voxels",
+    "spacing_mm": "voxel spacing, mm",
+    "dice_standard_model": "overlap of the two targets (Dice)",
+    "core_voxels_forced": "core voxels added to the model target below its threshold",
+    "zero_density_voxels": "model-target voxels outside the core with density 0",
+    "coverage": "recurrence covered",
+    "coverage / standard": "recurrence covered by the standard target (share)",
+    "coverage / model": "recurrence covered by the model-based target (share)",
+    "coverage / standard_enhancing": "enhancing recurrence covered by the standard target (share)",
+    "coverage / model_enhancing": "enhancing recurrence covered by the model-based target (share)",
+    "recurrence / file": "recurrence file",
+    "recurrence / kind": "recurrence given as",
+    "recurrence / volume_cm3": "recurrence, cm³",
+    "recurrence / enhancing_cm3": "enhancing recurrence, cm³",
+    "inputs / density": "density file",
+    "inputs / segmentation": "segmentation file",
+    "warnings": "warnings",
+}
+"""plan.json key (nested keys joined by `` / ``) -> what a reader sees."""
 POOR_FIT_DICE_MEAN = 0.5
 """Below this mean Dice (whole tumour and core) the best simulation covers less than half of the
 tumour it should explain: its parameters and density are flagged as a poor fit."""
@@ -65,6 +96,11 @@ def label(key: str) -> str:
 
 def unit(key: str) -> str:
     return UNITS.get(key, "")
+
+
+def plan_label(path: str) -> str:
+    """The reader's name of a plan.json key (nested keys joined by `` / ``; the path itself when it has none)."""
+    return PLAN_LABELS.get(path, path.replace("_", " "))
 
 
 def fit_warnings(fit: Mapping[str, float]) -> list[str]:

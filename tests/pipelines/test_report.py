@@ -106,7 +106,8 @@ def test_patient_figure_builds_and_writes_a_png(tmp_path, with_plans):
     fig = patient_figure(**case, plans=plans, title="P001: test")
     assert len(fig.axes) >= 9
     assert "neurological" in fig._suptitle.get_text()
-    files = write_patient_report(tmp_path / "P001", _result(), fig, plan={"volumes_cm3": {"standard": 120.5}})
+    plan = {"volumes_cm3": {"standard": 120.5}, "dice_standard_model": 0.9}
+    files = write_patient_report(tmp_path / "P001", _result(), fig, plan=plan)
     assert set(files) == {"report", "report_html"}
     with Image.open(files["report"]) as im:
         assert im.format == "PNG" and im.size[0] > 800 and im.size[1] > 800
@@ -114,6 +115,7 @@ def test_patient_figure_builds_and_writes_a_png(tmp_path, with_plans):
     assert not list((tmp_path / "P001").glob(".*part*"))  # no temporary left behind
     html = files["report_html"].read_text()
     assert "data:image/png;base64," in html and "120.5" in html
+    assert "standard target (core + margin), cm³" in html and "overlap of the two targets (Dice)" in html
 
 
 def test_patient_figure_rejects_mismatched_grids():
