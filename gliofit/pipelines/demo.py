@@ -7,11 +7,11 @@
    database's — and segmented with noise (:mod:`gliofit.inverse.synthetic`); its four MRI modalities are
    rendered from those labels (:func:`gliofit.segmentation.phantoms.render_phantom`) and written with the
    segmentation as a BraTS 2023 patient folder; cached beside the database.
-3. :func:`gliofit.pipelines.run.run_patient` (``gliofit run``) registers, infers, plans and reports; true
-   against recovered values and the Dice are returned and ``OUT/`` receives everything ``run`` writes
-   plus truth.json.
+3. :func:`gliofit.pipelines.run.run_patient` (``gliofit run``) registers, infers, plans and reports; ``OUT/``
+   receives everything ``run`` writes plus truth.json, and :func:`table_lines` sets the true values against
+   the recovered ones and their 95 % intervals, with a one-line :func:`verdict`.
 
-The database is 2 mm (:data:`DEMO_RESOLUTION_MM`), 300 simulations (~1,900 entries), built on all cores; the
+The database is 2 mm (:data:`DEMO_RESOLUTION_MM`), 300 simulations (1,700 entries), built on all cores; the
 first run takes minutes (benchmarks/RESULTS.md), later ones reuse it.
 """
 
@@ -20,21 +20,30 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from gliofit.common.cache import cache_dir
 from gliofit.common.errors import InputError
+from gliofit.common.wording import unit
 
 __all__ = [
     "DEMO_CASE",
     "DEMO_PARAMETERS",
     "DEMO_RESOLUTION_MM",
     "DEMO_SIMULATIONS",
-    "default_cache",
+    "RECOVERED_DICE_MEAN",
+    "RECOVERED_ORIGIN_VOXELS",
+    "Row",
     "run_demo",
     "comparison_rows",
     "interval_checks",
+    "origin_error_mm",
+    "table_lines",
+    "verdict",
     "demo_database",
     "demo_patient_folder",
     "demo_simulations",
@@ -45,14 +54,9 @@ DEMO_PARAMETERS = {"D_mm2_per_day": 0.3, "rho_per_day": 0.04, "T_days": 250.0, "
 DEMO_RESOLUTION_MM = 2.0
 """Spacing of the demo database grid, mm."""
 DEMO_SIMULATIONS = 300
-"""Simulations in the demo database (about 1,900 entries)."""
+"""Simulations in the demo database (1,700 entries)."""
 DEMO_SEED = 7
 """Seed of the demo patient's segmentation noise."""
-
-
-def default_cache() -> Path:
-    """``$GLIOFIT_CACHE`` or ``~/.cache/gliofit``."""
-    return Path(os.environ.get("GLIOFIT_CACHE", Path.home() / ".cache" / "gliofit"))
 
 
 def demo_simulations() -> int:
@@ -70,14 +74,14 @@ def demo_simulations() -> int:
 
 def demo_database(cache: str | Path | None = None, *, progress: bool = True) -> Path:
     """The demo database directory, built on first use (resumed if interrupted) under ``cache``."""
-    return _database(Path(cache or default_cache()), demo_simulations(), DEMO_RESOLUTION_MM, progress)[0]
+    return _database(Path(cache or cache_dir()), demo_simulations(), DEMO_RESOLUTION_MM, progress)[0]
 
 
 def demo_patient_folder(cache: str | Path | None = None, *, progress: bool = True) -> Path:
     """The demo patient's BraTS 2023 folder (MRI, segmentation, truth.json), made on first use."""
     from gliofit.growth.atlas import load_atlas
 
-    cache = Path(cache or default_cache())
+    cache = Path(cache or cache_dir())
     atlas = load_atlas()
     _, patient, _ = _patient(cache, atlas, 1.0, progress)
     return _patient_folder(cache, atlas, patient, 1.0)
@@ -151,53 +155,114 @@ def _patient_folder(cache: Path, atlas, patient, resolution_mm: float) -> Path:
     )
 
 
-def comparison_rows(truth: dict, result: dict) -> list[tuple[str, float, float, tuple[float, float]]]:
-    """(name, true, recovered, 95% interval) for the identifiable and interpretable parameters
-    (``result``: result.json as a dict)."""
+@dataclass(frozen=True)
+class Row:
+    """One row of the demo's table: a parameter, its unit, the true and recovered values, the 95 % interval."""
+
+    name: str
+    unit: str
+    true: float
+    recovered: float
+    low: float
+    high: float
+
+    @property
+    def inside(self) -> bool:
+        """Whether the 95 % interval holds the true value (bounds included; False when the interval is NaN)."""
+        return bool(self.low <= self.true <= self.high)
+
+
+TABLE_PARAMETERS = (
+    "mu_D_mm",
+    "mu_rho",
+    "infiltration_length_mm",
+    "velocity_mm_per_day",
+    "D_mm2_per_day",
+    "rho_per_day",
+    "T_days",
+)
+"""The parameters of the table, in order (the seed point's three axes follow)."""
+RECOVERED_DICE_MEAN = 0.8
+"""Least mean Dice (whole tumour and core) of a recovered demo patient."""
+RECOVERED_ORIGIN_VOXELS = 2.0
+"""Largest seed-point error of a recovered demo patient, in voxels of the database grid (4 mm at 2 mm)."""
+
+
+def comparison_rows(truth: dict, result: dict) -> list[Row]:
+    """The table's rows: :data:`TABLE_PARAMETERS`, then ``origin_x_mm``, ``origin_y_mm``, ``origin_z_mm``.
+
+    ``truth``: the patient's true parameters (truth.json); ``result``: result.json as a dict. A parameter
+    without an interval gets a NaN one (so its truth counts as outside).
+    """
+    nan = [float("nan")] * 2
     rows = []
-    for key in (
-        "mu_D_mm",
-        "mu_rho",
-        "infiltration_length_mm",
-        "velocity_mm_per_day",
-        "D_mm2_per_day",
-        "rho_per_day",
-        "T_days",
-    ):
-        ci = result["uncertainty"].get(key, {}).get("ci95", [float("nan")] * 2)
-        rows.append((key, float(truth[key]), float(result["parameters"][key]), (float(ci[0]), float(ci[1]))))
+    for key in TABLE_PARAMETERS:
+        lo, hi = (result["uncertainty"].get(key) or {}).get("ci95", nan)
+        rows.append(
+            Row(key, unit(key) or "-", float(truth[key]), float(result["parameters"][key]), float(lo), float(hi))
+        )
+    lo3, hi3 = (result["uncertainty"].get("origin_mm") or {}).get("ci95", [[float("nan")] * 3] * 2)
+    for a, axis in enumerate("xyz"):
+        rows.append(
+            Row(
+                f"origin_{axis}_mm",
+                unit("origin_mm"),
+                float(truth["origin_mm"][a]),
+                float(result["parameters"]["origin_mm"][a]),
+                float(lo3[a]),
+                float(hi3[a]),
+            )
+        )
     return rows
 
 
 def interval_checks(truth: dict, result: dict) -> dict[str, bool]:
-    """Whether the 95 % interval holds the truth, per parameter of :func:`comparison_rows` and per origin axis."""
-    out = {name: bool(lo <= t <= hi) for name, t, _, (lo, hi) in comparison_rows(truth, result)}
-    lo, hi = result["uncertainty"]["origin_mm"]["ci95"]
-    for a, axis in enumerate("xyz"):
-        out[f"origin_{axis}_mm"] = bool(lo[a] <= truth["origin_mm"][a] <= hi[a])
-    return out
+    """Whether the 95 % interval holds the truth, per row of :func:`comparison_rows`."""
+    return {row.name: row.inside for row in comparison_rows(truth, result)}
 
 
-def _print_table(truth: dict, result: dict, err) -> None:
+def origin_error_mm(truth: dict, result: dict) -> float:
+    """Distance between the true and the recovered seed point, mm."""
+    return float(np.linalg.norm(np.subtract(result["parameters"]["origin_mm"], truth["origin_mm"])))
+
+
+def verdict(truth: dict, result: dict) -> str:
+    """One line: ``recovered`` when the seed point lies within :data:`RECOVERED_ORIGIN_VOXELS` voxels of the
+    database grid and the mean Dice reaches :data:`RECOVERED_DICE_MEAN`, else ``not recovered`` with what
+    missed; then how many 95 % intervals hold the truth."""
+    error = origin_error_mm(truth, result)
+    limit = RECOVERED_ORIGIN_VOXELS * float(result["database"]["resolution_mm"])
+    dice = float(result["fit"]["dice_mean"])
+    origin_ok, dice_ok = error <= limit, dice >= RECOVERED_DICE_MEAN
+    parts = [
+        f"origin error {error:.1f} mm {'<=' if origin_ok else '>'} {limit:g} mm",
+        f"mean Dice {dice:.3f} {'>=' if dice_ok else '<'} {RECOVERED_DICE_MEAN:g}",
+    ]
     checks = interval_checks(truth, result)
-    err("parameter                     true   recovered   95% interval            truth")
-    for name, t, r, (lo, hi) in comparison_rows(truth, result):
-        err(f"{name:24s} {t:9.4g} {r:11.4g}   {f'[{lo:.4g}, {hi:.4g}]':22s}  {'inside' if checks[name] else 'OUTSIDE'}")
-    lo, hi = result["uncertainty"]["origin_mm"]["ci95"]
-    for a, axis in enumerate("xyz"):
-        name = f"origin_{axis}_mm"
-        err(
-            f"{name:24s} {truth['origin_mm'][a]:9.4g} {result['parameters']['origin_mm'][a]:11.4g}   "
-            f"{f'[{lo[a]:.4g}, {hi[a]:.4g}]':22s}  {'inside' if checks[name] else 'OUTSIDE'}"
+    head = "recovered" if origin_ok and dice_ok else "not recovered"
+    return f"{head}: {', '.join(parts)}; truth inside {sum(checks.values())} of {len(checks)} 95% intervals"
+
+
+def _number(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def table_lines(truth: dict, result: dict) -> list[str]:
+    """The demo's table (header, one row per parameter with its unit and whether the 95 % interval holds the
+    truth), the Dice line and the :func:`verdict`."""
+    lines = [f"{'parameter':24s} {'unit':8s} {'true':>9s} {'recovered':>10s}   {'95% interval':22s} truth"]
+    for r in comparison_rows(truth, result):
+        interval = f"[{_number(r.low)}, {_number(r.high)}]"
+        lines.append(
+            f"{r.name:24s} {r.unit:8s} {_number(r.true):>9s} {_number(r.recovered):>10s}   {interval:22s} "
+            f"{'inside' if r.inside else 'OUTSIDE'}"
         )
-    o = np.asarray(result["parameters"]["origin_mm"]) - np.asarray(truth["origin_mm"])
     fit = result["fit"]
-    method = (result.get("calibration") or {}).get("method", "none")
-    err(
-        f"origin error {np.linalg.norm(o):.1f} mm; Dice whole tumour {fit['dice_whole_tumor']:.3f}, "
-        f"core {fit['dice_core']:.3f}, mean {fit['dice_mean']:.3f}; truth inside {sum(checks.values())} of "
-        f"{len(checks)} 95% intervals (calibration: {method})"
+    lines.append(
+        f"Dice whole tumour {fit['dice_whole_tumor']:.3f}, core {fit['dice_core']:.3f}, mean {fit['dice_mean']:.3f}"
     )
+    lines.append(verdict(truth, result))
+    return lines
 
 
 def run_demo(
@@ -209,41 +274,40 @@ def run_demo(
     patient_resolution_mm: float = 1.0,
     registration: str = "syn",
     progress: bool = True,
-    echo=None,
+    on_stage: Callable[[str], None] | None = None,
 ) -> dict:
     """Build (once) the demo database and patient folder, run the whole pipeline on it, write ``out_dir``.
 
     Parameters
     ----------
     out_dir : output folder (replaced when complete): everything ``gliofit run`` writes, and truth.json.
-    cache : where the database and the patient are kept (default :func:`default_cache`).
+    cache : where the database and the patient are kept (default :func:`gliofit.common.cache.cache_dir`).
     simulations, resolution_mm : size and grid spacing (mm) of the demo database.
     patient_resolution_mm : solver grid of the patient, mm (1 mm by default).
     registration : ``syn``, ``affine`` or ``none`` (:func:`gliofit.pipelines.run.run_patient`).
     progress : progress bars on stderr.
-    echo : called with each line of the true-against-recovered table (default: print to stderr).
+    on_stage : called with each stage's name of the run as it begins (:func:`gliofit.pipelines.run.run_patient`).
 
     Returns
     -------
-    dict (JSON-ready): truth, recovered parameters, fit, database size, outputs, seconds per stage.
+    dict (JSON-ready): truth, recovered parameters, fit, the 95 % interval checks and the :func:`verdict`,
+    warnings, database size, outputs, seconds per stage. :func:`table_lines` of ``OUT/truth.json`` and
+    ``OUT/result.json`` puts it in words.
     """
-    import sys
-
     from gliofit.pipelines.run import output_folder_ready, run_patient
     from gliofit.growth.atlas import load_atlas
 
     out = output_folder_ready(out_dir)
-    cache = Path(cache) if cache is not None else default_cache()
+    cache = Path(cache) if cache is not None else cache_dir()
     t0 = time.perf_counter()
     db_path, build_s = _database(cache, int(simulations), float(resolution_mm), progress)
     atlas = load_atlas()
     _, patient, grow_s = _patient(cache, atlas, float(patient_resolution_mm), progress)
     folder = _patient_folder(cache, atlas, patient, float(patient_resolution_mm))
     tr = time.perf_counter()
-    result = run_patient(folder, db_path, out, registration=registration, atlas=atlas)
+    result = run_patient(folder, db_path, out, registration=registration, atlas=atlas, on_stage=on_stage)
     run_s = time.perf_counter() - tr
     shutil.copyfile(folder / "truth.json", out / "truth.json")
-    _print_table(patient.truth, result, echo or (lambda line: print(line, file=sys.stderr)))
     voxel_cm3 = atlas.voxel_volume_mm3 / 1000.0
     return {
         "truth": {
@@ -262,9 +326,9 @@ def run_demo(
         "recovered": result["parameters"],
         "fit": result["fit"],
         "interval_check_95": interval_checks(patient.truth, result),
-        "origin_error_mm": round(
-            float(np.linalg.norm(np.subtract(result["parameters"]["origin_mm"], patient.truth["origin_mm"]))), 3
-        ),
+        "origin_error_mm": round(origin_error_mm(patient.truth, result), 3),
+        "verdict": verdict(patient.truth, result),
+        "warnings": result.get("warnings", []),
         "database": result["database"],
         "patient_folder": str(folder),
         "whole_tumor_cm3": round(float(patient.whole_tumor.sum()) * voxel_cm3, 2),

@@ -148,18 +148,22 @@ def test_console_script_demo_runs_offline(tmp_path):
     cache = tmp_path / "cache"
     res = _run(["demo", "-o", str(tmp_path / "demo"), "--cache", str(cache), *DEMO_TINY])
     assert res.returncode == 0, res.stderr
-    summary = json.loads(res.stdout)
-    assert summary["whole_tumor_cm3"] > 1.0
-    for path in summary["outputs"]:
-        assert Path(path).stat().st_size > 0
+    table = res.stdout.splitlines()  # the table, the verdict, where the report is; no JSON
+    assert table[0].split()[:5] == ["parameter", "unit", "true", "recovered", "95%"]
+    assert any(line.startswith("D_mm2_per_day") and "mm²/day" in line for line in table)
+    assert table[-3].startswith(("recovered: origin error", "not recovered: origin error"))
+    assert table[-2] == f"report: {(tmp_path / 'demo' / 'report.html').resolve()} (open it in a browser)"
+    assert table[-1] == f"result: {(tmp_path / 'demo' / 'result.json').resolve()}" and "{" not in res.stdout
     result = json.loads((tmp_path / "demo" / "result.json").read_text())
     truth = json.loads((tmp_path / "demo" / "truth.json").read_text())
-    assert truth["D_mm2_per_day"] == summary["truth"]["D_mm2_per_day"]
-    assert result["parameters"] == summary["recovered"] and 0 < result["fit"]["dice_mean"] <= 1
-    assert "true" in res.stderr and "mu_D_mm" in res.stderr
-    assert summary["database"]["entries"] > 0 and (cache / "demo-db-6mm" / "gliofit-db.json").is_file()
-    # a second run reuses the cached database and patient
-    again = runner.invoke(app, ["demo", "-o", str(tmp_path / "demo2"), "--cache", str(cache), *DEMO_TINY])
+    assert 0 < result["fit"]["dice_mean"] <= 1 and (cache / "demo-db-6mm" / "gliofit-db.json").is_file()
+    # a second run reuses the cached database and patient; --json puts the summary on stdout, the table on stderr
+    again = runner.invoke(app, ["demo", "-o", str(tmp_path / "demo2"), "--cache", str(cache), "--json", *DEMO_TINY])
     assert again.exit_code == 0, again.output
-    second = json.loads(again.stdout)
-    assert second["seconds"]["patient"] == 0.0 and second["recovered"] == summary["recovered"]
+    summary = json.loads(again.stdout)
+    assert summary["seconds"]["patient"] == 0.0 and summary["recovered"] == result["parameters"]
+    assert summary["truth"]["D_mm2_per_day"] == truth["D_mm2_per_day"] and summary["whole_tumor_cm3"] > 1.0
+    assert summary["verdict"] == table[-3] and summary["verdict"] in again.stderr.splitlines()
+    assert summary["database"]["entries"] > 0
+    for path in summary["outputs"]:
+        assert Path(path).stat().st_size > 0
