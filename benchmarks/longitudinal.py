@@ -96,7 +96,7 @@ ERROR_KEYS = (
     "velocity_mm_per_day",
 )
 INTERVAL_BINS = ((20.0, 40.0), (40.0, 100.0), (100.0, 180.01))
-SHARED_DB = Path("/work/cache/db-2mm-2000")
+SHARED_DB = Path("/work/cache/db-2mm")
 QUICK_DB_SIMULATIONS, QUICK_DB_RESOLUTION_MM = 150, 6.0
 
 
@@ -113,6 +113,11 @@ def _args(argv=None) -> argparse.Namespace:
     ap.add_argument("--patient-resolution", type=float, help="growth grid of the pairs, mm (default 1; quick 3)")
     ap.add_argument("--refine-budget", type=int, help="forward runs of the two-scan refinement (default 64; quick 24)")
     ap.add_argument("--seed", type=int, default=2024, help="seed of the synthetic pairs")
+    ap.add_argument(
+        "--time-limit",
+        type=float,
+        help="start no further pair after this many seconds (the pairs done are summarised; the count is reported)",
+    )
     ap.add_argument(
         "--calibration-out",
         type=Path,
@@ -215,7 +220,11 @@ def run(a: argparse.Namespace) -> dict:
     db_path = database(a)
     db = gliofit.open_database(db_path)
     rows = []
+    t_start = time.perf_counter()
     for case in cases:
+        if a.time_limit is not None and time.perf_counter() - t_start > a.time_limit:
+            print(f"time limit: {len(rows)} of {len(cases)} pairs run", file=sys.stderr)
+            break
         truth = json.loads((case / "later" / "truth.json").read_text())
         early, later = case / "early" / "seg.nii.gz", case / "later" / "seg.nii.gz"
         t0, c0 = time.perf_counter(), time.process_time()
