@@ -8,10 +8,13 @@ The database: ``--db``, else the ``--quick`` 4 mm database of ``benchmarks/_shar
 feature vectors jittered by 1 %, new ids, FAISS index rebuilt): the query then searches and loads an
 index and entry table of that size, while the arrays it reads are real simulations. The query: a
 solver tumour (not a database entry) written as a BraTS-2023 segmentation on the 1 mm atlas grid
-(``--in-atlas-space``, ``--no-refine``). Each repeat runs the command twice, interleaved: warm user cache, then a
-cache directory that is empty (``GLIOFIT_CACHE``), so the atlas is read through nilearn. Reported:
-wall seconds of both, the import time of the command's modules, and the stage times result.json
-records (load, query, total). Ends with one line ``BENCH {json}``.
+(``--in-atlas-space``, ``--no-refine``). Each repeat runs the command twice, interleaved: warm user cache
+(``GLIOFIT_CACHE``: the ICBM152 maps and the entries table), then an empty one, so the atlas is read
+through nilearn and the entries from SQL. Reported per kind: wall and CPU seconds of the command
+(CPU = user + system of the process: what a quiet machine would wait, near enough, when other jobs share
+the cores), and, from one more process per kind that runs the same steps in turn, the seconds of each
+step: imports, atlas, database (entries table and index), query (reading the segmentation included),
+density, NIfTI files, report (figure, HTML, result.json). Ends with one line ``BENCH {json}``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -81,32 +85,74 @@ def query_segmentation(db: Path, out: Path) -> Path:
     return out
 
 
+def _cpu_children() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _env(cache_dir: Path) -> dict:
+    return dict(os.environ, GLIOFIT_CACHE=str(cache_dir), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+
+
 def run_infer(db: Path, seg: Path, out: Path, cache_dir: Path) -> dict:
-    env = dict(os.environ, GLIOFIT_CACHE=str(cache_dir), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    """Wall and CPU seconds of one ``gliofit infer`` process, and the stage seconds of its result.json."""
     if out.exists():
         shutil.rmtree(out)
-    t0 = time.perf_counter()
+    c0, t0 = _cpu_children(), time.perf_counter()
     r = subprocess.run(
         [GLIOFIT, "infer", "--db", str(db), "--seg", str(seg), "--in-atlas-space", "--no-refine", "-o", str(out)],
         capture_output=True,
         text=True,
-        env=env,
+        env=_env(cache_dir),
     )
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, _cpu_children() - c0
     if r.returncode != 0:
         raise RuntimeError(f"gliofit infer failed ({r.returncode}): {r.stderr[-2000:]}")
     timings = json.loads((out / "result.json").read_text()).get("timings_s", {})
-    return {"wall_s": wall, **{f"{k}_s": v for k, v in timings.items()}}
+    return {"wall_s": wall, "cpu_s": cpu, **{f"{k}_s": v for k, v in timings.items()}}
 
 
-def import_seconds() -> float:
-    """Seconds to import what ``gliofit infer`` imports before it starts work (a fresh interpreter)."""
-    code = (
-        "import time; t=time.perf_counter(); import gliofit.cli, gliofit.inverse.api, "
-        "gliofit.simulations_db.database; print(time.perf_counter()-t)"
-    )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(r.stdout.strip())
+STEPS = ("imports", "atlas", "database", "query", "density", "report")
+
+
+def _steps(db: str, seg: str, out: str) -> None:
+    """The steps of ``gliofit infer`` in turn, timed (wall and CPU); prints one JSON line. Runs in a fresh
+    process (``--steps``)."""
+    t = [(time.perf_counter(), time.process_time())]
+    got: dict[str, float] = {}
+
+    def step(name: str) -> None:
+        t.append((time.perf_counter(), time.process_time()))
+        got[f"{name}_wall_s"] = t[-1][0] - t[-2][0]
+        got[f"{name}_cpu_s"] = t[-1][1] - t[-2][1]
+
+    import gliofit.cli  # noqa: F401 - what the command imports before it starts
+    from gliofit.inverse.api import atlas_of, infer
+    from gliofit.simulations_db.database import open_database
+
+    step("imports")
+    d = open_database(db)
+    atlas = atlas_of(d)
+    step("atlas")
+    d.entries, d.index  # noqa: B018 - load the table and the index
+    step("database")
+    res = infer(d, seg, in_atlas_space=True, refine=False, atlas=atlas)
+    step("query")
+    res.density_array  # noqa: B018 - computed on first use
+    step("density")
+    res.save(out)
+    step("report")
+    print(json.dumps(got))
+
+
+def run_steps(db: Path, seg: Path, out: Path, cache_dir: Path) -> dict:
+    if out.exists():
+        shutil.rmtree(out)
+    cmd = [sys.executable, __file__, "--steps", str(db), str(seg), str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=_env(cache_dir))
+    if r.returncode != 0:
+        raise RuntimeError(f"steps failed ({r.returncode}): {r.stderr[-2000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -115,7 +161,11 @@ def main() -> None:
     ap.add_argument("--db", default=None, help="an existing database (default: the quick 4 mm one, grown)")
     ap.add_argument("--entries", type=int, default=None, help="grow the database to this many entries")
     ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--steps", nargs=3, metavar=("DB", "SEG", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.steps:
+        _steps(*args.steps)
+        return
     n_entries = args.entries or (20_000 if args.quick else 100_000)
     repeats = args.repeats or (1 if args.quick else 3)
     out: dict = {"cpus": os.cpu_count(), "load_average_start": os.getloadavg()[0], "repeats": repeats}
@@ -140,20 +190,29 @@ def main() -> None:
             shutil.rmtree(empty_cache, ignore_errors=True)
             runs["uncached"].append(run_infer(db, seg, root / "out-uncached", empty_cache))
             print(
-                f"repeat {i + 1}/{repeats}: cached {runs['cached'][-1]['wall_s']:.2f} s, "
-                f"uncached {runs['uncached'][-1]['wall_s']:.2f} s",
+                f"repeat {i + 1}/{repeats}: cached {runs['cached'][-1]['wall_s']:.2f} s "
+                f"({runs['cached'][-1]['cpu_s']:.2f} s CPU), uncached {runs['uncached'][-1]['wall_s']:.2f} s "
+                f"({runs['uncached'][-1]['cpu_s']:.2f} s CPU)",
                 flush=True,
             )
+        shutil.rmtree(empty_cache, ignore_errors=True)
+        for kind, cache in (("cached", warm_cache), ("uncached", empty_cache)):
+            for key, v in run_steps(db, seg, root / f"steps-{kind}", cache).items():
+                out[f"{kind}_step_{key}"] = v
         for kind, rs in runs.items():
             for key in rs[0]:
                 out[f"{kind}_{key}"] = float(np.median([r[key] for r in rs]))
         out["uncached_over_cached"] = out["uncached_wall_s"] / out["cached_wall_s"]
-        out["import_s"] = float(np.median([import_seconds() for _ in range(repeats)]))
     out["load_average_end"] = os.getloadavg()[0]
+    for kind in ("cached", "uncached"):
+        steps = ", ".join(
+            f"{k} {out[f'{kind}_step_{k}_wall_s']:.2f} ({out[f'{kind}_step_{k}_cpu_s']:.2f})" for k in STEPS
+        )
+        print(f"{kind} steps, wall (CPU) s: {steps}")
     print(
-        f"gliofit infer --no-refine, {out['database']}: cached {out['cached_wall_s']:.2f} s wall "
-        f"(load {out.get('cached_load_s', 0):.2f}, query {out.get('cached_query_s', 0):.2f}), uncached "
-        f"{out['uncached_wall_s']:.2f} s; imports {out['import_s']:.2f} s; target <= 3 s "
+        f"gliofit infer --no-refine, {out['database']}: cached {out['cached_wall_s']:.2f} s wall, "
+        f"{out['cached_cpu_s']:.2f} s CPU; uncached {out['uncached_wall_s']:.2f} s wall, "
+        f"{out['uncached_cpu_s']:.2f} s CPU; target <= 3 s wall "
         f"(load average {out['load_average_start']:.1f} -> {out['load_average_end']:.1f})"
     )
     print("BENCH " + json.dumps(out))

@@ -1,5 +1,6 @@
-"""Where gliofit keeps what it downloads or builds once per user (the resampled atlas, the demo database and
-patient, segmentation models): ``$GLIOFIT_CACHE``, else ``$XDG_CACHE_HOME/gliofit``, else ``~/.cache/gliofit``."""
+"""Where gliofit keeps what it downloads or builds once per user (the resampled atlas, the entries tables of
+large databases, the demo database and patient, segmentation models): ``$GLIOFIT_CACHE``, else
+``$XDG_CACHE_HOME/gliofit``, else ``~/.cache/gliofit``."""
 
 from __future__ import annotations
 

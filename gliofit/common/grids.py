@@ -148,6 +148,8 @@ def resample_area(
     scale, offset = scaled
     out = np.asarray(data, dtype=np.float64)
     for axis in range(3):
+        if out.shape[axis] == dst_shape[axis] and abs(scale[axis] - 1.0) < 1e-9 and abs(offset[axis]) < 1e-9:
+            continue  # the same voxels along this axis: the overlap matrix is the identity
         w = _overlap_matrix(out.shape[axis], dst_shape[axis], scale[axis], offset[axis])
         moved = np.moveaxis(out, axis, 0)
         flat = w @ moved.reshape(moved.shape[0], -1)

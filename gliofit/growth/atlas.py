@@ -17,10 +17,6 @@ tied to world millimetres, so results map back onto the 1 mm atlas exactly
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import shutil
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,36 +147,20 @@ def _icbm152_cache() -> Path:
 
 
 def _read_cached(folder: Path) -> Atlas | None:
-    """The atlas stored by :func:`_write_cached`, or None when absent or any array's CRC-32 differs."""
-    try:
-        meta = json.loads((folder / "atlas.json").read_text())
-        arrays = {}
-        for key in _MAPS:
-            a = np.load(folder / f"{key}.npy", allow_pickle=False)
-            if zlib.crc32(a.tobytes()) != meta["crc32"][key]:
-                return None
-            arrays[key] = a
-        return Atlas(meta["name"], arrays["gm"], arrays["wm"], arrays["csf"], arrays["affine"], arrays["t1"])
-    except (OSError, ValueError, KeyError):
+    """The ICBM152 maps stored by :func:`_write_cached`, or None when absent or damaged (CRC-32 checked)."""
+    from gliofit.common.array_cache import load_arrays
+
+    found = load_arrays(folder, ICBM152_NAME)
+    if found is None or set(found[0]) != set(_MAPS):
         return None
+    a = found[0]
+    return Atlas(ICBM152_NAME, a["gm"], a["wm"], a["csf"], a["affine"], a["t1"])
 
 
 def _write_cached(folder: Path, atlas: Atlas) -> None:
-    """Store the maps as .npy files with their CRC-32 in atlas.json, written last; best effort."""
-    try:
-        tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
-        tmp.mkdir(parents=True, exist_ok=True)
-        crc = {}
-        for key in _MAPS:
-            a = np.ascontiguousarray(getattr(atlas, key))
-            np.save(tmp / f"{key}.npy", a, allow_pickle=False)
-            crc[key] = zlib.crc32(a.tobytes())
-        (tmp / "atlas.json").write_text(json.dumps({"name": atlas.name, "crc32": crc}))
-        if folder.exists():
-            shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
+    from gliofit.common.array_cache import save_arrays
+
+    save_arrays(folder, {key: getattr(atlas, key) for key in _MAPS}, ICBM152_NAME)
 
 
 def _load_icbm152() -> Atlas:

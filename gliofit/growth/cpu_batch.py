@@ -20,7 +20,7 @@ from collections.abc import Callable
 import numpy as np
 
 from gliofit.growth import cpu_kernels as ck
-from gliofit.growth.stencil import DiffusionField, rkl2_coefficients
+from gliofit.growth.fields import FaceArrays, rkl2_coefficients
 
 __all__ = ["run_independent"]
 
@@ -75,7 +75,7 @@ class _Boxes:
 
 
 def run_independent(
-    field: DiffusionField,
+    field: FaceArrays,
     u: np.ndarray,
     D: np.ndarray,
     rho: np.ndarray,
@@ -88,14 +88,14 @@ def run_independent(
 
     Parameters
     ----------
-    field : face coefficients for D_w = 1 (on the CPU).
+    field : face coefficients for D_w = 1 (:func:`~gliofit.growth.fields.face_arrays`).
     u : seeded densities, zero outside the domain.
     D, rho : (B,) mm²/day and 1/day.
     times : (B, K) snapshot times, days.
     config : a :class:`~gliofit.growth.solver.SolverConfig` (method ``"rkl2"``).
     """
     batch = u.shape[0]
-    kx, ky, kz = (np.ascontiguousarray(f.numpy()) for f in field.faces)
+    kx, ky, kz = (np.ascontiguousarray(f) for f in field.faces)
     u = np.ascontiguousarray(u)
     stops = [np.unique(times[b]) for b in range(batch)]
     next_stop = np.zeros(batch, dtype=np.int64)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-__all__ = ["laplacian", "euler_step", "scaled_laplacian", "rkl2_stage", "compiled", "can_compile", "has_numba"]
+__all__ = ["laplacian", "euler_step", "scaled_laplacian", "rkl2_stage", "compiled", "can_compile"]
 
 
 def laplacian(u: torch.Tensor, kx: torch.Tensor, ky: torch.Tensor, kz: torch.Tensor) -> torch.Tensor:
@@ -55,13 +55,6 @@ def can_compile(device: torch.device) -> bool:
     if device.type == "cuda":
         return True
     return device.type == "cpu" and any(shutil.which(c) for c in ("g++", "c++", "clang++"))
-
-
-def has_numba() -> bool:
-    """True where numba is importable (the fused CPU kernels of :mod:`.cpu_kernels` need it)."""
-    import importlib.util
-
-    return importlib.util.find_spec("numba") is not None
 
 
 def compiled(fn: Callable) -> Callable:

@@ -1,4 +1,4 @@
-"""Fisher–Kolmogorov forward solver (torch, float32, CPU or CUDA, batched).
+"""Fisher–Kolmogorov forward solver (float32, CPU or CUDA, batched).
 
 Solves, on a simulation grid (:class:`~gliofit.growth.atlas.Atlas`),
 
@@ -19,28 +19,29 @@ Two integrators share one conservative 7-point operator (:mod:`.stencil`):
              steps), on an active bounding box around the tumour.
 
 Many simulations with different D, rho and seed points advance together (a
-batch), and each returns snapshots at its own times from one run.
+batch), and each returns snapshots at its own times from one run. RKL2 on the
+CPU runs as fused numba loops (:mod:`.cpu_batch`) on numpy arrays
+(:mod:`.fields`) without importing torch; the other cases run on torch
+(:mod:`.torch_stepper`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from gliofit.common.errors import InputError, check_positive
 from gliofit.common.units import DEFAULT_DIFFUSIVITY_RATIO, SEED_PEAK, SEED_SIGMA_MM, seed_record
 from gliofit.growth.atlas import TISSUE_THRESHOLD, Atlas
-from gliofit.growth import kernels
-from gliofit.growth.stencil import ActiveBox, DiffusionField, rkl2_coefficients, seed_density
 
-__all__ = ["SolverConfig", "simulate", "simulate_one", "validate_origin", "COMPILE_MIN_VOXELS"]
+if TYPE_CHECKING:
+    import torch
 
-COMPILE_MIN_VOXELS = 2_000_000
-"""Batch x grid voxels from which ``compile=None`` fuses the stencil (a 1 mm brain is ~4.7M)."""
+__all__ = ["SolverConfig", "simulate", "simulate_one", "validate_origin", "uses_cpu_kernels"]
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class SolverConfig:
     seed_sigma_mm : standard deviation of the Gaussian seed, mm.
     seed_amplitude : peak of the (continuous) Gaussian seed.
     compile : fuse the stencil with ``torch.compile`` (True/False); None
-        decides by size: on when batch x grid voxels >= ``COMPILE_MIN_VOXELS``
+        decides by size: on when batch x grid voxels >= ``torch_stepper.COMPILE_MIN_VOXELS``
         and a compiler is available (a first compilation costs seconds).
     """
 
@@ -155,40 +156,31 @@ def simulate(
     if config.method not in ("rkl2", "euler"):
         raise InputError(f"unknown solver method {config.method!r} (rkl2 or euler)")
 
-    dev = torch.device(device)
-    field = DiffusionField.from_grid(grid, diffusivity_ratio, dev)
-    u = torch.stack([seed_density(grid, o, config.seed_sigma_mm, config.seed_amplitude, dev) for o in origins])
-    u *= field.domain
     out = np.zeros((batch,) + times.shape[1:] + grid.shape, dtype=np.float32)
-    if uses_cpu_kernels(config, dev) and min(grid.shape) >= 2:
+    if uses_cpu_kernels(config, device) and min(grid.shape) >= 2:
         from gliofit.growth.cpu_batch import run_independent
+        from gliofit.growth.fields import face_arrays, seed_array
 
-        run_independent(field, u.numpy(), D, rho, times, config, out, on_step)
+        field = face_arrays(grid, diffusivity_ratio)
+        u = np.stack([seed_array(grid, o, config.seed_sigma_mm, config.seed_amplitude) for o in origins])
+        u *= field.domain
+        run_independent(field, u, D, rho, times, config, out, on_step)
         return out
-    stepper = _Stepper(field, D, rho, config, dev)
-    stops = np.unique(times)
-    t = 0.0
-    for stop in stops:
-        while t < stop - 1e-9:
-            dt = stepper.advance(u, stop - t)
-            t += dt
-            if on_step is not None:
-                on_step(t, float(stops[-1]))
-        t = float(stop)
-        hits = np.argwhere(np.isclose(times, stop, rtol=0, atol=1e-9))
-        if len(hits):
-            snap = u.clamp(0.0, 1.0).cpu().numpy()
-            for b, k in hits:
-                out[b, k] = snap[b]
+    from gliofit.growth.torch_stepper import run_torch
+
+    run_torch(grid, D, rho, origins, times, diffusivity_ratio, config, device, out, on_step)
     return out
 
 
-def uses_cpu_kernels(config: SolverConfig, device: torch.device) -> bool:
+def uses_cpu_kernels(config: SolverConfig, device: str | torch.device) -> bool:
     """True where :func:`simulate` runs the fused CPU kernels (RKL2 on the CPU, fusion not switched off, numba
-    present, and a grid of at least two voxels per axis)."""
-    if device.type != "cpu" or config.method != "rkl2" or config.compile is False:
+    present, and a grid of at least two voxels per axis); this path never imports torch."""
+    kind = getattr(device, "type", None) or str(device).split(":")[0]
+    if kind != "cpu" or config.method != "rkl2" or config.compile is False:
         return False
-    return kernels.has_numba()
+    import importlib.util
+
+    return importlib.util.find_spec("numba") is not None
 
 
 def simulate_one(
@@ -196,100 +188,3 @@ def simulate_one(
 ) -> np.ndarray:
     """One simulation to one time: (X, Y, Z) float32 density. Keywords as :func:`simulate`."""
     return simulate(grid, [D_mm2_per_day], [rho_per_day], [origin_mm], [T_days], **kwargs)[0, 0]
-
-
-class _Stepper:
-    """Advances a batch state ``u`` (B, X, Y, Z) in place by one step of the configured method."""
-
-    def __init__(
-        self, field: DiffusionField, D: np.ndarray, rho: np.ndarray, config: SolverConfig, device: torch.device
-    ) -> None:
-        self.field = field
-        self.config = config
-        shape = (-1, 1, 1, 1)
-        self.D = torch.tensor(D, dtype=torch.float32, device=device).view(shape)
-        self.rho = torch.tensor(rho, dtype=torch.float32, device=device).view(shape)
-        self.rho_np = rho
-        # explicit Euler limit of the diffusion part (Gershgorin bound on the operator)
-        self.dt_explicit = 1.0 / (float(D.max()) * field.max_diagonal)
-        self.box = ActiveBox(field.shape, enabled=config.active_box, eps=config.box_eps)
-        want = config.compile
-        if want is None:
-            want = len(D) * int(np.prod(field.shape)) >= COMPILE_MIN_VOXELS and kernels.can_compile(device)
-        self.fused = bool(want)
-        self.device = device
-
-    def _scalar(self, value: float) -> torch.Tensor:
-        return torch.tensor(value, dtype=torch.float32, device=self.device)
-
-    def advance(self, u: torch.Tensor, remaining: float) -> float:
-        if self.config.method == "euler":
-            return self._euler(u, remaining)
-        return self._rkl2(u, remaining)
-
-    def _euler(self, u: torch.Tensor, remaining: float) -> float:
-        dt_lim = self.config.cfl_safety * min(self.dt_explicit, 1.0 / max(float(self.rho_np.max()), 1e-12))
-        dt = min(self.config.dt_days or dt_lim, remaining)
-        sl = self.box.update(u, reach=1)
-        v = u[sl]
-        if self.fused:
-            step = kernels.compiled(kernels.euler_step)
-            v.copy_(step(v, *self.field.box_faces(sl), self.D, self.rho, self._scalar(dt)))
-            return dt
-        du = self.field.apply(v, sl) * self.D
-        du.addcmul_(self.rho * v, 1.0 - v)
-        v.add_(du, alpha=dt)
-        return dt
-
-    def _rkl2(self, u: torch.Tensor, remaining: float) -> float:
-        dt = min(remaining, self.config.max_dt_days, self.config.rho_dt_max / max(float(self.rho_np.max()), 1e-12))
-        ratio = dt / (self.config.cfl_safety * self.dt_explicit)
-        stages = 1 if ratio <= 1.0 else max(2, math.ceil((-1 + math.sqrt(9 + 16 * ratio)) / 2))
-        sl = self.box.update(u, reach=stages + 1)
-        v = u[sl]
-        self._logistic(v, dt / 2)
-        if stages == 1:
-            v.add_(self.field.apply(v, sl) * self.D, alpha=dt)
-        elif self.fused:
-            self._rkl2_diffusion_fused(v, sl, dt, stages)
-        else:
-            self._rkl2_diffusion(v, sl, dt, stages)
-        self._logistic(v, dt / 2)
-        return dt
-
-    def _logistic(self, v: torch.Tensor, dt: float) -> None:
-        """Exact solution of du/dt = rho u (1 - u) over dt, in place."""
-        g = torch.exp(self.rho * dt) - 1.0
-        v.div_(1.0 + v * g).mul_(1.0 + g)
-
-    def _rkl2_diffusion(self, v: torch.Tensor, sl, dt: float, s: int) -> None:
-        """One RKL2 super-step (Meyer, Balsara & Aslam 2014) of du/dt = D L u, in place.
-
-        Written for the increments d_j = Y_j - Y_0, which the linear operator
-        allows: d_j = mu d_{j-1} + nu d_{j-2} + mu~ tau L d_{j-1} + (mu~ + gamma~) tau L Y_0.
-        Rounding then acts on small increments, so float32 conserves mass to ~1e-7.
-        """
-        mu, nu, mu_t, gamma_t = rkl2_coefficients(s)
-        scale = self.D * dt
-        ly0 = self.field.apply(v, sl).mul_(scale)
-        d_prev2 = torch.zeros_like(v)
-        d_prev = ly0 * mu_t[1]
-        for j in range(2, s + 1):
-            d = self.field.apply(d_prev, sl).mul_(scale).mul_(mu_t[j])
-            d.add_(d_prev, alpha=mu[j]).add_(d_prev2, alpha=nu[j]).add_(ly0, alpha=mu_t[j] + gamma_t[j])
-            d_prev2, d_prev = d_prev, d
-        v.add_(d_prev)
-
-    def _rkl2_diffusion_fused(self, v: torch.Tensor, sl, dt: float, s: int) -> None:
-        """:meth:`_rkl2_diffusion` with one fused kernel per stage (torch.compile)."""
-        mu, nu, mu_t, gamma_t = rkl2_coefficients(s)
-        faces = self.field.box_faces(sl)
-        scale = self.D * dt
-        ly0 = kernels.compiled(kernels.scaled_laplacian)(v, *faces, scale)
-        stage = kernels.compiled(kernels.rkl2_stage)
-        d_prev2 = torch.zeros_like(v)
-        d_prev = ly0 * mu_t[1]
-        for j in range(2, s + 1):
-            c = [self._scalar(x) for x in (mu[j], nu[j], mu_t[j], mu_t[j] + gamma_t[j])]
-            d_prev2, d_prev = d_prev, stage(d_prev, d_prev2, ly0, *faces, scale, *c)
-        v.add_(d_prev)

@@ -1,5 +1,5 @@
-"""Numerical building blocks of the solver: the diffusion operator, the active
-box, the Gaussian seed and the RKL2 coefficients.
+"""Numerical building blocks of the torch integrators: the diffusion operator, the active
+box, and the Gaussian seed and RKL2 coefficients of :mod:`.fields` for torch.
 
 The operator is conservative: each face carries one flux, added to one voxel
 and taken from its neighbour, so the discrete mass is conserved to rounding
@@ -8,15 +8,13 @@ and nothing enters a voxel whose faces all have zero coefficient.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.special import ndtr
 
-from gliofit.common.grids import world_to_voxel
 from gliofit.growth.atlas import Atlas
+from gliofit.growth.fields import face_arrays, rkl2_coefficients, seed_array
 
 __all__ = ["DiffusionField", "ActiveBox", "seed_density", "rkl2_coefficients"]
 
@@ -42,22 +40,11 @@ class DiffusionField:
 
     @classmethod
     def from_grid(cls, grid: Atlas, diffusivity_ratio: float, device: torch.device | str = "cpu") -> DiffusionField:
-        domain = grid.domain
-        kappa = np.where(domain, grid.wm + grid.gm / diffusivity_ratio, 0.0).astype(np.float64)
-        faces, diagonal = [], np.zeros(grid.shape)
-        for axis, h in enumerate(grid.spacing_mm):
-            lo = [slice(None)] * 3
-            hi = [slice(None)] * 3
-            lo[axis], hi[axis] = slice(None, -1), slice(1, None)
-            both = domain[tuple(lo)] & domain[tuple(hi)]
-            k = np.where(both, 0.5 * (kappa[tuple(lo)] + kappa[tuple(hi)]), 0.0) / h**2
-            diagonal[tuple(lo)] += k
-            diagonal[tuple(hi)] += k
-            faces.append(torch.tensor(k, dtype=torch.float32, device=device))
+        a = face_arrays(grid, diffusivity_ratio)
         return cls(
-            faces=tuple(faces),  # type: ignore[arg-type]
-            domain=torch.tensor(domain, dtype=torch.float32, device=device),
-            max_diagonal=float(max(diagonal.max(), 1e-12)),
+            faces=tuple(torch.from_numpy(k).to(device) for k in a.faces),  # type: ignore[arg-type]
+            domain=torch.from_numpy(a.domain).to(device),
+            max_diagonal=a.max_diagonal,
         )
 
     def box_faces(self, sl: Slices) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -149,46 +136,5 @@ class ActiveBox:
 def seed_density(
     grid: Atlas, origin_mm, sigma_mm: float, amplitude: float, device: torch.device | str = "cpu"
 ) -> torch.Tensor:
-    """A Gaussian seed (peak ``amplitude``, std ``sigma_mm``) averaged over each voxel.
-
-    Voxel averages (not point samples) keep the seed's mass the same on every
-    grid spacing, so a 2 mm database and a 1 mm patient start alike. Grids with
-    rotated axes fall back to point samples at voxel centres.
-    """
-    centre = world_to_voxel(grid.affine, np.asarray(origin_mm, dtype=np.float64))
-    lin = grid.affine[:3, :3]
-    axis_aligned = np.allclose(lin, np.diag(np.diag(lin)))
-    spacing = np.asarray(grid.spacing_mm)
-    factors = []
-    for axis, n in enumerate(grid.shape):
-        s = sigma_mm / spacing[axis]
-        i = np.arange(n, dtype=np.float64)
-        if axis_aligned:
-            f = (ndtr((i + 0.5 - centre[axis]) / s) - ndtr((i - 0.5 - centre[axis]) / s)) * math.sqrt(2 * math.pi) * s
-        else:
-            f = np.exp(-0.5 * ((i - centre[axis]) / s) ** 2)
-        factors.append(f)
-    seed = amplitude * np.einsum("i,j,k->ijk", *factors)
-    if not axis_aligned:
-        xyz = np.stack(np.meshgrid(*[np.arange(n) for n in grid.shape], indexing="ij"), -1)
-        d2 = (((xyz - centre) @ lin.T) ** 2).sum(-1)
-        seed = amplitude * np.exp(-0.5 * d2 / sigma_mm**2)
-    return torch.tensor(seed, dtype=torch.float32, device=device)
-
-
-def rkl2_coefficients(s: int) -> tuple[list[float], list[float], list[float], list[float]]:
-    """(mu, nu, mu~, gamma~) of the s-stage RKL2 scheme, indexed by stage 0..s.
-
-    Stable for a step up to (s² + s - 2) / 4 times the explicit Euler limit.
-    """
-    b = [1.0 / 3.0] * 3 + [(j * j + j - 2) / (2.0 * j * (j + 1)) for j in range(3, s + 1)]
-    a = [1.0 - bj for bj in b]
-    w1 = 4.0 / (s * s + s - 2)
-    mu, nu, mu_t, gamma_t = [0.0] * (s + 1), [0.0] * (s + 1), [0.0] * (s + 1), [0.0] * (s + 1)
-    mu_t[1] = b[1] * w1
-    for j in range(2, s + 1):
-        mu[j] = (2 * j - 1) / j * b[j] / b[j - 1]
-        nu[j] = -(j - 1) / j * b[j] / b[j - 2]
-        mu_t[j] = mu[j] * w1
-        gamma_t[j] = -a[j - 1] * mu_t[j]
-    return mu, nu, mu_t, gamma_t
+    """:func:`~.fields.seed_array` as a float32 tensor on ``device``."""
+    return torch.from_numpy(seed_array(grid, origin_mm, sigma_mm, amplitude)).to(device)

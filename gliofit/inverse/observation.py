@@ -88,10 +88,20 @@ class Observation:
     timings_s: dict = field(default_factory=dict)
     space_note: str = ""
 
+    def on_atlas_grid(self, atlas: Atlas) -> bool:
+        """True when the input lies on the atlas grid itself (same shape and affine, no registration)."""
+        return (
+            self.registration is None
+            and tuple(self.input_shape) == atlas.shape
+            and np.array_equal(self.input_affine, atlas.affine)
+        )
+
     def to_input_grid(self, atlas_volume: np.ndarray, atlas: Atlas) -> np.ndarray:
         """Map a float volume on the atlas grid onto the input's grid (trilinear; float32)."""
         if self.registration is not None:
             return self.registration.to_patient(atlas_volume, atlas, self.input_shape, self.input_affine)
+        if self.on_atlas_grid(atlas):
+            return np.array(atlas_volume, dtype=np.float32)
         return resample_linear(atlas_volume, atlas.affine, self.input_affine, self.input_shape)
 
 
@@ -104,6 +114,8 @@ def _binary(data: np.ndarray, path: Path, what: str) -> np.ndarray:
 
 
 def _integer_labels(data: np.ndarray, path: Path) -> np.ndarray:
+    if np.issubdtype(data.dtype, np.integer):
+        return data.astype(np.int64)
     if not np.all(np.isfinite(data)) or not np.allclose(data, np.rint(data)):
         raise InputError(f"{path}: a label map must hold integer labels, got non-integer values")
     return np.rint(data).astype(np.int64)

@@ -15,7 +15,7 @@ import numpy as np
 
 from gliofit._version import __version__
 from gliofit.common.errors import InputError
-from gliofit.common.io import write_json, write_text
+from gliofit.common.io import atomic_write, write_json, write_text
 from gliofit.common.nifti import save_volume
 from gliofit.common.wording import fit_warnings
 from gliofit.inverse.observation import Observation
@@ -164,14 +164,13 @@ class Result:
         created = not out.exists()
         out.mkdir(parents=True, exist_ok=True)
         try:
-            files = {
-                "tumor_density_atlas": save_volume(
-                    self.density_array, self.atlas.affine, out / "tumor_density_atlas.nii.gz"
-                ),
-                "tumor_density": save_volume(
-                    self.density_on_input_grid(), self.observation.input_affine, out / "tumor_density.nii.gz"
-                ),
-            }
+            atlas_file = save_volume(self.density_array, self.atlas.affine, out / "tumor_density_atlas.nii.gz")
+            files = {"tumor_density_atlas": atlas_file, "tumor_density": out / "tumor_density.nii.gz"}
+            if self.observation.on_atlas_grid(self.atlas):  # the same image: copy the file
+                with atomic_write(files["tumor_density"]) as tmp:
+                    shutil.copyfile(atlas_file, tmp)
+            else:
+                save_volume(self.density_on_input_grid(), self.observation.input_affine, files["tumor_density"])
             if figure:
                 files["report"] = save_figure(self.plot(), out / "report.png")
             images = {"report.png": files["report"]} if figure else {}

@@ -14,7 +14,7 @@ import numpy as np
 from sqlalchemy import func, select
 
 from gliofit.common.errors import InputError
-from gliofit.simulations_db.manifest import Manifest, read_manifest
+from gliofit.simulations_db.manifest import MANIFEST_NAME, Manifest, read_manifest
 from gliofit.simulations_db.schema import (
     check_schema,
     database_url_for,
@@ -50,6 +50,10 @@ _ENTRY_COLUMNS = (
     "crc32",
 )
 _SIM_COLUMNS = ("D_mm2_per_day", "rho_per_day", "diffusivity_ratio", "origin_x_mm", "origin_y_mm", "origin_z_mm")
+ENTRIES_CACHE_MIN = 10_000
+"""Databases with at least this many entries keep their entries table in the user cache (memory-mapped)."""
+ENTRIES_CACHE_KEEP = 8
+"""Entries tables kept in the user cache (the most recently written)."""
 
 
 class Database:
@@ -95,6 +99,35 @@ class Database:
         return self._shards
 
     def _load_entries(self) -> dict[str, np.ndarray]:
+        """The table from the user cache when it was written for this database in its present state
+        (same manifest file, entry count and largest id: entries are only ever added), else from SQL
+        (then cached when large)."""
+        from gliofit.common.array_cache import load_arrays, prune, save_arrays
+
+        key = self._entries_key()
+        folder = _entries_cache(self.path)
+        found = load_arrays(folder, key, mmap=True) if key["entries"] >= ENTRIES_CACHE_MIN else None
+        if found is not None:
+            self._shards = [str(v) for v in found[1]]
+            return found[0]
+        out = self._entries_from_sql()
+        if key["entries"] >= ENTRIES_CACHE_MIN and save_arrays(folder, out, key, self._shards):
+            prune(folder.parent, ENTRIES_CACHE_KEEP)
+        return out
+
+    def _entries_key(self) -> dict:
+        st = (self.path / MANIFEST_NAME).stat()
+        with self.engine.connect() as conn:
+            n, top = conn.execute(select(func.count(), func.max(entries_t.c.id)).select_from(entries_t)).one()
+        return {
+            "path": str(self.path.resolve()),
+            "url": self.engine.url.render_as_string(hide_password=True),
+            "manifest": [st.st_ino, st.st_mtime_ns, st.st_size],
+            "entries": int(n or 0),
+            "max_id": int(top or 0),
+        }
+
+    def _entries_from_sql(self) -> dict[str, np.ndarray]:
         e, s = entries_t.c, simulations_t.c
         cols = (
             [e[c] for c in _ENTRY_COLUMNS]
@@ -198,7 +231,7 @@ class Database:
         if self._index is None:
             from gliofit.simulations_db.index import FaissIndex
 
-            self._index = FaissIndex.load(self._checked_index_file())
+            self._index = FaissIndex.load(self._checked_index_file(), mmap=True)
         return self._index
 
     def _checked_index_file(self, attempts: int = 5) -> Path:
@@ -262,6 +295,15 @@ class Database:
     def close(self) -> None:
         self.reader.close()
         self.engine.dispose()
+
+
+def _entries_cache(db_path: Path) -> Path:
+    """The user-cache folder of a database's entries table."""
+    import hashlib
+
+    from gliofit.common.cache import cache_dir
+
+    return cache_dir() / "entries" / hashlib.sha256(str(db_path.resolve()).encode()).hexdigest()[:24]
 
 
 def open_database(path: str | Path, database_url: str | None = None) -> Database:

@@ -13,7 +13,7 @@ def test_cache_round_trip_and_damage_detected(tmp_path, monkeypatch):
     fresh = atlas_mod.load_atlas()  # from nilearn, then written to the cache
     folder = atlas_mod._icbm152_cache()
     assert folder.parent == tmp_path  # $GLIOFIT_CACHE holds the atlas, as it holds the models and the demo
-    assert (folder / "atlas.json").is_file()
+    assert (folder / "arrays.json").is_file()
     cached = atlas_mod.load_atlas()
     assert cached.checksum() == fresh.checksum() and np.array_equal(cached.t1, fresh.t1)
     raw = bytearray((folder / "wm.npy").read_bytes())

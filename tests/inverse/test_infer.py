@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 import gliofit
 from gliofit.cli import app
+from gliofit.common.grids import resample_linear
 from gliofit.common.nifti import save_volume
 from gliofit.inverse.estimate import PARAMETER_KEYS
 from gliofit.growth.atlas import to_atlas_grid
@@ -299,3 +300,20 @@ def test_top_level_api_names():
 
     assert gliofit.Result is Result and gliofit.open_database is open_database and callable(gliofit.infer)
     assert {"open_database", "infer", "Result"} <= set(gliofit.__all__)
+
+
+def test_input_on_the_atlas_grid_gets_the_atlas_density_file(tmp_path, small_db, case_seg, atlas1):
+    obs = gliofit.infer(small_db, case_seg, atlas=atlas1, refine=False).observation
+    seg = np.where(obs.core_atlas, 1, np.where(obs.wt_atlas, 2, 0)).astype(np.uint8)
+    path = tmp_path / "seg-1mm.nii.gz"
+    nib.save(nib.Nifti1Image(seg, atlas1.affine), path)
+    res = gliofit.infer(small_db, path, atlas=atlas1, refine=False)
+    assert res.observation.on_atlas_grid(atlas1)
+    np.testing.assert_allclose(
+        res.density_on_input_grid(),
+        resample_linear(res.density_array, atlas1.affine, atlas1.affine, atlas1.shape),
+        atol=1e-6,
+    )
+    res.save(tmp_path / "OUT", figure=False)
+    a, b = (nib.load(tmp_path / "OUT" / f) for f in ("tumor_density_atlas.nii.gz", "tumor_density.nii.gz"))
+    assert np.array_equal(a.affine, b.affine) and np.array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj))

@@ -154,6 +154,17 @@ def test_pca_stage_for_long_vectors():
     assert idx.search(x[17], 1)[0, 0] == 17
 
 
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_pca_index_keeps_only_its_projection_and_searches_the_same_after_mmap_load(tmp_path, kind):
+    rng = np.random.default_rng(8)
+    x = clustered(rng, 10, 40, d=index_mod.PCA_DIM + 40)
+    idx = build_index(x, np.arange(len(x)), kind)
+    pca = index_mod.faiss.downcast_VectorTransform(index_mod.faiss.downcast_index(idx.index.index).chain.at(0))
+    assert pca.PCAMat.size() == 0 and pca.A.size() == index_mod.PCA_DIM * x.shape[1]
+    back = FaissIndex.load(idx.save(tmp_path / "index.faiss"), verify=True, mmap=True)
+    np.testing.assert_array_equal(back.search(x[:25], 10), idx.search(x[:25], 10))
+
+
 def test_save_load_round_trip_is_atomic_and_checked(tmp_path):
     rng = np.random.default_rng(6)
     x = clustered(rng, 10, 300, d=24)
