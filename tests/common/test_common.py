@@ -72,3 +72,21 @@ def test_derived_parameters():
     assert d["mu_rho"] == pytest.approx(2.0)
     assert d["infiltration_length_mm"] == pytest.approx(5.0)
     assert d["velocity_mm_per_day"] == pytest.approx(0.2)
+
+
+def test_resample_linear_on_axis_aligned_grids_equals_the_general_transform():
+    from scipy import ndimage
+
+
+    rng = np.random.default_rng(3)
+    data = rng.random((9, 11, 7)).astype(np.float32)
+    src = np.diag([4.0, 4.0, 4.0, 1.0])
+    src[:3, 3] = (-20.0, -30.0, -10.0)
+    dst = np.eye(4)
+    dst[:3, 3] = (-22.0, -31.0, -12.0)
+    m = np.linalg.inv(src) @ dst
+    for order, volume in ((1, data), (0, (data > 0.5).astype(np.uint8))):
+        general = ndimage.affine_transform(
+            volume, m[:3, :3], offset=m[:3, 3], output_shape=(40, 45, 30), order=order, prefilter=False
+        )
+        np.testing.assert_array_equal(resample_linear(volume, src, dst, (40, 45, 30), order=order), general)
