@@ -77,7 +77,6 @@ def test_derived_parameters():
 def test_resample_linear_on_axis_aligned_grids_equals_the_general_transform():
     from scipy import ndimage
 
-
     rng = np.random.default_rng(3)
     data = rng.random((9, 11, 7)).astype(np.float32)
     src = np.diag([4.0, 4.0, 4.0, 1.0])
