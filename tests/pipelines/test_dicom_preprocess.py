@@ -6,6 +6,7 @@ import json
 
 import nibabel as nib
 import numpy as np
+import pytest
 
 
 from dicomhelpers import PREPROCESS_MM, dice, gliofit
@@ -15,6 +16,7 @@ from gliofit.common.nifti import load_volume
 from gliofit.pipelines.preprocess import head_mask, n4
 
 
+@pytest.mark.slow  # the preprocessed_patient fixture: N4 and co-registration of a study
 def test_preprocess_writes_a_brats_2023_folder_on_one_ras_grid(preprocessed_patient) -> None:
     out = preprocessed_patient
     rec = json.loads((out / "preprocess.json").read_text())
@@ -33,6 +35,7 @@ def test_preprocess_writes_a_brats_2023_folder_on_one_ras_grid(preprocessed_pati
             assert (out / s["file"]).is_file()
 
 
+@pytest.mark.slow  # the preprocessed_patient fixture: N4 and co-registration of a study
 def test_coregistration_recovers_the_known_motion(preprocessed_patient, dicom_study) -> None:
     """Mean displacement error over the phantom brain below 1 mm for T1, T2 and FLAIR."""
     rec = json.loads((preprocessed_patient / "preprocess.json").read_text())
@@ -48,6 +51,7 @@ def test_coregistration_recovers_the_known_motion(preprocessed_patient, dicom_st
         assert err.mean() < 1.0, (s["modality"], err.mean(), est.round(3).tolist(), truth.round(3).tolist())
 
 
+@pytest.mark.slow  # the preprocessed_patient fixture: N4 and co-registration of a study
 def test_brain_mask_matches_the_phantom_brain_and_world_coordinates_hold(preprocessed_patient, dicom_study) -> None:
     mask, grid = load_volume(preprocessed_patient / "brain_mask.nii.gz")
     brain, affine = dicom_study.brain

@@ -17,6 +17,8 @@ from gliofit.common.grids import resample_linear, voxel_to_world
 from gliofit.common.nifti import load_volume, save_volume
 from gliofit.pipelines.dicom_rt import Structure, load_reference, on_reference, read_rtstruct, read_seg
 
+pytestmark = pytest.mark.slow  # every test reads one `gliofit run --dicom-out` of a preprocessed DICOM study
+
 NAMES = [
     "Target standard",
     "Target model",
@@ -186,7 +188,6 @@ def test_dicom_outputs_refuse_missing_references(tmp_path, dicom_run, dicom_stud
     assert proc.returncode == 2 and "image series" in proc.stderr, proc.stderr
 
 
-@pytest.mark.slow
 def test_run_preprocesses_a_raw_import_folder(tmp_path, imported_patient, phantom_cohort, pipeline_db) -> None:
     """``run`` on a folder straight from import-dicom: preprocessing (1 mm) becomes a step of the run."""
     work = tmp_path / "P001"

@@ -201,6 +201,7 @@ def test_plan_transpose_and_spacing_warning(case: dict) -> None:
     assert not np.array_equal(seg, plain) or not seg.any()
 
 
+@pytest.mark.slow
 def test_mirroring_matches_nnunet_predictor() -> None:
     """Test-time mirroring over the three axes: our average equals the stock predictor's."""
     from gliofit.segmentation.nnunet_inference import stock_predictor

@@ -68,6 +68,7 @@ def test_strides_and_plan_adaptation():
         )
 
 
+@pytest.mark.slow
 def test_smoke_training_with_pretrained_stem(grid4, tmp_path):
     """Two phantoms at 4 mm, 2 iterations of STU-Net-S at a 16³ patch, fine-tuned from a 1-channel model."""
     data = tmp_path / "brats"
