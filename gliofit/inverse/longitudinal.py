@@ -164,8 +164,8 @@ def _scores(
     db, wt, core, ids, rows_vol, edema, core_th, weights
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Dice (n, 2), thresholds (n, 2), weighted score (n,) and translation (n, 3) database voxels of ``ids``,
-    each at its best translation (:func:`~gliofit.inverse.query.shift_candidates`, all of them searched over
-    the whole window); score zero outside the volume window."""
+    each at its best translation (:func:`~gliofit.inverse.query.shift_candidates`: every entry aligned, the
+    best searched around the alignment); score zero outside the volume window."""
     lo, hi = volume_window(int(wt.sum()), 0.2)
     ok = (rows_vol >= lo) & (rows_vol <= hi)
     dice = np.zeros((len(ids), 2))
@@ -174,7 +174,7 @@ def _scores(
     if ok.any():
         sel = ids[ok]
         crops = db.read_visible(sel)
-        dice[ok], th[ok], shifts[ok] = shift_candidates(db, wt, core, sel, crops, edema, core_th, weights, top=len(sel))
+        dice[ok], th[ok], shifts[ok] = shift_candidates(db, wt, core, sel, crops, edema, core_th, weights)
     return dice, th, dice @ np.asarray(weights), shifts
 
 
