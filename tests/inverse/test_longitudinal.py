@@ -127,6 +127,7 @@ def _check_outputs(out, n: float) -> dict:
     return res
 
 
+@pytest.mark.slow
 def test_two_scan_result_has_timepoints_calibration_and_projection(small_db, atlas1, tmp_path):
     early, later, n = _stored_pair(small_db, tmp_path)
     res = infer_two_scans(
@@ -232,6 +233,7 @@ def test_shrinkage_warning_only_beyond_boundary_noise():
     assert msg is not None and "smaller than the earlier" in msg
 
 
+@pytest.mark.slow
 def test_two_scan_intervals_use_the_single_scan_calibration(small_db, atlas1, tmp_path):
     """A calibration fitted on two-scan results (the single-scan records and file format) is read from
     DB/gliofit-calibration-two-scan.json: the 95 % interval is the estimate times exp(+-q95 * spread)."""
