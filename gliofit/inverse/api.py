@@ -20,7 +20,14 @@ from gliofit.common.timing import Stopwatch
 from gliofit.common.units import DEFAULT_DIFFUSIVITY_RATIO
 from gliofit.inverse.calibration import calibrated_uncertainty, read_calibration, spreads
 from gliofit.inverse.density import DENSITY_METHODS, best_density, resimulated_density, seed_of, simulated_density
-from gliofit.inverse.estimate import entry_parameters, match_weights, parameters_of, summarise, temperature
+from gliofit.inverse.estimate import (
+    entry_parameters,
+    holding,
+    match_weights,
+    parameters_of,
+    summarise,
+    temperature,
+)
 from gliofit.inverse.observation import observe
 from gliofit.inverse.query import DEFAULT_TOP_K, Matches, query
 from gliofit.inverse.result import TIMING_KEYS, Result
@@ -285,9 +292,9 @@ def infer(
     spread = spreads(params, w, spacing)
     extra["spread"] = spread
     if calib is None:
-        uncertainty = summarise(params, w, origin_spacing_mm=spacing)
+        uncertainty = holding(summarise(params, w, origin_spacing_mm=spacing), best)
         calibration_doc: dict[str, Any] = {
-            "method": "none: the uncalibrated match summary (weighted quantiles)",
+            "method": "none: the uncalibrated match summary (weighted quantiles, widened to hold the estimate)",
             "coverage95": {},
             "warning": warning,
         }

@@ -52,6 +52,7 @@ __all__ = [
     "weighted_quantile",
     "summarise",
     "parameters_of",
+    "holding",
 ]
 
 SCALAR_KEYS = (
@@ -146,4 +147,24 @@ def summarise(params: dict[str, np.ndarray], weights: np.ndarray, *, origin_spac
         else:
             m, s, ci, ci50 = _stats(v, weights)
             out[k] = {"mean": m, "std": s, "ci95": ci, "ci50": ci50}
+    return out
+
+
+def holding(summary: dict, point: dict) -> dict:
+    """``summary`` (of :func:`summarise`) with every interval widened, where needed, to hold the reported
+    estimate ``point``: the estimate (the refined simulation) can lie outside the spread of the matches."""
+    out = {}
+    for k, v in summary.items():
+        p = point[k]
+        if k == "origin_mm":
+            lo95, hi95 = (np.minimum(v["ci95"][0], p), np.maximum(v["ci95"][1], p))
+            lo50, hi50 = (np.minimum(v["ci50"][0], p), np.maximum(v["ci50"][1], p))
+            out[k] = {**v, "ci95": [lo95.tolist(), hi95.tolist()], "ci50": [lo50.tolist(), hi50.tolist()]}
+        else:
+            p = float(p)
+            out[k] = {
+                **v,
+                "ci95": [min(v["ci95"][0], p), max(v["ci95"][1], p)],
+                "ci50": [min(v["ci50"][0], p), max(v["ci50"][1], p)],
+            }
     return out

@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gliofit.inverse.estimate import PARAMETER_KEYS, TAU_MIN, match_weights, summarise, temperature, weighted_quantile
+from gliofit.inverse.estimate import (
+    PARAMETER_KEYS,
+    TAU_MIN,
+    holding,
+    match_weights,
+    summarise,
+    temperature,
+    weighted_quantile,
+)
 
 
 def test_weighted_quantile_with_equal_weights_is_the_midpoint_rule():
@@ -62,3 +70,20 @@ def test_origin_interval_is_widened_by_half_a_database_voxel():
     lo, hi = np.asarray(u["origin_mm"]["ci95"])
     assert np.allclose(lo, p["origin_mm"][1] - 2.0) and np.allclose(hi, p["origin_mm"][1] + 2.0)
     assert np.allclose(u["origin_mm"]["std"], 4.0 / np.sqrt(12))
+
+
+def test_holding_widens_intervals_to_hold_the_estimate():
+    summary = {
+        "mu_D_mm": {"mean": 5.0, "std": 1.0, "ci95": [4.0, 6.0], "ci50": [4.5, 5.5]},
+        "origin_mm": {
+            "mean": [0, 0, 0],
+            "std": [1, 1, 1],
+            "ci95": [[-2, -2, -2], [2, 2, 2]],
+            "ci50": [[-1] * 3, [1] * 3],
+        },
+    }
+    out = holding(summary, {"mu_D_mm": 7.0, "origin_mm": [0.0, -3.0, 1.5]})
+    assert out["mu_D_mm"]["ci95"] == [4.0, 7.0] and out["mu_D_mm"]["ci50"] == [4.5, 7.0]
+    assert out["origin_mm"]["ci95"] == [[-2, -3, -2], [2, 2, 2]]
+    assert out["origin_mm"]["ci50"] == [[-1, -3, -1], [1, 1, 1.5]]
+    assert holding(summary, {"mu_D_mm": 5.0, "origin_mm": [0, 0, 0]})["mu_D_mm"] == summary["mu_D_mm"]
