@@ -36,6 +36,7 @@ def test_batch_members_are_bit_identical_to_runs_alone(grid):
     assert np.array_equal(reordered[::-1], batch)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("active_box", [True, False])
 def test_fused_kernels_equal_the_eager_operator(grid, active_box):
     fused = simulate(grid, D, RHO, ORIGINS, TIMES, config=SolverConfig(active_box=active_box))

@@ -40,7 +40,13 @@ def test_active_box_changes_nothing(grid):
     assert np.abs(boxed - full).max() < 1e-5
 
 
-@pytest.mark.parametrize("config,atol", [(SolverConfig(method="euler", dt_days=0.25), 1e-6), (SolverConfig(), 1e-6)])
+@pytest.mark.parametrize(
+    "config,atol",
+    [
+        pytest.param(SolverConfig(method="euler", dt_days=0.25), 1e-6, marks=pytest.mark.slow),
+        (SolverConfig(), 1e-6),
+    ],
+)
 def test_snapshots_equal_separate_runs(grid, config, atol):
     # times on the step grid so that both runs take the very same steps
     both = simulate(grid, [0.3], [0.05], [ORIGIN], [60.0, 140.0], config=config)[0]

@@ -59,7 +59,9 @@ def test_front_speed_in_homogeneous_medium(make_box_atlas, method, config):
     assert abs(speed + bramson - v) / v < 0.02
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize(
+    "method", [pytest.param(m, marks=pytest.mark.slow) if m == "euler" else m for m in sorted(METHODS)]
+)
 def test_point_diffusion_variance_grows_2Dt_per_axis(make_box_atlas, method):
     D, h = 0.8, 1.0
     atlas = make_box_atlas((71, 71, 71), h)
