@@ -46,9 +46,8 @@ def followup_on_first_grid(
         return np.asarray(labels, dtype=np.uint8)
     import ants
 
-    from gliofit.pipelines.registration import _coarse, _keep_mask, _register, _set_threads, ants_array, ants_image
+    from gliofit.pipelines.registration import _coarse, _keep_mask, _register, ants_array, ants_image
 
-    _set_threads(None)
     fixed = _coarse(ants_image(np.nan_to_num(t1_first.astype(np.float32)), t1_first_affine))
     moving = _coarse(ants_image(np.nan_to_num(t1_later.astype(np.float32)), t1_later_affine))
     keep = _keep_mask(tumour, t1_later.shape, t1_later_affine).astype(np.float32)

@@ -40,7 +40,7 @@ from gliofit.common.grids import spacing_mm as affine_spacing
 from gliofit.common.io import atomic_directory, write_json
 from gliofit.common.nifti import load_volume, save_volume
 from gliofit.pipelines.patient import check_patient_name, find_patient
-from gliofit.pipelines.registration import ants_array, ants_image
+from gliofit.pipelines.registration import ants_array, ants_image, ants_seed
 from gliofit.segmentation.brats_convert import LAYOUTS, MODALITIES
 
 __all__ = [
@@ -77,11 +77,13 @@ N4_SETTINGS = {"shrink_factor": 4, "convergence": {"iters": [50, 50, 50, 50], "t
 """ANTsPy N4 settings (its default B-spline: one control-point mesh span per 200 mm)."""
 RIGID_SETTINGS = {
     "aff_metric": "mattes",
-    "aff_iterations": (100, 50, 25),
-    "aff_shrink_factors": (4, 2, 1),
-    "aff_smoothing_sigmas": (2, 1, 0),
+    "aff_iterations": (100, 50),
+    "aff_shrink_factors": (2, 1),
+    "aff_smoothing_sigmas": (1, 0),
     "aff_random_sampling_rate": 0.3,
 }
+"""ANTsPy rigid settings, on the copies at :data:`REGISTRATION_SPACING_MM`: levels of 6 and 3 mm (a 12 mm
+level lets the optimiser leave the small motion between series of one session for a wrong basin)."""
 ROUGH_THRESHOLD = 0.4
 """Rough brain: voxels above this fraction of the head's median, opened by :data:`ROUGH_OPENING_MM`."""
 ROUGH_OPENING_MM = 4.0
@@ -185,15 +187,16 @@ def rigid_to(
     retried = False
     for attempt, rate in enumerate((RIGID_SETTINGS["aff_random_sampling_rate"], 1.0)):
         settings = RIGID_SETTINGS | {"aff_random_sampling_rate": rate}
-        reg = ants.registration(
-            fixed=f,
-            moving=m,
-            type_of_transform=kind,
-            initial_transform="Identity",
-            random_seed=_SEED + attempt,
-            verbose=False,
-            **settings,
-        )
+        with ants_seed(_SEED + attempt) as seed:
+            reg = ants.registration(
+                fixed=f,
+                moving=m,
+                type_of_transform=kind,
+                initial_transform="Identity",
+                verbose=False,
+                **settings,
+                **seed,
+            )
         matrix = ants_matrix_ras(reg["fwdtransforms"][0])
         motion = _motion_mm(matrix, *fixed)
         if best is None or motion < best[0]:
@@ -280,19 +283,20 @@ def atlas_brain_mask(t1c: np.ndarray, grid: np.ndarray, atlas, dst: Path) -> tup
     f = _coarse(ants_image(np.where(near, t1c, 0.0), grid))
     fmask = _coarse(ants_image(near.astype(np.float32), grid), linear=False)
     m = _coarse(ants_image(atlas.t1, atlas.affine))
-    reg = ants.registration(
-        fixed=f,
-        moving=m,
-        mask=fmask,
-        type_of_transform="Affine",
-        random_seed=_SEED,
-        verbose=False,
-        aff_metric="mattes",
-        aff_iterations=(100, 50, 25),
-        aff_shrink_factors=(4, 2, 1),
-        aff_smoothing_sigmas=(2, 1, 0),
-        aff_random_sampling_rate=0.3,
-    )
+    with ants_seed(_SEED) as seed:
+        reg = ants.registration(
+            fixed=f,
+            moving=m,
+            mask=fmask,
+            type_of_transform="Affine",
+            verbose=False,
+            aff_metric="mattes",
+            aff_iterations=(100, 50, 25),
+            aff_shrink_factors=(4, 2, 1),
+            aff_smoothing_sigmas=(2, 1, 0),
+            aff_random_sampling_rate=0.3,
+            **seed,
+        )
     dst.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(reg["fwdtransforms"][0], dst)
     brain = (atlas.gm + atlas.wm + atlas.csf).astype(np.float32)

@@ -26,6 +26,7 @@ Coordinates: nibabel affines are RAS, ITK is LPS; :func:`ants_image` converts wi
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
@@ -35,6 +36,7 @@ import tempfile
 import time
 import warnings
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,9 +78,14 @@ _threads_in_effect: int | None = None
 
 
 def ants_image(data: np.ndarray, affine: np.ndarray):
-    """An ANTs float32 image of an (X, Y, Z) array on a RAS ``affine`` (origin, spacing, direction in LPS)."""
+    """An ANTs float32 image of an (X, Y, Z) array on a RAS ``affine`` (origin, spacing, direction in LPS).
+
+    Every ANTs path of gliofit starts here, so this fixes the process's ITK thread count (see
+    :func:`_set_threads`) before ITK first reads it.
+    """
     import ants
 
+    _set_threads(None)
     origin, sp, direction = lps_geometry(affine)
     return ants.from_numpy(
         np.ascontiguousarray(data, dtype=np.float32),
@@ -289,17 +296,32 @@ def _coarse(img, nearest: bool = False):
     return ants.resample_image(img, (s, s, s), use_voxels=False, interp_type=1 if nearest else 0)
 
 
+@contextlib.contextmanager
+def ants_seed(seed: int) -> Iterator[dict]:
+    """The keyword arguments that seed ``ants.registration`` with ``seed`` (ANTs takes 0 as "seed from the clock").
+
+    antspyx < 0.6 takes ``random_seed`` as an argument; antspyx >= 0.6 reads it from ``ants.config`` only (and
+    passes an unknown keyword on silently), so there the seed is set for the duration of the block.
+    """
+    import ants
+
+    if "random_seed" in inspect.signature(ants.registration).parameters:
+        yield {"random_seed": seed}
+        return
+    previous = getattr(ants.config, "_random_seed", None)
+    ants.config._random_seed = seed
+    try:
+        yield {}
+    finally:
+        ants.config._random_seed = previous
+
+
 def _register(fixed, moving, mask, kind: str, seed: int, outdir: str) -> dict:
     """The affine (``kind="Rigid"``: rigid), then (``kind="SyN"``) the SyN run; ANTs's result dictionary of
     the last."""
     import ants
 
-    seeded = "random_seed" in inspect.signature(ants.registration).parameters  # antspyx < 0.6
-    extra = {"random_seed": seed + 1} if seeded else {}
-    previous = getattr(ants.config, "_random_seed", None) if not seeded else None
-    if not seeded:
-        ants.config._random_seed = seed + 1  # antspyx >= 0.6 reads the seed from its config only
-    try:
+    with ants_seed(seed + 1) as extra:
         reg = ants.registration(
             fixed,
             moving,
@@ -323,9 +345,6 @@ def _register(fixed, moving, mask, kind: str, seed: int, outdir: str) -> dict:
                 reg_iterations=SYN_ITERATIONS,
                 **extra,
             )
-    finally:
-        if not seeded:
-            ants.config._random_seed = previous
     return reg
 
 
