@@ -18,7 +18,7 @@ import numpy as np
 from gliofit.common.errors import InputError
 from gliofit.common.timing import Stopwatch
 from gliofit.common.units import DEFAULT_DIFFUSIVITY_RATIO
-from gliofit.inverse.calibration import calibrated_uncertainty, read_calibration, spreads
+from gliofit.inverse.calibration import calibrated_uncertainty, calibration_summary, read_calibration, spreads
 from gliofit.inverse.density import DENSITY_METHODS, best_density, resimulated_density, seed_of, simulated_density
 from gliofit.inverse.estimate import (
     entry_parameters,
@@ -293,22 +293,11 @@ def infer(
     extra["spread"] = spread
     if calib is None:
         uncertainty = holding(summarise(params, w, origin_spacing_mm=spacing), best)
-        calibration_doc: dict[str, Any] = {
-            "method": "none: the uncalibrated match summary (weighted quantiles, widened to hold the estimate)",
-            "coverage95": {},
-            "warning": warning,
-        }
     else:
         uncertainty = calibrated_uncertainty(best, params, w, spread, calib["quantiles"])
-        calibration_doc = {
-            "method": calib["method"],
-            "coverage95": calib["coverage95"],
-            "coverage50": calib["coverage50"],
-            "patients": calib["patients"],
-            "database_entries": calib["database"]["entries"],
-        }
-        if warning:
-            calibration_doc["warning"] = warning
+    calibration_doc = calibration_summary(
+        calib, warning, "the uncalibrated match summary (weighted quantiles, widened to hold the estimate)"
+    )
     matches = _matches(db, m, params)
     timings = watch.timings()
     database = {

@@ -38,6 +38,7 @@ from gliofit.common.io import write_json, write_text
 from gliofit.common.locks import exclusive_lock
 from gliofit.common.progress import progress_bar
 from gliofit.common.wording import fit_warnings
+from gliofit.inverse.estimate import PARAMETER_KEYS
 from gliofit.pipelines.patient import check_patient_name, find_patients
 from gliofit.pipelines.run import REGISTRATIONS, STAGES, output_folder_ready
 
@@ -53,19 +54,6 @@ __all__ = [
     "write_results_csv",
 ]
 
-PARAMETER_KEYS = (
-    "D_mm2_per_day",
-    "rho_per_day",
-    "T_days",
-    "mu_D_mm",
-    "mu_rho",
-    "infiltration_length_mm",
-    "velocity_mm_per_day",
-    "origin_mm",
-    "threshold_edema",
-    "threshold_core",
-)
-"""result.json ``parameters`` keys, in INTERFACES.md's order."""
 FIT_KEYS = ("dice_whole_tumor", "dice_core", "dice_mean")
 _FAILED = ".failed"
 LOCK_NAME = ".gliofit.lock"
