@@ -33,12 +33,13 @@ typecheck: $(STAMP)
 dicom3tools:
 	@command -v dciodvfy >/dev/null || apt-get install -y -qq dicom3tools >/dev/null 2>&1 || echo "dicom3tools not installed: the dciodvfy test will skip"
 
-# The tests, and the examples in the package's docstrings (doctests).
+# The tests, and the examples in the package's docstrings (doctests). --dist loadscope keeps a module's tests
+# on one worker, so a module-scoped fixture (one `gliofit run`, one cohort) is built once.
 test: lint format-check typecheck dicom3tools
-	$(BIN)/python -m pytest -n auto --doctest-modules tests gliofit
+	$(BIN)/python -m pytest -n auto --dist loadscope --doctest-modules tests gliofit
 
 test-fast: lint format-check typecheck dicom3tools
-	$(BIN)/python -m pytest -n auto -m "not slow" --doctest-modules tests gliofit
+	$(BIN)/python -m pytest -n auto --dist loadscope -m "not slow" --doctest-modules tests gliofit
 
 bench: $(STAMP)
 	@for b in benchmarks/[a-z]*.py; do echo "== $$b"; $(BIN)/python $$b --quick || exit 1; done

@@ -93,10 +93,10 @@ def test_rigid_registration_is_seeded_and_finds_a_small_shift(tmp_path) -> None:
     """Two runs on the same pair give the same matrix (the seed reaches ANTs; one ITK thread), and the
     shift between the two images is found within 0.5 mm."""
     rng = np.random.default_rng(3)
-    shape = (56, 56, 48)
+    shape = (40, 40, 36)
     affine = np.diag([3.0, 3.0, 3.0, 1.0])
     texture = ndimage.gaussian_filter(rng.normal(size=shape), 2.0)
-    ball = np.linalg.norm(np.indices(shape) - np.array(shape)[:, None, None, None] / 2, axis=0) < 20
+    ball = np.linalg.norm(np.indices(shape) - np.array(shape)[:, None, None, None] / 2, axis=0) < 15
     fixed = np.where(ball, 400.0 + 4000.0 * texture, 0.0).astype(np.float32)
     moved = affine.copy()
     moved[:3, 3] = [2.0, -3.0, 1.5]  # the same voxels 3.9 mm elsewhere in the world

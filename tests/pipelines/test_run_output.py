@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from gliofit.pipelines.run import STAGES
 
 GLIOFIT = str(Path(sys.executable).with_name("gliofit"))
@@ -18,6 +20,7 @@ def _run(*args) -> subprocess.CompletedProcess:
     return subprocess.run([GLIOFIT, "run", *map(str, args)], capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.slow  # two runs of `gliofit run`
 def test_run_shows_its_stages_on_stderr_and_quiet_hides_them(tmp_path, pipeline_db, phantom_cohort) -> None:
     patient = phantom_cohort[1]
     loud = _run(patient, "--db", pipeline_db, "-o", tmp_path / "A", "--registration", "none")

@@ -6,6 +6,8 @@ import os
 import signal
 import subprocess
 
+import pytest
+
 from faulthelpers import (
     build_args,
     done_simulations,
@@ -15,6 +17,7 @@ from faulthelpers import (
 )
 
 
+@pytest.mark.slow  # a 40-simulation build killed and waited on
 def test_sigkill_of_db_build_leaves_no_worker_alive(tmp_path):
     db = tmp_path / "DB"
     proc = subprocess.Popen(

@@ -58,6 +58,7 @@ def test_one_patch_equals_direct_forward() -> None:
     assert torch.equal(sw > 0, direct > 0) or ((sw > 0) != (direct > 0)).float().mean() < 1e-5
 
 
+@pytest.mark.slow  # nnU-Net's predictor set up and run beside ours
 def test_matches_nnunet_predictor(tmp_path: Path) -> None:
     """Same network, same normalised array: our loop and nnU-Net's nnUNetPredictor agree."""
     from gliofit.segmentation.nnunet_inference import stock_predictor
