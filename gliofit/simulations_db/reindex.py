@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import func, insert, select
+from sqlalchemy import false, func, insert, select, text, update
 
 from gliofit.common.errors import InputError
 from gliofit.simulations_db.manifest import read_manifest, write_manifest
@@ -162,6 +162,7 @@ def rebuild_index(
             if len(got):
                 index.add(feats, got)
         with engine.begin() as conn:
+            _hold_versions(conn)
             n_now = conn.execute(select(func.count()).select_from(entries_t)).scalar()
             if n_now != len(ids) or index.ntotal != len(ids):
                 continue  # entries changed while building: build again
@@ -190,6 +191,15 @@ def rebuild_index(
             "features_version": FeatureSpec.from_dict(spec).version if spec else None,
         }
     raise RuntimeError(f"{db_dir}: entries kept changing while the index was built ({attempts} attempts)")
+
+
+def _hold_versions(conn) -> None:
+    """Take the writers' lock on ``index_versions`` for the rest of the transaction, so two builders that
+    finish together never take the same version number (nor write the same index file); readers pass."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("LOCK TABLE index_versions IN SHARE ROW EXCLUSIVE MODE"))
+    else:  # SQLite: a first write begins the write transaction (waiting out another writer's busy lock)
+        conn.execute(update(index_versions_t).where(false()).values(kind=index_versions_t.c.kind))
 
 
 def _remove_older(db_dir: Path, version: int) -> None:

@@ -86,15 +86,22 @@ def _workers(sid: int, parent: int) -> list[int]:
 
 
 def cohort_storm(
-    out: Path, args: list[str], kills: int, seed: int, worker_share: float = 0.4, timeout_s: float = 600.0
+    out: Path,
+    args: list[str],
+    kills: int,
+    seed: int,
+    worker_share: float = 0.4,
+    timeout_s: float = 600.0,
+    max_delay_s: float = 6.0,
 ) -> StormReport:
     """Start ``args`` (a ``cohort`` writing ``out``) ``kills`` times; each start is SIGKILLed (its parent, or
-    with share ``worker_share`` one pool worker and then the parent) a random time after a patient began."""
+    with share ``worker_share`` one pool worker and then the parent) a random time of up to ``max_delay_s``
+    after a patient began (a start that finishes first is counted as ``finished_early``)."""
     rng = np.random.default_rng(seed)
     report = StormReport()
     for _ in range(kills):
         kill_worker = rng.random() < worker_share
-        delay_s = float(rng.uniform(0.0, 6.0))
+        delay_s = float(rng.uniform(0.0, max_delay_s))
         proc = _start(args)
         wait_until(lambda: any(out.glob(".*.part-*")) or proc.poll() is not None, timeout_s, 0.05)  # noqa: B023 - called here
         time.sleep(delay_s)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 from dbhelpers import GLIOFIT
 from sqlalchemy import create_engine, func, select, text
 
+from gliofit.simulations_db.reindex import rebuild_index
 from gliofit.simulations_db.schema import build_runs_t, entries_t, simulations_t
 from gliofit.simulations_db.verify import verify_database
 
@@ -150,3 +152,44 @@ def test_two_builders_at_once_lose_and_duplicate_nothing(tmp_path, pg_url):
         subprocess.run([GLIOFIT, "db", "info", str(db)], capture_output=True, text=True, check=True).stdout
     )
     assert info["simulations"] == n and info["index"]["entries"] == info["entries"] == sum(per_sim.values())
+
+
+@pytest.mark.slow
+def test_two_index_rebuilds_at_once_take_distinct_versions(tmp_path, pg_url):
+    """Two rebuilds that reach the version record together (held at it by a lock this test takes, then
+    released) both commit, each under its own version, and the newest index passes verify."""
+    db = tmp_path / "DB"
+    r = subprocess.run(_args(db, 2, "--database-url", pg_url), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    results: list = []
+
+    def rebuild() -> None:
+        try:
+            results.append(rebuild_index(db))
+        except Exception as exc:  # noqa: BLE001 - the test reports whatever a rebuild raised
+            results.append(exc)
+
+    engine = create_engine(pg_url)
+    waiting = text(
+        "SELECT count(*) FROM pg_locks l JOIN pg_class c ON l.relation = c.oid "
+        "WHERE c.relname = 'index_versions' AND NOT l.granted"
+    )
+    with engine.connect() as hold:
+        hold.execute(text("LOCK TABLE index_versions IN SHARE ROW EXCLUSIVE MODE"))
+        threads = [threading.Thread(target=rebuild) for _ in range(2)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 120
+        with engine.connect() as watch:
+            while watch.execute(waiting).scalar() < 2:
+                watch.rollback()
+                assert not results, results
+                assert time.monotonic() < deadline, "the two rebuilds never waited on the version record together"
+                time.sleep(0.1)
+        hold.rollback()
+    for t in threads:
+        t.join(timeout=120)
+    engine.dispose()
+    assert len(results) == 2 and all(isinstance(x, dict) for x in results), results
+    assert len({x["version"] for x in results}) == 2
+    assert verify_database(db) == []
