@@ -6,7 +6,8 @@ crafted files, and a soak cohort; every figure of the reliability suite in one r
 Each section builds its own tiny database (6 mm, 4 snapshots up to 300 days, seed 0) or phantom cohort
 (3 mm, in atlas space, registration none) in a temporary folder. The baselines run in this process: an
 uninterrupted build and an uninterrupted cohort (the storms must end equal to them; their times give the
-storm's overhead ratio), and the soak's first ten patients (its last ten are compared with them).
+storm's overhead ratio), and the soak's first ten patients (its last ten are compared with them, and with
+patients 11-20, after the workers' first loads).
 
 Figures: kills survived / injected, patients lost (target 0), bytes of temporary files left after
 faults (target 0), hostile inputs refused / tried, read-only queries served, reader failures during a
@@ -342,6 +343,8 @@ def soak(work: Path, ref_db: Path, patients: int) -> dict:
         return sum(xs) / max(1, len(xs))
 
     rss_first, rss_last = mean([s[0] for s in first]), mean([s[0] for s in last])
+    after_warmup = samples[k : 2 * k]  # patients 11-20: the workers' first loads (atlas, index, plots) are done
+    rss_warm = mean([s[0] for s in after_warmup])
     hwm_first, hwm_last = mean([s[1] for s in first]), mean([s[1] for s in last])
     return {
         "patients": patients,
@@ -355,6 +358,8 @@ def soak(work: Path, ref_db: Path, patients: int) -> dict:
         "peak_rss_mb_first10": round(hwm_first / 1024, 1),
         "peak_rss_mb_last10": round(hwm_last / 1024, 1),
         "peak_rss_drift_pct": round(100 * (hwm_last - hwm_first) / max(hwm_first, 1), 2),
+        "rss_mb_patients_11_20": round(rss_warm / 1024, 1),
+        "rss_drift_after_warmup_pct": round(100 * (rss_last - rss_warm) / max(rss_warm, 1), 2),
     }
 
 
