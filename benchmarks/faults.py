@@ -11,7 +11,9 @@ patients 11-20, after the workers' first loads).
 
 Figures: kills survived / injected, patients lost (target 0), bytes of temporary files left after
 faults (target 0), hostile inputs refused / tried, read-only queries served, reader failures during a
-concurrent extension and reindex (target 0), soak throughput and RSS drift (target < 5 %).
+concurrent extension and reindex (target 0), soak throughput and RSS drift (target < 5 %): the workers'
+mean RSS when a patient finishes, and their peak RSS since the previous patient finished (VmHWM, reset at
+each reading), first ten patients against the last ten.
 Full disk and read-only mounts need root (tmpfs and bind mounts); without it those parts are skipped and
 say so. ``--quick``: 6 build kills, 3 cohort kills, 20 soak patients. Ends with ``BENCH {json}``.
 """
@@ -19,6 +21,7 @@ say so. ``--quick``: 6 build kills, 3 cohort kills, 20 soak patients. Ends with 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -297,17 +300,23 @@ def readers(work: Path, ref_db: Path, seg: Path, queries: int) -> dict:
     return out
 
 
-def _worker_rss_kb(sid: int, parent: int) -> list[tuple[int, int]]:
-    """(VmRSS, VmHWM) in kB of the pool workers of session ``sid``."""
+def _worker_rss_kb(sid: int, parent: int, reset_peak: bool) -> list[tuple[int, int]]:
+    """(VmRSS, VmHWM) in kB of the pool workers of session ``sid``; ``reset_peak`` then resets each worker's
+    VmHWM (``/proc/PID/clear_refs`` = 5), so the next peak read is the one since this reading."""
     out = []
     for pid in storm._workers(sid, parent):
         try:
             status = Path(f"/proc/{pid}/status").read_text()
+            if "forkserver" not in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
+                continue
         except OSError:
             continue
         fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        if "VmRSS" in fields and "forkserver" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
+        if "VmRSS" in fields:
             out.append((int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])))
+            if reset_peak:
+                with contextlib.suppress(OSError):
+                    Path(f"/proc/{pid}/clear_refs").write_text("5")
     return out
 
 
@@ -327,7 +336,7 @@ def soak(work: Path, ref_db: Path, patients: int) -> dict:
     t0 = time.perf_counter()
     while proc.poll() is None:
         n = len(list(out.glob("*/result.json"))) if out.exists() else 0
-        rss = _worker_rss_kb(proc.pid, proc.pid)
+        rss = _worker_rss_kb(proc.pid, proc.pid, reset_peak=n > seen)
         while seen < n:
             seen += 1
             t_done.append(time.perf_counter() - t0)
