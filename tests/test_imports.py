@@ -123,3 +123,33 @@ def test_every_part_has_a_layer():
 def test_segmentation_does_not_import_inverse():
     graph = import_graph()
     assert not [t for m, ts in graph.items() if _part(m) == "segmentation" for t in ts if _part(t) == "inverse"]
+
+
+def test_nibabel_is_imported_only_through_common_nifti():
+    """``gliofit.common.nifti`` imports nibabel without pydicom (start-up time); a module importing nibabel
+    itself could come first and bring pydicom back."""
+    direct = []
+    for name, path in _modules().items():
+        if name == "gliofit.common.nifti":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            if any(n == "nibabel" or n.startswith("nibabel.") for n in names):
+                direct.append(f"{name}:{node.lineno}")
+    assert direct == []
+
+
+def test_nifti_leaves_pydicom_unloaded_and_importable():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, gliofit.common.nifti\n"
+        "assert 'pydicom' not in sys.modules, 'nibabel brought pydicom'\n"
+        "import pydicom\n"
+        "print(pydicom.dcmread.__name__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "dcmread"

@@ -9,7 +9,6 @@ interrupted download keeps ``DEST.part`` and the next call asks the server for t
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import re
@@ -18,22 +17,13 @@ import urllib.request
 from pathlib import Path
 
 from gliofit.common.errors import InputError
-from gliofit.common.io import write_text
+from gliofit.common.io import file_sha256, write_text
 
-__all__ = ["download", "sha256_of", "verified", "CHUNK_BYTES"]
+__all__ = ["download", "verified", "CHUNK_BYTES"]
 
 CHUNK_BYTES = 1 << 20
 """Bytes read and written per step (1 MiB)."""
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-
-def sha256_of(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK_BYTES), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _check_sha(sha256: str | None) -> str | None:
@@ -64,7 +54,7 @@ def verified(path: Path, sha256: str | None) -> bool:
         if len(parts) == 3 and " ".join(parts[1:]) == key:
             got = parts[0]
     if got is None:
-        got = sha256_of(path)
+        got = file_sha256(path)
         write_text(f"{got} {key}\n", stamp)
     if want is not None and got != want:
         raise InputError(
@@ -161,7 +151,7 @@ def download(
         raise InputError(
             f"{url}: cannot download ({reason}); without a network, fetch it elsewhere and put it at {dest}"
         ) from None
-    got = sha256_of(part)
+    got = file_sha256(part)
     if want is not None and got != want:
         part.unlink()
         raise InputError(f"{url}: SHA-256 {got} does not match the expected {want}; the download was discarded")

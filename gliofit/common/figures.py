@@ -23,6 +23,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from gliofit.common.io import atomic_write
+from gliofit.common.labels import detect_convention, label_values
 from gliofit.common.units import DEFAULT_THRESHOLD_CORE, DEFAULT_THRESHOLD_EDEMA
 
 __all__ = [
@@ -77,11 +78,14 @@ def slice_centre(density: np.ndarray) -> tuple[int, int, int]:
 
 def _to_ras(arrays: dict[str, np.ndarray], affine: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Arrays flipped / permuted to the closest RAS+ axes, and that grid's affine."""
-    from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
+    from gliofit.common.nifti import nib
 
-    ornt = io_orientation(affine)
+    ornt = nib.orientations.io_orientation(affine)
     shape = next(iter(arrays.values())).shape
-    return ({k: apply_orientation(v, ornt) for k, v in arrays.items()}, affine @ inv_ornt_aff(ornt, shape))
+    return (
+        {k: nib.orientations.apply_orientation(v, ornt) for k, v in arrays.items()},
+        affine @ nib.orientations.inv_ornt_aff(ornt, shape),
+    )
 
 
 def _check_volumes(arrays: dict[str, np.ndarray], affine: np.ndarray) -> np.ndarray:
@@ -125,14 +129,12 @@ def _label_rgba(labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     from matplotlib.colors import to_rgba
 
     rgba = np.zeros(labels.shape + (4,), dtype=np.float32)
-    for v in np.unique(labels[labels > 0]):
+    for v in label_values(labels[labels > 0]):
         rgba[labels == v] = to_rgba(LABEL_COLOURS[(int(v) - 1) % len(LABEL_COLOURS)], alpha)
     return rgba
 
 
 def _label_names(values: list[int]) -> dict[int, str]:
-    from gliofit.common.labels import detect_convention
-
     try:
         conv = detect_convention(np.asarray(values))
         names = {conv.necrosis: "necrosis / non-enhancing core", conv.edema: "edema", conv.enhancing: "enhancing"}
@@ -147,7 +149,7 @@ def _legends(axes, labels: np.ndarray | None, names: dict[int, str] | None, plan
 
     seg = []
     if labels is not None:
-        values = sorted(int(v) for v in np.unique(labels[labels > 0]))
+        values = [int(v) for v in label_values(labels) if v > 0]
         shown = names or _label_names(values)
         seg = [
             Patch(color=LABEL_COLOURS[(v - 1) % len(LABEL_COLOURS)], alpha=0.6, label=shown.get(v, f"label {v}"))
@@ -178,8 +180,10 @@ def _legends(axes, labels: np.ndarray | None, names: dict[int, str] | None, plan
 
 
 def _window(mri: np.ndarray) -> tuple[float, float]:
-    """Grey-level window: 1st to 99.5th percentile of the non-zero voxels."""
-    nz = mri[mri != 0]
+    """Grey-level window: 1st to 99.5th percentile of the non-zero voxels (of every second voxel along each
+    axis: the same window to the grey level, at an eighth of the sorting)."""
+    sample = np.nan_to_num(np.asarray(mri[::2, ::2, ::2], dtype=np.float32))
+    nz = sample[sample != 0]
     lo, hi = (float(x) for x in np.percentile(nz, [1.0, 99.5])) if nz.size else (0.0, 1.0)
     return lo, (hi if hi > lo else lo + 1.0)
 
@@ -252,11 +256,17 @@ def _volumes(mri, segmentation, density, match_whole_tumor, match_core, plans, a
         arrays["segmentation"] = segmentation
     arrays = {k: np.asarray(v) for k, v in arrays.items()}
     vols, aff = _to_ras(arrays, _check_volumes(arrays, affine))
-    if segmentation is not None:
+    if segmentation is not None and vols["segmentation"].dtype.kind not in "ui":
         vols["segmentation"] = np.rint(np.nan_to_num(vols["segmentation"].astype(np.float32))).astype(np.int16)
-    vols["density"] = np.clip(np.nan_to_num(vols["density"].astype(np.float32)), 0.0, 1.0)
-    vols["mri"] = np.nan_to_num(vols["mri"].astype(np.float32))
     return vols, aff
+
+
+def _clean_slice(sl: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One cut's arrays as drawn: MRI float32 without NaN, density float32 in [0, 1]. Done per cut, not per
+    volume, so a 1 mm report converts three slices instead of three volumes."""
+    sl["mri"] = np.nan_to_num(sl["mri"].astype(np.float32))
+    sl["density"] = np.clip(np.nan_to_num(sl["density"].astype(np.float32)), 0.0, 1.0)
+    return sl
 
 
 PATIENT_FIGSIZE_IN = (12.5, 13.0)
@@ -343,7 +353,9 @@ def patient_figure(
     spacing = np.sqrt((aff[:3, :3] ** 2).sum(axis=0))
     shown = vols["segmentation"] > 0 if segmentation is not None else vols["match_whole_tumor"] > 0
     centre = (
-        tuple(int(round(x)) for x in np.argwhere(shown).mean(axis=0)) if shown.any() else slice_centre(vols["density"])
+        tuple(int(round(x)) for x in np.argwhere(shown).mean(axis=0))
+        if shown.any()
+        else slice_centre(np.clip(np.nan_to_num(vols["density"].astype(np.float32)), 0.0, 1.0))
     )
     norm = LogNorm(vmin=DENSITY_FLOOR, vmax=1.0) if log_density else Normalize(vmin=0.0, vmax=1.0)
     style = {"window": _window(vols["mri"]), "norm": norm, "plans": list(plans or {})}
@@ -361,7 +373,7 @@ def patient_figure(
         axis = "xyz".index({"axial": "z", "coronal": "y", "sagittal": "x"}[name])
         flip = radiological if name != "sagittal" else True
         for col in range(3):
-            _panel(axes[r, col], col, {k: v[sl].T for k, v in vols.items()}, style)
+            _panel(axes[r, col], col, _clean_slice({k: v[sl].T for k, v in vols.items()}), style)
             _orient(axes[r, col], aspect, letters, flip)
             if r == 0:
                 axes[r, col].set_title(columns[col], fontsize=10)
@@ -462,6 +474,8 @@ def cohort_figure(rows: list[dict]):
 def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
     """Save a figure to ``path`` atomically (format by suffix, PNG by default); return the path."""
     p = Path(path)
+    fmt = p.suffix.lstrip(".").lower() or "png"
+    fast_png = {"pil_kwargs": {"compress_level": 1}} if fmt == "png" else {}  # 20 % larger, a third faster
     with atomic_write(p) as tmp:
-        fig.savefig(tmp, dpi=dpi, format=p.suffix.lstrip(".") or "png")
+        fig.savefig(tmp, dpi=dpi, format=fmt, **fast_png)
     return p

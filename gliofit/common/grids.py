@@ -148,6 +148,14 @@ def resample_area(
     if scaled is None:
         return resample_linear(data, src_affine, dst_affine, dst_shape)
     scale, offset = scaled
+    data = np.asarray(data)
+    if data.flags.f_contiguous and not data.flags.c_contiguous:  # NIfTI order: work on the C-ordered transpose
+        return np.ascontiguousarray(_area_axes(data.T, scale[::-1], offset[::-1], tuple(dst_shape)[::-1]).T)
+    return np.ascontiguousarray(_area_axes(data, scale, offset, tuple(dst_shape)))
+
+
+def _area_axes(data: np.ndarray, scale, offset, dst_shape: tuple[int, ...]) -> np.ndarray:
+    """Overlap-average ``data`` one axis after the other (float64)."""
     out = np.asarray(data, dtype=np.float64)
     for axis in range(3):
         if out.shape[axis] == dst_shape[axis] and abs(scale[axis] - 1.0) < 1e-9 and abs(offset[axis]) < 1e-9:
@@ -156,7 +164,7 @@ def resample_area(
         moved = np.moveaxis(out, axis, 0)
         flat = w @ moved.reshape(moved.shape[0], -1)
         out = np.moveaxis(flat.reshape((dst_shape[axis],) + moved.shape[1:]), 0, axis)
-    return np.ascontiguousarray(out)
+    return out
 
 
 def resample_linear(

@@ -10,10 +10,12 @@ final file has the permissions of an ordinary new file (``0o666 & ~umask``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +29,8 @@ __all__ = [
     "write_json",
     "fsync_directory",
     "default_file_mode",
+    "file_sha256",
+    "remembered_sha256",
 ]
 
 
@@ -130,3 +134,44 @@ def write_text(text: str, path: str | Path) -> Path:
 def write_json(obj: object, path: str | Path) -> Path:
     """Write ``obj`` as indented JSON to ``path`` atomically (parents created); returns the path."""
     return write_text(json.dumps(obj, indent=2) + "\n", path)
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes (read 1 MiB at a time)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+SETTLED_S = 2.0
+"""Seconds since a file's last change before :func:`remembered_sha256` remembers its digest (a write within
+the same timestamp tick would not show)."""
+
+
+def remembered_sha256(path: str | Path) -> str:
+    """:func:`file_sha256`, remembered in the user cache against the file's device, inode, size, mtime and
+    ctime: a file unchanged since it was last hashed is not read again. Any write to the file, or a new
+    file put in its place, changes its ctime or inode. Best effort: without a writable cache, every call
+    reads the file."""
+    from gliofit.common.cache import cache_dir
+
+    p = Path(path).resolve()
+    st = p.stat()
+    stamp = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+    record = cache_dir() / "sha256" / f"{hashlib.sha256(str(p).encode()).hexdigest()[:32]}.json"
+    try:
+        known = json.loads(record.read_text())
+        if known.get("stamp") == stamp and isinstance(known.get("sha256"), str):
+            return known["sha256"]
+    except (OSError, ValueError, AttributeError):
+        pass
+    digest = file_sha256(p)
+    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) >= SETTLED_S * 1e9:
+        try:
+            record.parent.mkdir(parents=True, exist_ok=True)
+            write_json({"path": str(p), "stamp": stamp, "sha256": digest}, record)
+        except (OSError, InputError):
+            pass
+    return digest

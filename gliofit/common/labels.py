@@ -19,6 +19,7 @@ __all__ = [
     "LabelConvention",
     "CONVENTIONS",
     "detect_convention",
+    "label_values",
     "tumour_masks",
     "convert_labels",
 ]
@@ -44,6 +45,15 @@ CONVENTIONS: dict[str, LabelConvention] = {
 }
 
 
+def label_values(labels: np.ndarray) -> np.ndarray:
+    """The sorted distinct values of a label map: ``np.unique``, or for integer labels in [0, 63] (the usual
+    label map) one comparison per possible value instead of sorting every voxel."""
+    a = np.asarray(labels)
+    if a.dtype.kind in "ui" and a.size and int(a.min()) >= 0 and int(a.max()) < 64:
+        return np.array([v for v in range(int(a.max()) + 1) if (a == v).any()], dtype=a.dtype)
+    return np.unique(a)
+
+
 def detect_convention(labels: np.ndarray, source: str = "segmentation") -> LabelConvention:
     """Pick the convention from the label values present.
 
@@ -51,7 +61,7 @@ def detect_convention(labels: np.ndarray, source: str = "segmentation") -> Label
     are read as either (identical there) and reported as BraTS 2023. Any other
     value, or 3 and 4 together, is an :class:`InputError` naming ``source``.
     """
-    present = {int(v) for v in np.unique(labels)} - {0}
+    present = {int(v) for v in label_values(labels)} - {0}
     unknown = present - {1, 2, 3, 4}
     if unknown:
         raise InputError(
@@ -76,11 +86,9 @@ def tumour_masks(
         conv = CONVENTIONS[convention]
     else:
         conv = convention
-    return {
-        "whole_tumor": np.isin(lab, conv.values),
-        "core": np.isin(lab, (conv.necrosis, conv.enhancing)),
-        "enhancing": lab == conv.enhancing,
-    }
+    enhancing = lab == conv.enhancing
+    core = (lab == conv.necrosis) | enhancing
+    return {"whole_tumor": core | (lab == conv.edema), "core": core, "enhancing": enhancing}
 
 
 def convert_labels(labels: np.ndarray, src: str, dst: str) -> np.ndarray:

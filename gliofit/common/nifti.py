@@ -13,15 +13,39 @@ a header declaring a huge image) is refused in O(header) memory.
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 from gliofit.common.errors import InputError, check_file
 from gliofit.common.io import atomic_write
 
-__all__ = ["MAX_IMAGE_VOXELS", "load_volume", "save_volume"]
+__all__ = ["MAX_IMAGE_VOXELS", "load_volume", "save_volume", "nib"]
+
+
+def _import_nibabel():
+    """nibabel, imported without pydicom when pydicom is not loaded yet.
+
+    nibabel imports pydicom whenever it is installed (and pydicom imports requests), only to parse DICOM
+    extensions inside NIfTI headers, which gliofit never reads: a fifth of a command's start-up. Hidden
+    during nibabel's own import, pydicom stays importable for the DICOM commands; such an extension is
+    then kept as raw bytes. Every gliofit module takes nibabel from here (``from gliofit.common.nifti
+    import nib``) so that this is the first import.
+    """
+    if "pydicom" in sys.modules or "nibabel" in sys.modules:
+        import nibabel
+
+        return nibabel
+    sys.modules["pydicom"] = None  # type: ignore[assignment]  # ``import pydicom`` raises ImportError
+    try:
+        import nibabel
+    finally:
+        del sys.modules["pydicom"]
+    return nibabel
+
+
+nib = _import_nibabel()
 
 MAX_IMAGE_VOXELS = 512**3
 """Largest image :func:`load_volume` reads: 134 217 728 voxels (512 x 512 x 512; a BraTS volume has

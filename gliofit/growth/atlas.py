@@ -147,10 +147,11 @@ def _icbm152_cache() -> Path:
 
 
 def _read_cached(folder: Path) -> Atlas | None:
-    """The ICBM152 maps stored by :func:`_write_cached`, or None when absent or damaged (CRC-32 checked)."""
+    """The ICBM152 maps stored by :func:`_write_cached` (read-only, memory-mapped: a map is read when used),
+    or None when absent or damaged (CRC-32 checked)."""
     from gliofit.common.array_cache import load_arrays
 
-    found = load_arrays(folder, ICBM152_NAME)
+    found = load_arrays(folder, ICBM152_NAME, mmap=True)
     if found is None or set(found[0]) != set(_MAPS):
         return None
     a = found[0]

@@ -35,7 +35,7 @@ import numpy as np
 
 from gliofit.common.errors import InputError, check_file
 from gliofit.common.grids import check_same_grid, resample_area, resample_linear, voxel_to_world
-from gliofit.common.labels import CONVENTIONS, detect_convention, tumour_masks
+from gliofit.common.labels import CONVENTIONS, detect_convention, label_values, tumour_masks
 from gliofit.common.nifti import load_volume
 from gliofit.common.timing import Stopwatch
 from gliofit.growth.atlas import Atlas
@@ -106,7 +106,7 @@ class Observation:
 
 
 def _binary(data: np.ndarray, path: Path, what: str) -> np.ndarray:
-    values = np.unique(data)
+    values = label_values(data)
     if not np.all(np.isin(values, (0, 1))):
         shown = ", ".join(f"{v:g}" for v in values[:6]) + (" ..." if len(values) > 6 else "")
         raise InputError(f"{path}: {what} must be a binary mask (0/1), got values {shown}")
@@ -115,7 +115,7 @@ def _binary(data: np.ndarray, path: Path, what: str) -> np.ndarray:
 
 def _integer_labels(data: np.ndarray, path: Path) -> np.ndarray:
     if np.issubdtype(data.dtype, np.integer):
-        return data.astype(np.int64)
+        return data
     if not np.all(np.isfinite(data)) or not np.allclose(data, np.rint(data)):
         raise InputError(f"{path}: a label map must hold integer labels, got non-integer values")
     return np.rint(data).astype(np.int64)
@@ -160,7 +160,7 @@ def masks_from_file(
             conv = detect_convention(lab, str(seg))
         else:
             conv = CONVENTIONS[labels]
-            unknown = sorted(set(np.unique(lab).tolist()) - {0, *conv.values})
+            unknown = sorted(set(label_values(lab).tolist()) - {0, *conv.values})
             if unknown:
                 raise InputError(
                     f"{seg}: label values {unknown} are not part of {labels} ({', '.join(map(str, conv.values))})"
@@ -193,6 +193,8 @@ def same_grid(affine: np.ndarray, shape: tuple[int, ...], grid: Atlas, tol_mm: f
 
 def to_grid_masks(fraction: np.ndarray, src_affine: np.ndarray, grid: Atlas) -> np.ndarray:
     """A mask (or a coverage fraction in [0, 1]) on ``grid``: area fraction, then >= :data:`MASK_FRACTION`."""
+    if same_grid(src_affine, np.shape(fraction), grid):
+        return np.asarray(fraction) >= MASK_FRACTION - _EPS
     frac = resample_area(np.asarray(fraction, dtype=np.float64), src_affine, grid.affine, grid.shape)
     return frac >= MASK_FRACTION - _EPS
 

@@ -92,7 +92,7 @@ class Result:
     @property
     def density(self):
         """The best estimate's density on the 1 mm atlas grid as a nibabel image."""
-        import nibabel as nib
+        from gliofit.common.nifti import nib
 
         return nib.Nifti1Image(self.density_array, self.atlas.affine)
 
@@ -132,7 +132,8 @@ class Result:
         from gliofit.common.wording import parameters_title
 
         obs, p = self.observation, self.parameters
-        observed = np.where(obs.core_atlas, 1, np.where(obs.wt_atlas, 2, 0)).astype(np.uint8)
+        observed = obs.wt_atlas.astype(np.uint8) * np.uint8(2)  # 2 edema, 1 core
+        observed[obs.core_atlas] = 1
         u = self.density_array
         return patient_figure(
             mri=self.atlas.t1,

@@ -30,7 +30,6 @@ import shutil
 import time
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
@@ -38,7 +37,7 @@ from gliofit._version import __version__
 from gliofit.common.errors import InputError, check_positive
 from gliofit.common.grids import spacing_mm as affine_spacing
 from gliofit.common.io import atomic_directory, write_json
-from gliofit.common.nifti import load_volume, save_volume
+from gliofit.common.nifti import load_volume, nib, save_volume
 from gliofit.pipelines.patient import check_patient_name, find_patient
 from gliofit.pipelines.registration import ants_array, ants_image, ants_seed
 from gliofit.segmentation.brats_convert import LAYOUTS, MODALITIES

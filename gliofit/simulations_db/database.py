@@ -239,7 +239,7 @@ class Database:
 
         A rebuild running meanwhile may remove the file of the row just read: the newer row is read then.
         """
-        from gliofit.simulations_db.reindex import file_sha256
+        from gliofit.common.io import remembered_sha256
 
         for _ in range(attempts):
             row = self.index_row()
@@ -247,7 +247,7 @@ class Database:
                 raise InputError(f"{self.path}: database has no FAISS index; run `gliofit db index {self.path}`")
             path = self.path / row["path"]
             try:
-                digest = file_sha256(path)
+                digest = remembered_sha256(path)
             except FileNotFoundError:
                 continue
             if row.get("checksum") and digest != row["checksum"]:

@@ -30,7 +30,6 @@ each to a temporary name renamed into place.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -39,7 +38,7 @@ import faiss
 import numpy as np
 
 from gliofit.common.errors import InputError
-from gliofit.common.io import atomic_write
+from gliofit.common.io import atomic_write, file_sha256
 
 __all__ = [
     "INDEX_FORMAT_VERSION",
@@ -213,7 +212,7 @@ class FaissIndex:
         path = Path(path)
         with atomic_write(_meta_path(path)) as tmp_meta, atomic_write(path) as tmp:  # index renamed first
             faiss.write_index(self.index, str(tmp))
-            meta = self.metadata() | {"sha256": _sha256(tmp)}
+            meta = self.metadata() | {"sha256": file_sha256(tmp)}
             tmp_meta.write_text(json.dumps(meta, indent=1))
         return path
 
@@ -234,7 +233,7 @@ class FaissIndex:
                 f"{meta_path}: index format {meta.get('format_version')} is newer than "
                 f"this gliofit supports ({INDEX_FORMAT_VERSION})"
             )
-        if verify and _sha256(path) != meta.get("sha256"):
+        if verify and file_sha256(path) != meta.get("sha256"):
             raise InputError(f"{path}: index file does not match its checksum in {meta_path.name}")
         try:
             index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC if mmap else 0)
@@ -251,14 +250,6 @@ class FaissIndex:
 
 def _meta_path(path: Path) -> Path:
     return path.with_name(path.name + ".json")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def train_index(sample: np.ndarray, kind: str = "auto", n_expected: int | None = None, seed: int = 0) -> FaissIndex:

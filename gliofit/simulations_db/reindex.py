@@ -22,7 +22,6 @@ adding entries.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 
@@ -30,23 +29,16 @@ import numpy as np
 from sqlalchemy import false, func, insert, select, text, update
 
 from gliofit.common.errors import InputError
+from gliofit.common.io import file_sha256
 from gliofit.simulations_db.manifest import read_manifest, write_manifest
 from gliofit.simulations_db.schema import database_url_for, entries_t, index_versions_t, make_engine
 
-__all__ = ["rebuild_index", "latest_index", "index_is_current", "load_features", "iter_features", "file_sha256"]
+__all__ = ["rebuild_index", "latest_index", "index_is_current", "load_features", "iter_features"]
 
 INDEX_DIR = "index"
 FEATURE_BATCH = 20_000
 """Rows of features read (and added to the index) at a time by :func:`rebuild_index`."""
 _IN_CHUNK = 5_000
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _engine(db_dir, database_url):

@@ -117,7 +117,7 @@ def _check_arrays(db: Database) -> list[str]:
 
 
 def _check_index(db: Database) -> list[str]:
-    from gliofit.simulations_db.reindex import file_sha256
+    from gliofit.common.io import file_sha256
 
     ids = db.entries["id"]
     row = db.index_row()

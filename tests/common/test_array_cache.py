@@ -41,3 +41,34 @@ def test_prune_keeps_the_newest(tmp_path):
         os.utime(tmp_path / f"f{i}", ns=(i * 10**9, i * 10**9))
     prune(tmp_path, 2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f3", "f4"]
+
+
+def test_a_checked_folder_is_trusted_until_a_file_changes(tmp_path, monkeypatch):
+    from gliofit.common import array_cache
+
+    folder = tmp_path / "one"
+    assert save_arrays(folder, {"a": np.arange(1000, dtype=np.float32)}, "k")
+    monkeypatch.setattr(array_cache, "SETTLED_S", 0.0)  # ctime is now: no waiting two seconds in a test
+    old = 10**18  # 2001
+    os.utime(folder / "a.npy", ns=(old, old))
+    assert load_arrays(folder, "k", mmap=True) is not None
+    assert (folder / "verified.json").exists()
+
+    def no_crc(*args):
+        raise AssertionError("a vouched-for file was read to check it")
+
+    with monkeypatch.context() as m:
+        m.setattr(array_cache.zlib, "crc32", no_crc)
+        got, _ = load_arrays(folder, "k", mmap=True)
+        assert float(got["a"][999]) == 999.0
+    raw = bytearray((folder / "a.npy").read_bytes())
+    raw[-1] ^= 0x01
+    (folder / "a.npy").write_bytes(bytes(raw))  # a write: mtime and ctime change, the record no longer fits
+    assert load_arrays(folder, "k", mmap=True) is None
+
+
+def test_files_just_written_are_not_vouched_for(tmp_path):
+    folder = tmp_path / "one"
+    assert save_arrays(folder, {"a": np.arange(10)}, "k")
+    assert load_arrays(folder, "k") is not None
+    assert not (folder / "verified.json").exists()

@@ -7,7 +7,7 @@ import pytest
 
 from gliofit.common.errors import InputError
 from gliofit.common.grids import resample_area, resample_linear
-from gliofit.common.labels import convert_labels, detect_convention, tumour_masks
+from gliofit.common.labels import CONVENTIONS, convert_labels, detect_convention, label_values, tumour_masks
 from gliofit.common.nifti import load_volume, save_volume
 from gliofit.common.units import derived_parameters
 
@@ -89,3 +89,39 @@ def test_resample_linear_on_axis_aligned_grids_equals_the_general_transform():
             volume, m[:3, :3], offset=m[:3, 3], output_shape=(40, 45, 30), order=order, prefilter=False
         )
         np.testing.assert_array_equal(resample_linear(volume, src, dst, (40, 45, 30), order=order), general)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int64, np.float32])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_label_values_equal_np_unique(dtype, order):
+    rng = np.random.default_rng(3)
+    for values in ([0], [0, 2], [1, 3, 4], [0, 63], [0, 64, 200], [-1, 0, 2]):
+        if np.dtype(dtype).kind == "u" and min(values) < 0:
+            continue
+        a = np.asarray(rng.choice(values, size=(7, 5, 6)), dtype=dtype, order=order)
+        got = label_values(a)
+        assert got.dtype == a.dtype
+        np.testing.assert_array_equal(got, np.unique(a))
+
+
+def test_tumour_masks_of_both_conventions():
+    for name, conv in CONVENTIONS.items():
+        lab = np.array([0, conv.necrosis, conv.edema, conv.enhancing], dtype=np.uint8)
+        m = tumour_masks(lab, name)
+        assert m["whole_tumor"].tolist() == [False, True, True, True]
+        assert m["core"].tolist() == [False, True, False, True]
+        assert m["enhancing"].tolist() == [False, False, False, True]
+
+
+def test_area_resampling_of_a_fortran_ordered_volume_equals_the_c_ordered_one():
+    """NIfTI volumes arrive in Fortran order; the area average works on the transpose then (no copy)."""
+    rng = np.random.default_rng(5)
+    a = np.asfortranarray(rng.random((23, 17, 19)) > 0.6)
+    src = np.eye(4)
+    src[:3, 3] = [-1.5, 0.5, 2.0]
+    dst = np.diag([4.0, 3.5, 2.0, 1.0])
+    f = resample_area(a, src, dst, (6, 5, 10))
+    c = resample_area(np.ascontiguousarray(a), src, dst, (6, 5, 10))
+    assert f.flags.c_contiguous and f.shape == (6, 5, 10)
+    np.testing.assert_allclose(f, c, atol=1e-12)
+    assert 0.0 < f.max() <= 1.0

@@ -57,3 +57,27 @@ def test_atomic_directory_swaps_whole_folder(tmp_path):
         (tmp / "new.txt").write_text("new")
     assert sorted(p.name for p in final.iterdir()) == ["new.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_remembered_sha256_reads_a_file_again_only_after_it_changed(tmp_path, monkeypatch):
+    import hashlib
+
+    from gliofit.common import io
+
+    monkeypatch.setenv("GLIOFIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(io, "SETTLED_S", 0.0)
+    f = tmp_path / "index.faiss"
+    f.write_bytes(b"a" * 5000)
+    os.utime(f, ns=(10**18, 10**18))
+    want = hashlib.sha256(b"a" * 5000).hexdigest()
+    assert io.remembered_sha256(f) == want
+    with monkeypatch.context() as m:
+        m.setattr(io, "file_sha256", lambda p: "not read")
+        assert io.remembered_sha256(f) == want  # remembered: not read again
+    f.write_bytes(b"b" * 5000)  # same size, written again
+    assert io.remembered_sha256(f) == hashlib.sha256(b"b" * 5000).hexdigest()
+    other = tmp_path / "crafted"
+    other.write_bytes(b"c" * 5000)
+    os.utime(other, ns=(10**18, 10**18))
+    os.replace(other, f)  # another file put in its place, same size and mtime
+    assert io.remembered_sha256(f) == hashlib.sha256(b"c" * 5000).hexdigest()
