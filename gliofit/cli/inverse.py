@@ -8,7 +8,6 @@ from pathlib import Path
 import typer
 
 from gliofit.cli.errors import cli_errors
-from gliofit.common.preload import preload
 
 __all__ = ["infer"]
 
@@ -67,7 +66,6 @@ def infer(
     if t1 is not None and in_atlas_space:
         raise InputError("give either --t1 or --in-atlas-space, not both")
     check_refine(refine, refine_budget)
-    preload("gliofit.common.figures", "matplotlib.backends.backend_agg")
     if seg_later is not None or days_between is not None or project_days is not None or core_later is not None:
         from gliofit.cli.two_scan import infer_two_scans_cli
 

@@ -13,7 +13,7 @@ from numba import njit
 __all__ = ["crop_stats", "hits_at"]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def crop_stats(buf, starts, shapes, visible_level, passed_e, passed_c, n_e, n_c):
     """Per candidate: voxels by the number of levels passed, and the centre of its visible voxels.
 
@@ -53,7 +53,7 @@ def crop_stats(buf, starts, shapes, visible_level, passed_e, passed_c, n_e, n_c)
     return vol_e, vol_c, com
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def hits_at(code, strides, buf, starts, shapes, corners, shifts, lowest, passed_e, passed_c, n_e, n_c):
     """Hits of the query over each candidate's voxels at each of its translations.
 

@@ -141,9 +141,11 @@ def test_radiological_orientation_is_labelled():
 def test_sagittal_view_has_anterior_on_the_left(radiological):
     fig = patient_figure(**_case(), radiological=radiological)
     sagittal = fig.axes[6]
-    assert [t.get_text() for t in sagittal.texts][:4] == ["A", "P", "I", "S"]
+    texts = [t.get_text() for t in sagittal.texts]
+    assert texts[:4] == ["A", "P", "I", "S"]
     assert sagittal.xaxis_inverted()
-    assert sagittal.get_ylabel().startswith("sagittal, x = ") and sagittal.get_ylabel().endswith(" mm")
+    row = texts[4]  # the row's label, left of the panel
+    assert row.startswith("sagittal, x = ") and row.endswith(" mm")
 
 
 def test_figure_names_the_sequence_and_labels_the_log_colour_bar():
@@ -151,6 +153,7 @@ def test_figure_names_the_sequence_and_labels_the_log_colour_bar():
     assert fig.axes[0].get_title() == "T1c (T1 with gadolinium)"
     bar = fig.axes[-1]
     assert "log scale" in bar.get_ylabel() and bar.get_yscale() == "log"
+    assert [t.get_text() for t in bar.get_yticklabels()] == ["0.001", "0.01", "0.1", "1"]
     outline = [h.get_label() for h in fig.axes[8].get_legend().legend_handles]
     assert "tumour outline (segmentation)" in outline and "standard target volume" in outline
 
