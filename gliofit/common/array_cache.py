@@ -7,8 +7,8 @@ only when every array's CRC-32 matches and the folder was written for the same k
 
 A file whose inode, size and both timestamps are those recorded in ``verified.json`` is not read again to
 check it: any write changes its ctime. So a memory-mapped load reads only the pages its caller touches
-(a report reads three slices of the 1 mm template). Files younger than :data:`SETTLED_S` are never
-recorded, since a write within the same timestamp tick would not show.
+(a report reads three slices of the 1 mm template). Files changed in the last two seconds are never
+recorded (:func:`gliofit.common.io.settled`): a write within the same timestamp tick would not show.
 """
 
 from __future__ import annotations
@@ -16,19 +16,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from gliofit.common.io import file_state, settled
+
 __all__ = ["save_arrays", "load_arrays", "prune"]
 
 _INDEX = "arrays.json"
 _VERIFIED = "verified.json"
-SETTLED_S = 2.0
-"""Seconds since a file's last change before its checked state may be recorded in ``verified.json``."""
 
 
 def save_arrays(folder: str | Path, arrays: dict[str, np.ndarray], key, meta=None) -> bool:
@@ -81,11 +80,7 @@ def load_arrays(folder: str | Path, key, *, mmap: bool = False) -> tuple[dict[st
 
 
 def _stamps(folder: Path, names) -> dict[str, list[int]]:
-    out = {}
-    for name in names:
-        st = os.stat(folder / f"{name}.npy")
-        out[name] = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
-    return out
+    return {name: file_state(folder / f"{name}.npy") for name in names}
 
 
 def _read_verified(folder: Path) -> dict | None:
@@ -97,8 +92,7 @@ def _read_verified(folder: Path) -> dict | None:
 
 def _record_verified(folder: Path, stamps: dict[str, list[int]]) -> None:
     """Write ``verified.json`` (atomically; best effort: a read-only cache is simply checked every time)."""
-    newest = max((max(s[2], s[3]) for s in stamps.values()), default=0)
-    if time.time_ns() - newest < SETTLED_S * 1e9:
+    if not all(settled(state) for state in stamps.values()):
         return
     tmp = folder / f".{_VERIFIED}.{os.getpid()}"
     try:

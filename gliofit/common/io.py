@@ -30,7 +30,9 @@ __all__ = [
     "fsync_directory",
     "default_file_mode",
     "file_sha256",
+    "file_state",
     "remembered_sha256",
+    "settled",
 ]
 
 
@@ -146,8 +148,20 @@ def file_sha256(path: str | Path) -> str:
 
 
 SETTLED_S = 2.0
-"""Seconds since a file's last change before :func:`remembered_sha256` remembers its digest (a write within
-the same timestamp tick would not show)."""
+"""Seconds since a file's last change before its state may be trusted to show the next change (a write
+within the same timestamp tick would not)."""
+
+
+def file_state(path: str | Path) -> list[int]:
+    """A file's device, inode, size, mtime and ctime (ns): any write to it, or another file put in its
+    place, changes one of them."""
+    st = os.stat(path)
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def settled(state: list[int]) -> bool:
+    """True when the file of ``state`` has not changed for :data:`SETTLED_S` seconds."""
+    return time.time_ns() - max(state[3], state[4]) >= SETTLED_S * 1e9
 
 
 def remembered_sha256(path: str | Path) -> str:
@@ -158,8 +172,7 @@ def remembered_sha256(path: str | Path) -> str:
     from gliofit.common.cache import cache_dir
 
     p = Path(path).resolve()
-    st = p.stat()
-    stamp = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+    stamp = file_state(p)
     record = cache_dir() / "sha256" / f"{hashlib.sha256(str(p).encode()).hexdigest()[:32]}.json"
     try:
         known = json.loads(record.read_text())
@@ -168,7 +181,7 @@ def remembered_sha256(path: str | Path) -> str:
     except (OSError, ValueError, AttributeError):
         pass
     digest = file_sha256(p)
-    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) >= SETTLED_S * 1e9:
+    if settled(stamp):
         try:
             record.parent.mkdir(parents=True, exist_ok=True)
             write_json({"path": str(p), "stamp": stamp, "sha256": digest}, record)

@@ -44,11 +44,11 @@ def test_prune_keeps_the_newest(tmp_path):
 
 
 def test_a_checked_folder_is_trusted_until_a_file_changes(tmp_path, monkeypatch):
-    from gliofit.common import array_cache
+    from gliofit.common import array_cache, io
 
     folder = tmp_path / "one"
     assert save_arrays(folder, {"a": np.arange(1000, dtype=np.float32)}, "k")
-    monkeypatch.setattr(array_cache, "SETTLED_S", 0.0)  # ctime is now: no waiting two seconds in a test
+    monkeypatch.setattr(io, "SETTLED_S", 0.0)  # ctime is now: no waiting two seconds in a test
     old = 10**18  # 2001
     os.utime(folder / "a.npy", ns=(old, old))
     assert load_arrays(folder, "k", mmap=True) is not None
