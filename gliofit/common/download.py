@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from gliofit.common.errors import InputError
-from gliofit.common.io import file_sha256, write_text
+from gliofit.common.io import file_sha256, remembered_sha256
 
 __all__ = ["download", "verified", "CHUNK_BYTES"]
 
@@ -38,24 +38,14 @@ def _check_sha(sha256: str | None) -> str | None:
 def verified(path: Path, sha256: str | None) -> bool:
     """True when ``path`` is a file whose SHA-256 is ``sha256`` (any content when None).
 
-    The digest is cached in ``PATH.sha256`` (written after the first check, trusted while the file's
-    size and modification time are unchanged); a file placed by hand is hashed once. A mismatch raises
-    :class:`InputError`.
+    The digest is remembered in the user cache (:func:`gliofit.common.io.remembered_sha256`: trusted while
+    the file's inode, size and timestamps are unchanged); a file placed by hand is hashed once. A mismatch
+    raises :class:`InputError`.
     """
     if not path.is_file():
         return False
     want = _check_sha(sha256)
-    stamp = path.with_name(path.name + ".sha256")
-    st = path.stat()
-    key = f"{st.st_size} {st.st_mtime_ns}"
-    got = None
-    if stamp.is_file():
-        parts = stamp.read_text().split()
-        if len(parts) == 3 and " ".join(parts[1:]) == key:
-            got = parts[0]
-    if got is None:
-        got = file_sha256(path)
-        write_text(f"{got} {key}\n", stamp)
+    got = remembered_sha256(path)
     if want is not None and got != want:
         raise InputError(
             f"{path}: SHA-256 {got} does not match the expected {want}; delete the file and fetch it again"
