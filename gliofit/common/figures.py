@@ -182,8 +182,8 @@ def _legends(axes, labels: np.ndarray | None, names: dict[int, str] | None, plan
 
 
 def _window(mri: np.ndarray) -> tuple[float, float]:
-    """Grey-level window: 1st to 99.5th percentile of the non-zero voxels (of every second voxel along each
-    axis: the same window to the grey level, at an eighth of the sorting)."""
+    """Grey-level window: 1st to 99.5th percentile of the non-zero voxels, estimated on every second voxel
+    along each axis (an eighth of the voxels to sort)."""
     sample = np.nan_to_num(np.asarray(mri[::2, ::2, ::2], dtype=np.float32))
     nz = sample[sample != 0]
     lo, hi = (float(x) for x in np.percentile(nz, [1.0, 99.5])) if nz.size else (0.0, 1.0)
@@ -290,8 +290,8 @@ def _patient_suptitle(title: str, radiological: bool, spacing: np.ndarray, world
 def _patient_layout(title_lines: int) -> tuple[dict, list[float]]:
     """Fixed margins of the 3 × 3 report grid (gridspec keywords) and the colour bar's box (figure fractions).
 
-    Set by hand, not by a layout engine: constrained layout measured every label of every panel and took
-    most of the time of drawing the figure. Margins in inches: the title's lines and the column titles on
+    Set by hand, not by a layout engine, which would measure every label of every panel at each draw.
+    Margins in inches: the title's lines and the column titles on
     top, the row labels on the left, the colour bar on the right, the legends below.
     """
     w, h = PATIENT_FIGSIZE_IN
@@ -397,8 +397,7 @@ def patient_figure(
         if log_density
         else "tumour-cell density (fraction of capacity)",
     )
-    # Plain labels, no minor ticks: the log axis's own "10^k" labels go through mathtext, the slowest
-    # part of drawing this figure.
+    # Plain labels, no minor ticks: the log axis's own "10^k" labels would go through mathtext, costly to draw.
     bar.minorticks_off()
     bar.set_ticklabels([f"{t:g}" for t in ticks])
     _legends(axes, vols.get("segmentation"), segmentation_names, style["plans"], match_name)
@@ -491,7 +490,7 @@ def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
     """Save a figure to ``path`` atomically (format by suffix, PNG by default); return the path."""
     p = Path(path)
     fmt = p.suffix.lstrip(".").lower() or "png"
-    fast_png = {"pil_kwargs": {"compress_level": 1}} if fmt == "png" else {}  # 20 % larger, a third faster
+    fast_png = {"pil_kwargs": {"compress_level": 1}} if fmt == "png" else {}  # a larger file, faster to encode
     with atomic_write(p) as tmp:
         fig.savefig(tmp, dpi=dpi, format=fmt, **fast_png)
     return p

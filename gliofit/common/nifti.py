@@ -28,7 +28,7 @@ def _import_nibabel():
     """nibabel, imported without pydicom when pydicom is not loaded yet.
 
     nibabel imports pydicom whenever it is installed (and pydicom imports requests), only to parse DICOM
-    extensions inside NIfTI headers, which gliofit never reads: a fifth of a command's start-up. Hidden
+    extensions inside NIfTI headers, which gliofit never reads, at a cost to every command's start-up. Hidden
     during nibabel's own import, pydicom stays importable for the DICOM commands; such an extension is
     then kept as raw bytes. Every gliofit module takes nibabel from here (``from gliofit.common.nifti
     import nib``) so that this is the first import.

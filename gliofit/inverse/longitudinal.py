@@ -88,9 +88,8 @@ def check_interval(days_between) -> float:
 
 def check_same_grid(early: str | Path, later: str | Path) -> None:
     """InputError naming ``later`` unless both NIfTI files share shape and affine (:func:`common.grids.check_same_grid`)."""
-    from gliofit.common.nifti import nib
-
     from gliofit.common.grids import check_same_grid as same_grid
+    from gliofit.common.nifti import nib
 
     heads = []
     for p in (early, later):

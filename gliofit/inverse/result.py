@@ -160,7 +160,7 @@ class Result:
         and report.html.
 
         The density files are written on a second thread while the figure is drawn (gzip releases the
-        GIL: on two cores the files cost no wall time beside the figure)."""
+        GIL, so the two overlap)."""
         out = Path(out_dir)
         if out.exists() and not out.is_dir():
             raise InputError(f"{out}: output path is a file, not a folder")
