@@ -41,7 +41,7 @@ def infer(
         (0.5, 0.5), "--weights", metavar="WT CORE", help="Whole-tumour and core weights of the mean Dice."
     ),
     no_threshold_search: bool = typer.Option(
-        False, "--no-threshold-search", help="Use the database's thresholds only."
+        False, "--no-threshold-search", help="Use the database's thresholds only (always so with --seg-later)."
     ),
     seg_later: Path = typer.Option(
         None,

@@ -297,7 +297,7 @@ def infer_two_scans(
     refine: bool = True,
     refine_budget: int = 64,
     weights=(0.5, 0.5),
-    thresholds_search: bool = True,
+    thresholds_search: bool = False,
     project_days: float | None = None,
     density: str = "upsample",
     calibration: str | Path | bool | None = None,
@@ -317,6 +317,10 @@ def infer_two_scans(
     registration_later : the later scan's own registration (``run`` registers it rigidly to the earlier
         scan, then through the earlier's transform); default: the earlier's.
     refine : fit D, rho, T and the seed point to both scans with the solver (``refine_budget`` runs).
+    thresholds_search : search the imaging thresholds per candidate. Off by default: the rim between the
+        whole-tumour and core contours is about ``lambda`` times a function of the two thresholds, so with
+        free thresholds lambda, and with it D and rho separately, is not identified; the database's
+        thresholds (the model's assumption, as in the single-scan fit without search) are used.
     project_days : also the density this many days after the later scan (``density_projected``).
     density : ``"upsample"`` (database grid) or ``"resimulate"`` (1 mm) for the densities.
     calibration : the two-scan calibration file (default ``DB/gliofit-calibration-two-scan.json``,

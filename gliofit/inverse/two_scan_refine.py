@@ -33,6 +33,7 @@ from gliofit.simulations_db.dice import dice
 
 __all__ = [
     "MIN_GROWTH",
+    "LAMBDA_STEPS",
     "N_SNAPSHOTS",
     "SPAN",
     "REFINE_CONFIG",
@@ -45,11 +46,16 @@ __all__ = [
 N_SNAPSHOTS = 24
 """Snapshots per refinement run, log-spaced over :data:`SPAN` times the expected times of the two scans."""
 SPAN = (0.75, 1.35)
-"""The snapshots run from ``SPAN[0]`` times the expected first-scan time to ``SPAN[1]`` times the later one
-(each scaled by sqrt(lambda_start / lambda): at one rho the front speed is 2 lambda rho, the lag before the
-tumour appears is not). Tumours still
-appearing (the seed's profile rising through the threshold) grow by far more than the front speed in a short
-interval: dense snapshots keep their times apart."""
+"""The snapshots run from ``SPAN[0]`` times the expected first-scan time to ``SPAN[1]`` times the later one,
+both widened by ``r = lambda_start / lambda`` where it moves them out (the earliest times by min(1, r), the
+latest by max(1, r)): at one rho the front speed is 2 lambda rho, so a developed tumour's times scale with r,
+while the lag before a tumour appears does not. Tumours still appearing (the seed's profile rising through
+the threshold) grow by far more than the front speed in a short interval: dense snapshots keep their times
+apart."""
+LAMBDA_STEPS = (-0.9, -0.6, -0.3, 0.3, 0.6, 0.9)
+"""Steps of log(lambda) tried at the best start's seed point before the CMA-ES (lambda times 0.41-2.46): the
+database's lambda is coarse, and the CMA-ES's first steps (:data:`~gliofit.inverse.refine.LOG_SCALE`) are
+too short to cross that range within the budget."""
 MIN_GROWTH = 0.02
 """Floor of the growth between the scans: ``t_l - t_e >= 2 %`` of ``t_e`` (keeps s > 0 when the volumes agree)."""
 _LAMBDA_LIMITS = (0.05, 30.0)  # mm
@@ -124,18 +130,22 @@ class _GrowthObjective:
     def __call__(
         self, lam: np.ndarray, rho0: float, lam_start: float, t_guess: tuple[float, float], origins: np.ndarray
     ):
-        """Per point: (2, 2) Dice (scan x region; -1 where not run) and (D, rho, T at the first scan).
+        """Per point: (2, 2) Dice (scan x region; -1 where not run) and (D, rho, T at the first scan, t_e, t_l),
+        the last two the run's times (days at ``rho0``) of the two scans.
 
-        ``t_guess``: the expected times of the two scans at ``lam_start`` (the span of the snapshots)."""
+        ``t_guess``: the expected run times of the two scans at ``lam_start`` (the span of the snapshots)."""
         b = len(lam)
-        out, params = np.full((b, 2, 2), -1.0), np.full((b, 3), np.nan)
+        out, params = np.full((b, 2, 2), -1.0), np.full((b, 5), np.nan)
         ok = np.array([self.grid.tissue_at(o) >= TISSUE_THRESHOLD for o in origins])
         if not ok.any():
             return out, params
-        # a faster front (larger lambda at one rho: speed 2 lambda rho) reaches a volume sooner; the lag before
-        # the tumour appears does not scale so: half of the front's scaling (log)
-        scale = np.sqrt(lam_start / lam[ok])
-        times = np.geomspace(SPAN[0] * t_guess[0], SPAN[1] * t_guess[1], N_SNAPSHOTS)[None, :] * scale[:, None]
+        r = lam_start / lam[ok]
+        times = np.stack(
+            [
+                np.geomspace(SPAN[0] * t_guess[0] * min(1.0, r_i), SPAN[1] * t_guess[1] * max(1.0, r_i), N_SNAPSHOTS)
+                for r_i in r
+            ]
+        )
         u = simulate(
             self.grid,
             lam[ok] ** 2 * rho0,
@@ -153,7 +163,7 @@ class _GrowthObjective:
             for k, (t, (wt, core)) in enumerate(zip((t_e, t_l), self.scans)):
                 out[b_i, k] = scan_dice(_at(snaps, tb, t), wt, core, self.thresholds)
             s = (t_l - t_e) / self.n
-            params[b_i] = (lam[b_i] ** 2 * rho0 * s, rho0 * s, t_e / s)
+            params[b_i] = (lam[b_i] ** 2 * rho0 * s, rho0 * s, t_e / s, t_e, t_l)
         return out, params
 
     def score(self, d: np.ndarray) -> np.ndarray:
@@ -206,7 +216,8 @@ def refine_two_scans(
         raise InputError(f"days between the scans must be > 0, got {days_between}")
     rho0 = float(start["rho_per_day"])
     lam0 = math.sqrt(float(start["D_mm2_per_day"]) / rho0)
-    t_guess = (float(start["T_days"]), float(start["T_days"]) + float(days_between))
+    # the snapshots' span: lambda and run times (days at rho0) of the scans at the best point so far
+    anchor = {"lam": lam0, "t": (float(start["T_days"]), float(start["T_days"]) + float(days_between))}
     o0 = np.asarray(start["origin_mm"], dtype=np.float64).reshape(3)
     obj = _GrowthObjective(grid, scans, days_between, thresholds, weights, config, device)
     samples = samples if samples is not None else Samples()
@@ -217,13 +228,17 @@ def refine_two_scans(
 
     def evaluate(z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         lam, origins = decode(z)
-        d, p = obj(lam, rho0, lam0, t_guess, origins)
+        d, p = obj(lam, rho0, anchor["lam"], anchor["t"], origins)
         s = obj.score(d)
         keep = s >= 0
         p[:, 0] = np.clip(p[:, 0], *_D_LIMITS)
         p[:, 1] = np.clip(p[:, 1], *_RHO_LIMITS)
         samples.add(p[keep, 0], p[keep, 1], p[keep, 2], origins[keep], s[keep])
         return d, s, p
+
+    def reanchor(z: np.ndarray, p: np.ndarray) -> None:
+        if np.isfinite(p[3:5]).all():
+            anchor.update(lam=float(decode(z)[0][0]), t=(float(p[3]), float(p[4])))
 
     def encode(q: dict) -> np.ndarray:
         lam = math.sqrt(float(q["D_mm2_per_day"]) / float(q["rho_per_day"]))
@@ -235,6 +250,15 @@ def refine_two_scans(
     k0 = int(np.argmax(s0))
     best = (z0[k0], d0[k0], float(s0[k0]), p0[k0])
     start_score = float(s0[0])
+    reanchor(best[0], best[3])
+    if obj.runs < budget:
+        z1 = np.repeat(best[0][None], len(LAMBDA_STEPS), axis=0)[: budget - obj.runs]
+        z1[:, 0] += np.asarray(LAMBDA_STEPS[: len(z1)]) / LOG_SCALE
+        d1, s1, p1 = evaluate(z1)
+        k1 = int(np.argmax(s1))
+        if s1[k1] > best[2]:
+            best = (z1[k1], d1[k1], float(s1[k1]), p1[k1])
+            reanchor(best[0], best[3])
     es = CMAES(best[0], 1.0, popsize=popsize, rng=np.random.default_rng(seed))
     while obj.runs < budget:
         z = es.ask(min(es.lam, budget - obj.runs))
