@@ -25,6 +25,7 @@ Ends with one line ``BENCH {json}``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -113,6 +114,7 @@ def _args(argv=None) -> argparse.Namespace:
     ap.add_argument("--patient-resolution", type=float, help="growth grid of the pairs, mm (default 1; quick 3)")
     ap.add_argument("--refine-budget", type=int, help="forward runs of the two-scan refinement (default 64; quick 24)")
     ap.add_argument("--seed", type=int, default=2024, help="seed of the synthetic pairs")
+    ap.add_argument("--jobs", type=int, default=1, help="pairs run at once, one process each (default 1)")
     ap.add_argument(
         "--time-limit",
         type=float,
@@ -204,66 +206,109 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def _opened(db_path: str):
+    """The database and the ICBM152 atlas, once per process."""
+    import gliofit
+    from gliofit.growth.atlas import load_atlas
+
+    return gliofit.open_database(db_path), load_atlas("icbm152")
+
+
+def run_pair(db_path: str, case: Path, refine_budget: int) -> dict:
+    """One pair: the single-scan estimate on the later scan and the two-scan estimate, their errors and times."""
+    import gliofit
+    from gliofit.inverse.calibration import calibration_record
+    from gliofit.inverse.longitudinal import infer_two_scans
+
+    db, atlas = _opened(db_path)
+    truth = json.loads((case / "later" / "truth.json").read_text())
+    early, later = case / "early" / "seg.nii.gz", case / "later" / "seg.nii.gz"
+    t0, c0 = time.perf_counter(), time.process_time()
+    single = gliofit.infer(db, later, in_atlas_space=True, atlas=atlas)
+    t1, c1 = time.perf_counter(), time.process_time()
+    two = infer_two_scans(
+        db,
+        early,
+        later,
+        truth["days_between"],
+        in_atlas_space=True,
+        atlas=atlas,
+        refine_budget=refine_budget,
+        calibration=False,
+    )
+    t2, c2 = time.perf_counter(), time.process_time()
+    row = pair_metrics(single, two, truth)
+    row["record"] = calibration_record(two, truth, case.name)
+    row.update(
+        {
+            "case": case.name,
+            "seconds_one": t1 - t0,
+            "seconds_two": t2 - t1,
+            "cpu_seconds_two": c2 - c1,
+            "cpu_seconds_one": c1 - c0,
+            "sd_log_time_scale": two.extra.get("sd_log_time_scale"),
+            "whole_tumor_cm3_early": json.loads((case / "early" / "truth.json").read_text())["whole_tumor_cm3"],
+            "whole_tumor_cm3_later": truth["whole_tumor_cm3"],
+        }
+    )
+    return row
+
+
+def _print_row(row: dict) -> None:
+    print(
+        f"{row['case']}: N {row['days_between']:.0f} d, D err {row['two_D_mm2_per_day']:.2f} "
+        f"(one scan {row['one_D_mm2_per_day']:.2f}), rho {row['two_rho_per_day']:.2f}, T {row['two_T_days']:.2f}, "
+        f"lambda {row['two_infiltration_length_mm']:.2f} (one {row['one_infiltration_length_mm']:.2f}), "
+        f"Dice {row['two_dice_earlier']:.2f}/{row['two_dice_later']:.2f}, {row['seconds_two']:.1f} s "
+        f"({row['cpu_seconds_two']:.1f} s CPU)",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def run_pairs(db_path: Path, cases: list[Path], a: argparse.Namespace) -> list[dict]:
+    """Rows of every pair, in order; ``--jobs`` pairs at once (each one process), ``--time-limit`` respected."""
+    from gliofit.common.executors import make_executor
+
+    ex = make_executor(workers=a.jobs)
+    rows: dict[str, dict] = {}
+    pending, running = list(cases), {}
+    t_start = time.perf_counter()
+    try:
+        while pending or running:
+            late = a.time_limit is not None and time.perf_counter() - t_start > a.time_limit
+            while pending and len(running) < ex.slots and not late:
+                case = pending.pop(0)
+                running[ex.submit(run_pair, str(db_path), case, a.refine_budget)] = case
+            if not running:
+                break
+            for fut in ex.wait_first(list(running)):
+                running.pop(fut)
+                row = fut.result()
+                rows[row["case"]] = row
+                _print_row(row)
+    finally:
+        ex.close()
+    if len(rows) < len(cases):
+        print(f"time limit: {len(rows)} of {len(cases)} pairs run", file=sys.stderr)
+    return [rows[c.name] for c in cases if c.name in rows]
+
+
 def run(a: argparse.Namespace) -> dict:
     import gliofit
     from gliofit.growth.atlas import load_atlas
-    from gliofit.inverse.calibration import calibration_record, fit_quantiles, leave_one_out_coverage
-    from gliofit.inverse.longitudinal import infer_two_scans
+    from gliofit.inverse.calibration import fit_quantiles, leave_one_out_coverage
 
-    atlas = load_atlas("icbm152")
     root = a.cache / f"pairs-{a.patient_resolution:g}mm-seed{a.seed}"
     if a.grown_only:
         cases = [c for c in (root / f"pair-{i:03d}" for i in range(a.pairs)) if (c / "later" / "truth.json").is_file()]
         grow_s = 0.0
     else:
-        cases, grow_s = ensure_pairs(root, a.pairs, a.seed, atlas, a.patient_resolution, 4.0)
+        cases, grow_s = ensure_pairs(root, a.pairs, a.seed, load_atlas("icbm152"), a.patient_resolution, 4.0)
     db_path = database(a)
     db = gliofit.open_database(db_path)
-    rows = []
-    t_start = time.perf_counter()
-    for case in cases:
-        if a.time_limit is not None and time.perf_counter() - t_start > a.time_limit:
-            print(f"time limit: {len(rows)} of {len(cases)} pairs run", file=sys.stderr)
-            break
-        truth = json.loads((case / "later" / "truth.json").read_text())
-        early, later = case / "early" / "seg.nii.gz", case / "later" / "seg.nii.gz"
-        t0, c0 = time.perf_counter(), time.process_time()
-        single = gliofit.infer(db, later, in_atlas_space=True, atlas=atlas)
-        t1, c1 = time.perf_counter(), time.process_time()
-        two = infer_two_scans(
-            db,
-            early,
-            later,
-            truth["days_between"],
-            in_atlas_space=True,
-            atlas=atlas,
-            refine_budget=a.refine_budget,
-            calibration=False,
-        )
-        t2, c2 = time.perf_counter(), time.process_time()
-        row = pair_metrics(single, two, truth)
-        row["record"] = calibration_record(two, truth, case.name)
-        row.update(
-            {
-                "case": case.name,
-                "seconds_one": t1 - t0,
-                "seconds_two": t2 - t1,
-                "cpu_seconds_two": c2 - c1,
-                "cpu_seconds_one": c1 - c0,
-                "whole_tumor_cm3_early": json.loads((case / "early" / "truth.json").read_text())["whole_tumor_cm3"],
-                "whole_tumor_cm3_later": truth["whole_tumor_cm3"],
-            }
-        )
-        rows.append(row)
-        print(
-            f"{case.name}: N {truth['days_between']:.0f} d, D err {row['two_D_mm2_per_day']:.2f} "
-            f"(one scan {row['one_D_mm2_per_day']:.2f}), rho {row['two_rho_per_day']:.2f}, T {row['two_T_days']:.2f}, "
-            f"lambda {row['two_infiltration_length_mm']:.2f} (one {row['one_infiltration_length_mm']:.2f}), "
-            f"Dice {row['two_dice_earlier']:.2f}/{row['two_dice_later']:.2f}, {row['seconds_two']:.1f} s "
-            f"({row['cpu_seconds_two']:.1f} s CPU)",
-            file=sys.stderr,
-            flush=True,
-        )
+    rows = run_pairs(db_path, cases, a)
     records = [r["record"] for r in rows]
     summary = summarise(rows)
     summary.update(leave_one_out_coverage(records))
@@ -276,6 +321,7 @@ def run(a: argparse.Namespace) -> dict:
     info = db.info()
     return {
         "pairs": len(rows),
+        "jobs": a.jobs,
         "grow_seconds": grow_s,
         "database": {"path": str(db_path), "entries": info["entries"], "resolution_mm": info["resolution_mm"]},
         "refine_budget": a.refine_budget,

@@ -50,7 +50,7 @@ from gliofit.inverse.query import (
 )
 from gliofit.inverse.calibration import calibration_summary
 from gliofit.inverse.two_scan_calibration import read_two_scan_calibration, two_scan_uncertainty
-from gliofit.inverse.two_scan_refine import MIN_GROWTH, Samples, interp_time, refine_two_scans
+from gliofit.inverse.two_scan_refine import Samples, refine_two_scans, scan_times, volume_log_sd
 from gliofit.inverse.two_scan_result import TwoScanResult
 from gliofit.simulations_db.dice import volume_window
 
@@ -140,6 +140,7 @@ class PairCandidates:
     dice : (n, 2, 2) float64 Dice per scan (early, later) and region (whole tumour, core).
     thresholds : (n, 2) edema and core thresholds (those of the early entry's best Dice).
     score : (n,) joint score. D_mm2_per_day, rho_per_day, T_days (at the first scan): (n,) rescaled.
+    sd_log_time_scale : (n,) how well the volumes fix the rescaling (:func:`~gliofit.inverse.two_scan_refine.scan_times`).
     origin_mm : (n, 3). n_entries : snapshots scored.
     """
 
@@ -152,6 +153,7 @@ class PairCandidates:
     D_mm2_per_day: np.ndarray
     rho_per_day: np.ndarray
     T_days: np.ndarray
+    sd_log_time_scale: np.ndarray
     origin_mm: np.ndarray
     n_entries: int
 
@@ -206,7 +208,8 @@ def joint_candidates(
     edema, core_th = threshold_grid(db.manifest.thresholds, thresholds_search)
     de, the, se, sh_e = _scores(db, *early, ids, vol, edema, core_th, w)
     dl, _, sl, sh_l = _scores(db, *later, ids, vol, edema, core_th, w)
-    v_e, v_l = float(early[0].sum()), float(later[0].sum())
+    volumes = (float(early[0].sum()), float(later[0].sum()))
+    log_sds = tuple(volume_log_sd(v, db.grid.voxel_volume_mm3) for v in volumes)
     out = []
     for sim in sim_ids:
         r = np.flatnonzero(e["simulation_id"][rows] == sim)
@@ -215,8 +218,7 @@ def joint_candidates(
         j = k + int(np.argmax(sl[r][k:]))
         joint = 0.5 * (se[r][k] + sl[r][j])
         times, vox = e["T_days"][rows][r], e["wt_voxels"][rows][r]
-        t_e = interp_time(v_e, vox, times)
-        t_l = max(interp_time(v_l, vox, times), t_e * (1 + MIN_GROWTH))
+        t_e, t_l, sd = scan_times(volumes, log_sds, vox, times)
         s = (t_l - t_e) / n_days
         row = rows[r[k]]
         shift_mm = 0.5 * (sh_e[r[k]] + sh_l[r[j]]) @ db.grid.affine[:3, :3].T
@@ -231,11 +233,12 @@ def joint_candidates(
                 e["D_mm2_per_day"][row] * s,
                 e["rho_per_day"][row] * s,
                 t_e / s,
+                sd,
                 np.array([e["origin_x_mm"][row], e["origin_y_mm"][row], e["origin_z_mm"][row]]) + shift_mm,
             )
         )
     out.sort(key=lambda c: (-c[5], c[0]))
-    cols = list(zip(*out)) if out else [[]] * 10
+    cols = list(zip(*out)) if out else [[]] * 11
     return PairCandidates(
         np.asarray(cols[0], dtype=np.int64),
         np.asarray(cols[1], dtype=np.int64),
@@ -246,7 +249,8 @@ def joint_candidates(
         np.asarray(cols[6], dtype=np.float64),
         np.asarray(cols[7], dtype=np.float64),
         np.asarray(cols[8], dtype=np.float64),
-        np.asarray(cols[9], dtype=np.float64).reshape(-1, 3),
+        np.asarray(cols[9], dtype=np.float64),
+        np.asarray(cols[10], dtype=np.float64).reshape(-1, 3),
         len(ids),
     )
 
@@ -383,6 +387,7 @@ def infer_two_scans(
         "origin_mm": cands.origin_mm[0],
     }
     dice, thresholds = cands.dice[0], tuple(cands.thresholds[0])
+    sd_log_s = float(cands.sd_log_time_scale[0])
     extra = {"candidates": len(cands), "entries_scored": cands.n_entries, "start_score": float(cands.score[0])}
     tr = time.perf_counter()
     if refine:
@@ -408,12 +413,12 @@ def infer_two_scans(
             others=others,
         )
         extra["refine"] = {k: out[k] for k in ("score", "start_score", "n_forward_runs", "seconds")}
-        best, dice = out, np.asarray(out["dice"])
+        best, dice, sd_log_s = out, np.asarray(out["dice"]), out["sd_log_time_scale"]
     refine_s = time.perf_counter() - tr
     T_e = float(best["T_days"])
     params = _parameters(best, T_e + n_days, thresholds)
     uncertainty, spread = two_scan_uncertainty(
-        samples.arrays(), params, n_days, calib, float(db.manifest.resolution_mm)
+        samples.arrays(), params, n_days, calib, float(db.manifest.resolution_mm), sd_log_s
     )
     timepoints = [
         {
@@ -472,7 +477,9 @@ def infer_two_scans(
         "resolution_mm": float(db.manifest.resolution_mm),
     }
     warns = notes + ([cal_warning] if cal_warning else [])
-    extra.update({"spread": spread, "refine_s": refine_s, "query_s": query_s, "warnings": warns})
+    extra.update(
+        {"spread": spread, "sd_log_time_scale": sd_log_s, "refine_s": refine_s, "query_s": query_s, "warnings": warns}
+    )
     return TwoScanResult(
         parameters=params,
         uncertainty=uncertainty,

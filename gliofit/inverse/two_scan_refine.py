@@ -33,6 +33,7 @@ from gliofit.simulations_db.dice import dice
 
 __all__ = [
     "MIN_GROWTH",
+    "SEGMENTATION_SHIFT_MM",
     "LAMBDA_STEPS",
     "N_SNAPSHOTS",
     "SPAN",
@@ -41,6 +42,8 @@ __all__ = [
     "interp_time",
     "refine_two_scans",
     "scan_dice",
+    "scan_times",
+    "volume_log_sd",
 ]
 
 N_SNAPSHOTS = 24
@@ -58,6 +61,13 @@ database's lambda is coarse, and the CMA-ES's first steps (:data:`~gliofit.inver
 too short to cross that range within the budget."""
 MIN_GROWTH = 0.02
 """Floor of the growth between the scans: ``t_l - t_e >= 2 %`` of ``t_e`` (keeps s > 0 when the volumes agree)."""
+SEGMENTATION_SHIFT_MM = 0.5
+"""Standard deviation of the mean displacement of a segmented boundary, mm: a scan's volume V is known to
+``3 SEGMENTATION_SHIFT_MM / r`` on a log scale (r: the radius of a sphere of volume V). Through the times at
+which a run reaches the two volumes this bounds how well the time scale s is known (:func:`scan_times`):
+small tumours a short interval apart grow less than their segmentations' noise."""
+MAX_LOG_SD = 2.0
+"""Cap of the time scale's log standard deviation (a run whose volume stalls between the scans)."""
 _LAMBDA_LIMITS = (0.05, 30.0)  # mm
 _RHO_LIMITS = (1e-4, 1.0)  # 1/day, after rescaling
 _D_LIMITS = (1e-3, 5.0)  # mm²/day
@@ -74,6 +84,33 @@ def interp_time(volume: float, vox: np.ndarray, times: np.ndarray) -> float:
     if len(lv) >= 2 and x > lv[-1] and lv[-1] > lv[-2]:
         return float(np.exp(lt[-1] + (x - lv[-1]) * (lt[-1] - lt[-2]) / (lv[-1] - lv[-2])))
     return float(np.exp(np.interp(x, lv, lt)))
+
+
+def volume_log_sd(voxels: float, voxel_mm3: float) -> float:
+    """Log standard deviation of a segmented volume of ``voxels`` voxels (:data:`SEGMENTATION_SHIFT_MM`)."""
+    r_mm = (3.0 * max(float(voxels), 1.0) * voxel_mm3 / (4.0 * math.pi)) ** (1.0 / 3.0)
+    return 3.0 * SEGMENTATION_SHIFT_MM / r_mm
+
+
+def _log_growth_rate(volume: float, vox: np.ndarray, times: np.ndarray) -> float:
+    """d ln V / dt (1/day) of a run where its whole tumour has ``volume`` voxels: between the bracketing
+    snapshots (the last two beyond the last)."""
+    lv = np.log(np.maximum.accumulate(np.maximum(np.asarray(vox, dtype=np.float64), 0.5)))
+    k = int(np.clip(np.searchsorted(lv, math.log(max(float(volume), 0.5))) - 1, 0, len(lv) - 2))
+    return float((lv[k + 1] - lv[k]) / (times[k + 1] - times[k]))
+
+
+def scan_times(
+    volumes: tuple[float, float], log_sds: tuple[float, float], vox: np.ndarray, times: np.ndarray
+) -> tuple[float, float, float]:
+    """(t_e, t_l, sd of log s): the run's times (days) at the two observed whole-tumour volumes (voxels;
+    :func:`interp_time`, ``t_l - t_e`` floored at :data:`MIN_GROWTH` t_e) and the log standard deviation of
+    the time scale ``s = (t_l - t_e) / days_between`` that the volumes' log standard deviations ``log_sds``
+    give through the run's growth rate there (capped at :data:`MAX_LOG_SD`)."""
+    t_e = interp_time(volumes[0], vox, times)
+    t_l = max(interp_time(volumes[1], vox, times), t_e * (1.0 + MIN_GROWTH))
+    sd_t = [sd / max(_log_growth_rate(v, vox, times), 1e-12) for v, sd in zip(volumes, log_sds)]
+    return t_e, t_l, min(math.hypot(*sd_t) / (t_l - t_e), MAX_LOG_SD)
 
 
 class Samples:
@@ -124,18 +161,19 @@ class _GrowthObjective:
         self.thresholds, self.config, self.device = thresholds, config, device
         w = np.asarray(weights, dtype=np.float64)
         self.weights = w / w.sum()
-        self.volumes = [float(np.count_nonzero(wt)) for wt, _ in scans]
+        self.volumes = tuple(float(np.count_nonzero(wt)) for wt, _ in scans)
+        self.log_sds = tuple(volume_log_sd(v, grid.voxel_volume_mm3) for v in self.volumes)
         self.runs = 0
 
     def __call__(
         self, lam: np.ndarray, rho0: float, lam_start: float, t_guess: tuple[float, float], origins: np.ndarray
     ):
-        """Per point: (2, 2) Dice (scan x region; -1 where not run) and (D, rho, T at the first scan, t_e, t_l),
-        the last two the run's times (days at ``rho0``) of the two scans.
+        """Per point: (2, 2) Dice (scan x region; -1 where not run) and (D, rho, T at the first scan, t_e, t_l,
+        sd of log s): t_e, t_l the run's times (days at ``rho0``) of the two scans (:func:`scan_times`).
 
         ``t_guess``: the expected run times of the two scans at ``lam_start`` (the span of the snapshots)."""
         b = len(lam)
-        out, params = np.full((b, 2, 2), -1.0), np.full((b, 5), np.nan)
+        out, params = np.full((b, 2, 2), -1.0), np.full((b, 6), np.nan)
         ok = np.array([self.grid.tissue_at(o) >= TISSUE_THRESHOLD for o in origins])
         if not ok.any():
             return out, params
@@ -158,12 +196,11 @@ class _GrowthObjective:
         self.runs += int(ok.sum())
         for b_i, snaps, tb in zip(np.flatnonzero(ok), u, times):
             vox = (snaps.reshape(len(tb), -1) >= self.thresholds[0]).sum(axis=1)
-            t_e = interp_time(self.volumes[0], vox, tb)
-            t_l = max(interp_time(self.volumes[1], vox, tb), t_e * (1.0 + MIN_GROWTH))
+            t_e, t_l, sd = scan_times(self.volumes, self.log_sds, vox, tb)
             for k, (t, (wt, core)) in enumerate(zip((t_e, t_l), self.scans)):
                 out[b_i, k] = scan_dice(_at(snaps, tb, t), wt, core, self.thresholds)
             s = (t_l - t_e) / self.n
-            params[b_i] = (lam[b_i] ** 2 * rho0 * s, rho0 * s, t_e / s, t_e, t_l)
+            params[b_i] = (lam[b_i] ** 2 * rho0 * s, rho0 * s, t_e / s, t_e, t_l, sd)
         return out, params
 
     def score(self, d: np.ndarray) -> np.ndarray:
@@ -206,7 +243,8 @@ def refine_two_scans(
     Returns
     -------
     dict: ``D_mm2_per_day``, ``rho_per_day``, ``T_days``, ``origin_mm`` of the best point seen, its
-    ``dice`` ((2, 2) list: scan x region), ``score``, ``start_score`` (``start`` re-simulated),
+    ``sd_log_time_scale`` (:func:`scan_times`), ``dice`` ((2, 2) list: scan x region), ``score``,
+    ``start_score`` (``start`` re-simulated),
     ``n_forward_runs``, ``seconds``.
     """
     t0 = time.perf_counter()
@@ -275,6 +313,7 @@ def refine_two_scans(
         "D_mm2_per_day": float(np.clip(p_best[0], *_D_LIMITS)),
         "rho_per_day": float(np.clip(p_best[1], *_RHO_LIMITS)),
         "T_days": float(p_best[2]),
+        "sd_log_time_scale": float(p_best[5]),
         "origin_mm": [float(v) for v in origin],
         "dice": np.asarray(d_best).tolist(),
         "score": score_best,
