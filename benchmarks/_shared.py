@@ -29,3 +29,19 @@ def benchmark_database(db: str | None, quick: bool, tmp: Path) -> Path:
     from gliofit.pipelines.demo import demo_database
 
     return demo_database(progress=True)
+
+
+ORIGIN_AXES = ("origin_x_mm", "origin_y_mm", "origin_z_mm")
+
+
+def covered(unc: dict, truth: dict, level: str, scalar_keys: tuple[str, ...]) -> dict[str, bool]:
+    """Whether each printed interval of ``level`` (result.json ``ci95``/``ci50``) holds the truth: per scalar
+    key of ``scalar_keys`` and per axis of the seed point (:data:`ORIGIN_AXES`)."""
+    out = {}
+    for k in scalar_keys:
+        lo, hi = unc[k][level]
+        out[k] = bool(lo <= truth[k] <= hi)
+    lo, hi = unc["origin_mm"][level]
+    for a, k in enumerate(ORIGIN_AXES):
+        out[k] = bool(lo[a] <= truth["origin_mm"][a] <= hi[a])
+    return out

@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _shared import covered
 from scipy import ndimage
 
 CACHE = Path(os.environ.get("GLIOFIT_CACHE", Path.home() / ".cache" / "gliofit"))
@@ -141,18 +142,6 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if s == 0 else 2.0 * int((a & b).sum()) / s
 
 
-def _covered(unc: dict, truth: dict, level: str) -> dict:
-    """Whether each interval of ``level`` (``ci95``/``ci50``) holds the truth, per :data:`COVERAGE_KEYS`."""
-    out = {}
-    for k in ("mu_D_mm", "mu_rho"):
-        lo, hi = unc[k][level]
-        out[k] = bool(lo <= truth[k] <= hi)
-    lo, hi = unc["origin_mm"][level]
-    for a, k in enumerate(COVERAGE_KEYS[2:]):
-        out[k] = bool(lo[a] <= truth["origin_mm"][a] <= hi[a])
-    return out
-
-
 def patient_metrics(res, patient, shell: np.ndarray, density_s: float = 0.0) -> dict:
     """Errors of one result against the patient's truth."""
     t, p = patient.truth, res.parameters
@@ -179,7 +168,7 @@ def patient_metrics(res, patient, shell: np.ndarray, density_s: float = 0.0) -> 
     }
     for level in ("ci95", "ci50"):
         if all(level in unc[k] for k in ("mu_D_mm", "mu_rho", "origin_mm")):
-            out.update({f"covered{level[2:]}_{k}": v for k, v in _covered(unc, t, level).items()})
+            out.update({f"covered{level[2:]}_{k}": v for k, v in covered(unc, t, level, COVERAGE_KEYS[:2]).items()})
     return out
 
 

@@ -94,10 +94,13 @@ def volume_log_sd(voxels: float, voxel_mm3: float) -> float:
 
 def _log_growth_rate(volume: float, vox: np.ndarray, times: np.ndarray) -> float:
     """d ln V / dt (1/day) of a run where its whole tumour has ``volume`` voxels: between the bracketing
-    snapshots (the last two beyond the last)."""
+    snapshots (the last two beyond the last; 0 with fewer than two)."""
     lv = np.log(np.maximum.accumulate(np.maximum(np.asarray(vox, dtype=np.float64), 0.5)))
+    if len(lv) < 2:
+        return 0.0
     k = int(np.clip(np.searchsorted(lv, math.log(max(float(volume), 0.5))) - 1, 0, len(lv) - 2))
-    return float((lv[k + 1] - lv[k]) / (times[k + 1] - times[k]))
+    dt = float(times[k + 1] - times[k])
+    return float(lv[k + 1] - lv[k]) / dt if dt > 0 else 0.0
 
 
 def scan_times(

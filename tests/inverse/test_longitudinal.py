@@ -79,7 +79,7 @@ def test_rescaled_stored_simulation_is_found_with_its_D_rho_T(small_db):
 @pytest.mark.slow
 def test_pair_off_the_database_is_recovered_by_the_two_scan_fit(small_db, atlas1, tmp_path):
     """Truth not in the database (D x 1.2, rho x 0.85, seed moved inside its voxel, T between snapshots):
-    the two-scan fit recovers T within 30 %, rho within 35 % and the seed within one database voxel."""
+    the two-scan fit recovers T within 30 %, D and rho within 35 % and the seed within one database voxel."""
     e = small_db.entries
     rows = _stored_simulation(small_db, min_voxels=60)
     D, rho = 1.2 * e["D_mm2_per_day"][rows[1]], 0.85 * e["rho_per_day"][rows[1]]
@@ -95,6 +95,7 @@ def test_pair_off_the_database_is_recovered_by_the_two_scan_fit(small_db, atlas1
     p = res.parameters
     assert p["T_days"] == pytest.approx(T + n, rel=0.30)
     assert p["rho_per_day"] == pytest.approx(rho, rel=0.35)
+    assert p["D_mm2_per_day"] == pytest.approx(D, rel=0.35)
     assert np.linalg.norm(np.asarray(p["origin_mm"]) - origin) <= small_db.grid.spacing_mm[0]
     assert min(t["fit"]["dice_mean"] for t in res.timepoints) > 0.75
     assert res.extra["refine"]["score"] >= res.extra["refine"]["start_score"]
@@ -258,3 +259,21 @@ def test_two_scan_intervals_use_the_single_scan_calibration(small_db, atlas1, tm
     with pytest.raises(InputError, match="another database"):
         read_two_scan_calibration(small_db, tmp_path / "other.json")
     assert read_two_scan_calibration(small_db)[0] is None  # none in the database folder: uncalibrated
+
+
+def test_time_scale_uncertainty_of_exponential_growth():
+    """A run growing as V0 exp(g t): the scans' times are ln(V / V0) / g, each known to sd / g, so the time
+    scale s = (t_l - t_e) / N is known to sqrt(2) sd / ln(V_l / V_e) in log."""
+    from gliofit.inverse.two_scan_refine import MAX_LOG_SD, scan_times
+
+    g, v0 = 0.02, 10.0
+    times = np.linspace(1.0, 200.0, 400)
+    vox = v0 * np.exp(g * times)
+    volumes, sd = (200.0, 300.0), 0.05
+    t_e, t_l, sd_log_s = scan_times(volumes, (sd, sd), vox, times)
+    assert t_e == pytest.approx(np.log(20.0) / g, rel=1e-3)
+    assert t_l == pytest.approx(np.log(30.0) / g, rel=1e-3)
+    assert sd_log_s == pytest.approx(np.sqrt(2) * sd / np.log(1.5), rel=1e-2)
+    # a run that stalls between the scans leaves s unknown: capped
+    flat = np.minimum(vox, 250.0)
+    assert scan_times(volumes, (sd, sd), flat, times)[2] == MAX_LOG_SD
