@@ -8,7 +8,8 @@ on. Each simulation is computed on its own box only, with zero flux across
 its faces, in float32 and in a fixed order of operations, so its result never
 depends on which other simulations share the batch (bit for bit).
 
-Every function is compiled on first use and cached on disk (``cache=True``). Grids need at least
+Every function is compiled on first use and cached on disk (``cache=True``) and releases the GIL
+(``nogil=True``: :func:`~gliofit.growth.solver.simulate` runs groups of a batch on threads). Grids need at least
 two voxels along every axis (:func:`~gliofit.growth.solver.uses_cpu_kernels` checks).
 """
 
@@ -20,7 +21,7 @@ from numba import njit, uint64
 __all__ = ["logistic", "first_stage", "stage", "finish"]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _row_offsets(i, j, shape, l0, l1, l2, h0, h1):
     """Flat offsets (uint64) for the row (i, j, l2:...) of a C-ordered (X, Y, Z) state and its faces.
 
@@ -42,7 +43,7 @@ def _row_offsets(i, j, shape, l0, l1, l2, h0, h1):
     return base, xp, xm, yp, ym, kxp, kxm, kyp, kym, kzr
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _laplacian_row(p, o, n, base, xp, xm, yp, ym, kxp, kxm, kyp, kym, kzr, fx, fy, fz):
     """o[base:base+n] = div(k grad p) along one row of flat arrays, no flux across the box faces.
 
@@ -66,7 +67,7 @@ def _laplacian_row(p, o, n, base, xp, xm, yp, ym, kxp, kxm, kyp, kym, kzr, fx, f
         o[q + one] -= (p[q + one] - p[q]) * fz[kzr + k]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def logistic(u, sims, lo, hi, g, gp1):
     """Exact logistic step in place: u <- u (1 + g) / (1 + u g), g = exp(rho dt) - 1 per simulation."""
     one = np.float32(1.0)
@@ -83,7 +84,7 @@ def logistic(u, sims, lo, hi, g, gp1):
                     s[base + k] = x / (one + x * gb) * qb
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def first_stage(u, ly0, d1, sims, lo, hi, kx, ky, kz, scale, c1):
     """ly0 = scale L u and d1 = c1 ly0 on each box (scale = D dt per simulation)."""
     shape = (u.shape[1], u.shape[2], u.shape[3])
@@ -103,7 +104,7 @@ def first_stage(u, ly0, d1, sims, lo, hi, kx, ky, kz, scale, c1):
                     o1[base + k] = v * cb
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def stage(dp, dp2, ly0, out, sims, lo, hi, kx, ky, kz, a, mu, nu, c, with_dp2):
     """One RKL2 stage in increment form: out = a L dp + mu dp + nu dp2 + c ly0 (per-simulation a, mu, nu, c).
 
@@ -130,7 +131,7 @@ def stage(dp, dp2, ly0, out, sims, lo, hi, kx, ky, kz, a, mu, nu, c, with_dp2):
                         o[q] = o[q] * ab + p[q] * mb + y0[q] * cb
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def finish(u, ring, last, sims, lo, hi, g, gp1, eps, sup_lo, sup_hi):
     """u <- logistic(u + ring[last[b], b]); sup_lo/sup_hi <- the box of u > eps (sup_lo[b, 0] = -1 if none)."""
     one = np.float32(1.0)

@@ -27,6 +27,8 @@ CPU runs as fused numba loops (:mod:`.cpu_batch`) on numpy arrays
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -158,18 +160,49 @@ def simulate(
 
     out = np.zeros((batch,) + times.shape[1:] + grid.shape, dtype=np.float32)
     if uses_cpu_kernels(config, device) and min(grid.shape) >= 2:
-        from gliofit.growth.cpu_batch import run_independent
         from gliofit.growth.fields import face_arrays, seed_array
 
         field = face_arrays(grid, diffusivity_ratio)
         u = np.stack([seed_array(grid, o, config.seed_sigma_mm, config.seed_amplitude) for o in origins])
         u *= field.domain
-        run_independent(field, u, D, rho, times, config, out, on_step)
+        _run_cpu(field, u, D, rho, times, config, out, on_step)
         return out
     from gliofit.growth.torch_stepper import run_torch
 
     run_torch(grid, D, rho, origins, times, diffusivity_ratio, config, device, out, on_step)
     return out
+
+
+def _cpu_threads() -> int:
+    """CPU threads this process computes with: torch's count where torch is loaded (pool workers set it),
+    else ``OMP_NUM_THREADS``, else the cores it may run on (the CPU path does not import torch)."""
+    torch_mod = sys.modules.get("torch")
+    if torch_mod is not None:
+        return max(1, int(torch_mod.get_num_threads()))
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    return max(1, int(env)) if env.isdigit() else max(1, len(os.sched_getaffinity(0)))
+
+
+def _run_cpu(field, u: np.ndarray, D, rho, times, config: SolverConfig, out: np.ndarray, on_step) -> None:
+    """The fused CPU kernels over contiguous groups of the batch, one thread each (:func:`_cpu_threads`
+    groups, at most one per simulation; one with a progress callback). The kernels release the GIL, and a
+    simulation's snapshots do not depend on the rest of its batch, so the split changes no number."""
+    from gliofit.growth.cpu_batch import run_independent
+
+    groups = 1 if on_step is not None else min(_cpu_threads(), len(D))
+    if groups <= 1:
+        run_independent(field, u, D, rho, times, config, out, on_step)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    edges = np.linspace(0, len(D), groups + 1).astype(int)
+    with ThreadPoolExecutor(groups, thread_name_prefix="gliofit-solver") as pool:
+        runs = [
+            pool.submit(run_independent, field, u[a:b], D[a:b], rho[a:b], times[a:b], config, out[a:b])
+            for a, b in zip(edges[:-1], edges[1:])
+        ]
+        for r in runs:
+            r.result()
 
 
 def uses_cpu_kernels(config: SolverConfig, device: str | torch.device) -> bool:

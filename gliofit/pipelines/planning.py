@@ -108,22 +108,51 @@ def _mask(arr: np.ndarray | None, shape: tuple, name: str) -> np.ndarray | None:
     return m > 0 if m.dtype != bool else m
 
 
-def _model_target(
-    density: np.ndarray, core: np.ndarray, allowed: np.ndarray, dist_mm: np.ndarray, n: int
-) -> np.ndarray:
-    """The core plus the ``n - |core|`` highest-density voxels of ``allowed``; ties closest to the core."""
+def _distance_within(core: np.ndarray, spacing: np.ndarray, reach_mm: float) -> np.ndarray:
+    """Distance (mm) to the nearest core voxel, computed on the core's bounding box padded by ``reach_mm``
+    and +inf outside it: every core voxel lies in the box, so inside it the distance is exact, and every
+    voxel outside is farther than ``reach_mm`` (so ``dist <= reach_mm`` is exact everywhere)."""
+    pad = np.ceil(reach_mm / spacing).astype(int) + 1
+    box = []
+    for axis in range(3):
+        hit = np.flatnonzero(core.any(axis=tuple(a for a in range(3) if a != axis)))
+        box.append(slice(max(int(hit[0]) - pad[axis], 0), min(int(hit[-1]) + pad[axis] + 1, core.shape[axis])))
+    dist = np.full(core.shape, np.inf)
+    dist[tuple(box)] = ndimage.distance_transform_edt(~core[tuple(box)], sampling=spacing)
+    return dist
+
+
+def _closest(tied: np.ndarray, m: int, dist: np.ndarray, reach_mm: float, full) -> np.ndarray:
+    """The ``m`` voxels of ``tied`` (flat indices, ascending) closest to the core, equal distances by index.
+
+    ``dist`` is exact up to ``reach_mm`` (:func:`_distance_within`); when fewer than ``m`` lie that close,
+    ``full()`` gives the distance everywhere."""
+    dt = dist.reshape(-1)[tied]
+    near = dt <= reach_mm
+    if int(near.sum()) >= m:  # the m closest are all within reach; the rest lie farther
+        tied, dt = tied[near], dt[near]
+    else:
+        dt = full().reshape(-1)[tied]
+    return tied[np.argsort(dt, kind="stable")[:m]]
+
+
+def _model_target(density: np.ndarray, core: np.ndarray, allowed: np.ndarray, n: int, closest) -> np.ndarray:
+    """The core plus the ``n - |core|`` highest-density voxels of ``allowed``; ties closest to the core
+    (``closest(tied, m)``: :func:`_closest`)."""
     model = np.ascontiguousarray(core, dtype=bool).copy()
     k = n - int(model.sum())
     if k <= 0:
         return model
-    idx = np.flatnonzero(allowed & ~model)
+    free = allowed & ~model
+    positive = free & (density > 0)
+    if int(positive.sum()) >= k:  # the k-th largest density is positive: voxels of density 0 play no part
+        free = positive
+    idx = np.flatnonzero(free)
     d = density.reshape(-1)[idx]
     if k < idx.size:
         kth = np.partition(d, idx.size - k)[idx.size - k]  # the k-th largest density
         above = idx[d > kth]
-        tied = idx[d == kth]
-        order = np.argsort(dist_mm.reshape(-1)[tied], kind="stable")  # closer first, then lower index
-        idx = np.concatenate([above, tied[order[: k - above.size]]])
+        idx = np.concatenate([above, closest(idx[d == kth], k - above.size)])
     model.reshape(-1)[idx] = True
     return model
 
@@ -179,10 +208,15 @@ def make_plan(
     else:
         allowed = brain_m | tumour
     spacing = spacing_mm(aff)
-    dist = ndimage.distance_transform_edt(~core_m, sampling=spacing)
-    standard = (dist <= margin + 1e-9) & allowed
+    reach = margin + 1e-9
+    dist = _distance_within(core_m, spacing, reach)
+    standard = (dist <= reach) & allowed
     n = int(standard.sum())
-    model = _model_target(d, core_m, allowed, dist, n)
+
+    def everywhere() -> np.ndarray:
+        return ndimage.distance_transform_edt(~core_m, sampling=spacing)
+
+    model = _model_target(d, core_m, allowed, n, lambda tied, m: _closest(tied, m, dist, reach, everywhere))
     summary = _summary(d, core_m, wt, standard, model, spacing, aff, margin, basis, brain_m is not None)
     zero = summary["zero_density_voxels"]
     if zero:

@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import typer
+from scipy import ndimage
 from scipy.spatial import cKDTree
 from typer.testing import CliRunner
 
@@ -373,3 +374,44 @@ def test_cli_plan_bad_input_exits_2_with_one_line(tmp_path, case, word):
     assert "Traceback" not in res.output
     if case != "out_file":
         assert not (tmp_path / "out").exists()  # nothing written on bad input
+
+
+def _reference_plan(density, core, allowed, margin_mm, spacing):
+    """The definition, on the whole grid: a full distance transform, every tied voxel sorted."""
+    dist = ndimage.distance_transform_edt(~core, sampling=spacing)
+    standard = (dist <= margin_mm + 1e-9) & allowed
+    model = core.copy()
+    k = int(standard.sum()) - int(core.sum())
+    idx = np.flatnonzero(allowed & ~model)
+    d = density.reshape(-1)[idx]
+    if 0 < k < idx.size:
+        kth = np.partition(d, idx.size - k)[idx.size - k]
+        above, tied = idx[d > kth], idx[d == kth]
+        idx = np.concatenate([above, tied[np.argsort(dist.reshape(-1)[tied], kind="stable")[: k - above.size]]])
+    if k > 0:
+        model.reshape(-1)[idx] = True
+    return standard, model
+
+
+@pytest.mark.parametrize("case", ["positive", "zero_ties_near", "ties_beyond_margin", "density_plateau"])
+def test_targets_equal_the_whole_grid_definition(case):
+    """The box-limited distance and the restricted tie search give the targets of the definition exactly:
+    a density positive well beyond the margin, one that ends inside it (ties of density 0 near the core),
+    one whose tied value lies beyond the margin (the whole-grid distance decides), a plateau of equal values."""
+    rng = np.random.default_rng(7)
+    shape, spacing = (70, 64, 40), np.array([1.0, 1.2, 2.0])
+    aff = np.diag([*spacing, 1.0])
+    r = np.sqrt(sum(((g - c) * s) ** 2 for g, c, s in zip(np.indices(shape), (30, 32, 20), spacing)))
+    core = r < 7
+    brain = rng.uniform(size=shape) > 0.1
+    density = {
+        "positive": np.exp(-np.maximum(r - 7, 0) / 15),
+        "zero_ties_near": np.where(r < 12, np.exp(-np.maximum(r - 7, 0) / 4), 0.0),
+        "ties_beyond_margin": np.where((r > 7) & (r < 17), 0.1, 0.0) + np.where(np.abs(r - 26) < 3, 0.3, 0.0),
+        "density_plateau": np.where(r < 30, 0.5, 0.0) + core * 0.5,
+    }[case]
+    plan = make_plan(density, core, aff, brain=brain, margin_mm=10.0)
+    standard, model = _reference_plan(np.clip(density, 0, 1), core, brain | core, 10.0, spacing)
+    assert np.array_equal(plan.standard, standard)
+    assert np.array_equal(plan.model, model)
+    assert plan.model.sum() == plan.standard.sum()
