@@ -3,8 +3,9 @@
 Same atlas grid, same equation, same parameters, in one process. Prints ms per
 step, voxel-updates per second, the speed ratio per simulation, the Dice of the
 0.25 and 0.675 masks between the two (and of each against a fine-step
-reference), and the per-step cost of a full-grid step against the memory
-bandwidth measured here. Ends with one line ``BENCH {json}``.
+reference), the per-step cost of a full-grid step against the memory
+bandwidth measured here, and a refinement-sized batch on one thread against
+the same batch split over the cores. Ends with one line ``BENCH {json}``.
 
     python benchmarks/solver.py [--quick]
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import numpy as np
@@ -166,6 +168,34 @@ def case(grid, T: float, with_reference: bool, matched: bool) -> dict:
     return out
 
 
+def batch_on_threads(grid, threads: int, repeats: int) -> dict:
+    """A refinement-sized batch (8 simulations around one point) on 1 thread and on ``threads`` (the batch
+    split into groups), interleaved; median seconds and whether the snapshots agree bit for bit."""
+    from gliofit.growth.solver import simulate
+
+    f = np.exp(np.linspace(-0.4, 0.4, 8))
+    args = (grid, D * f, RHO / f, [ORIGIN] * 8, [[TIMES[0], TIMES[1]]] * 8)
+    seconds: dict[int, list[float]] = {1: [], threads: []}
+    out = {}
+    before = torch.get_num_threads()
+    for _ in range(repeats):
+        for n in (1, threads):
+            torch.set_num_threads(n)
+            t = time.perf_counter()
+            out[n] = simulate(*args)
+            seconds[n].append(time.perf_counter() - t)
+    torch.set_num_threads(before)
+    s1, sn = float(np.median(seconds[1])), float(np.median(seconds[threads]))
+    return {
+        "grid": list(grid.shape),
+        "threads": threads,
+        "seconds_1_thread": round(s1, 3),
+        f"seconds_{threads}_threads": round(sn, 3),
+        "speedup": round(s1 / sn, 2),
+        "identical": bool(np.array_equal(out[1], out[threads])),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 mm only (well under a minute)")
@@ -202,6 +232,13 @@ def main() -> None:
                 + (f" | baseline at CFL/8: {r['baseline_cfl_over_8']}" if "baseline_cfl_over_8" in r else ""),
                 flush=True,
             )
+    cores = max(2, len(os.sched_getaffinity(0)))
+    results["batch_on_threads"] = r = batch_on_threads(resample_atlas(atlas, 2.0), cores, 3 if args.quick else 5)
+    print(
+        f"batch of 8 at 2 mm: 1 thread {r['seconds_1_thread']} s, {cores} threads {r[f'seconds_{cores}_threads']} s "
+        f"({r['speedup']}x), identical: {r['identical']}",
+        flush=True,
+    )
     bw = bandwidth_gb_s()
     grid = resample_atlas(atlas, 2.0 if args.quick else 1.0)
     bound_ms = 20.0 * np.prod(grid.shape) / (bw * 1e9) * 1e3  # read u + 3 face arrays, write u: 20 B/voxel
