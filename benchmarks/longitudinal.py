@@ -251,7 +251,9 @@ def run_pair(db_path: str, case: Path, refine_budget: int, calibration: str | bo
     row = pair_metrics(single, two, truth)
     row["record"] = calibration_record(two, truth, case.name)
     for level in ("ci95", "ci50"):
-        row.update({f"covered{level[2:]}_{k}": v for k, v in covered(two.uncertainty, truth, level, ERROR_KEYS).items()})
+        row.update(
+            {f"covered{level[2:]}_{k}": v for k, v in covered(two.uncertainty, truth, level, ERROR_KEYS).items()}
+        )
     row.update(
         {
             "case": case.name,
