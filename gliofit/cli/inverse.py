@@ -83,7 +83,6 @@ def infer(
             top_k=top_k,
             density=density,
             weights=weights,
-            thresholds_search=not no_threshold_search,
             project_days=project_days,
             method=method,
             refine=refine,

@@ -31,7 +31,6 @@ def infer_two_scans_cli(
     if days_between is None:
         raise InputError(f"{seg_later}: give --days-between N (days from --seg to --seg-later)")
     check_interval(days_between)
-    kwargs.pop("thresholds_search", None)  # two scans fit lambda: the database's thresholds (infer_two_scans)
     if method != "index":
         raise InputError(f"--seg-later works with --method index only, got {method!r}")
     with warnings.catch_warnings(record=True) as caught:

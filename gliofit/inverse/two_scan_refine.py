@@ -76,10 +76,15 @@ REFINE_CONFIG = SolverConfig()
 kernels; ``compile=False`` would fall back to the eager torch operator, several times slower)."""
 
 
+def _log_volumes(vox: np.ndarray) -> np.ndarray:
+    """log of a run's whole-tumour voxel counts, non-decreasing (floored at half a voxel)."""
+    return np.log(np.maximum.accumulate(np.maximum(np.asarray(vox, dtype=np.float64), 0.5)))
+
+
 def interp_time(volume: float, vox: np.ndarray, times: np.ndarray) -> float:
     """Time (days) at which a run's whole tumour reaches ``volume`` voxels: log time against log volume
     through its snapshots ``(times, vox)``, extrapolated from the last two beyond the last."""
-    lv = np.log(np.maximum.accumulate(np.maximum(np.asarray(vox, dtype=np.float64), 0.5)))
+    lv = _log_volumes(vox)
     lt, x = np.log(np.asarray(times, dtype=np.float64)), math.log(max(float(volume), 0.5))
     if len(lv) >= 2 and x > lv[-1] and lv[-1] > lv[-2]:
         return float(np.exp(lt[-1] + (x - lv[-1]) * (lt[-1] - lt[-2]) / (lv[-1] - lv[-2])))
@@ -95,7 +100,7 @@ def volume_log_sd(voxels: float, voxel_mm3: float) -> float:
 def _log_growth_rate(volume: float, vox: np.ndarray, times: np.ndarray) -> float:
     """d ln V / dt (1/day) of a run where its whole tumour has ``volume`` voxels: between the bracketing
     snapshots (the last two beyond the last; 0 with fewer than two)."""
-    lv = np.log(np.maximum.accumulate(np.maximum(np.asarray(vox, dtype=np.float64), 0.5)))
+    lv = _log_volumes(vox)
     if len(lv) < 2:
         return 0.0
     k = int(np.clip(np.searchsorted(lv, math.log(max(float(volume), 0.5))) - 1, 0, len(lv) - 2))

@@ -122,23 +122,33 @@ def _distance_within(core: np.ndarray, spacing: np.ndarray, reach_mm: float) -> 
     return dist
 
 
-def _closest(tied: np.ndarray, m: int, dist: np.ndarray, reach_mm: float, full) -> np.ndarray:
+def _closest(
+    tied: np.ndarray, m: int, core: np.ndarray, dist: np.ndarray, reach_mm: float, spacing: np.ndarray
+) -> np.ndarray:
     """The ``m`` voxels of ``tied`` (flat indices, ascending) closest to the core, equal distances by index.
 
     ``dist`` is exact up to ``reach_mm`` (:func:`_distance_within`); when fewer than ``m`` lie that close,
-    ``full()`` gives the distance everywhere."""
+    the distance is computed on the whole grid."""
     dt = dist.reshape(-1)[tied]
     near = dt <= reach_mm
     if int(near.sum()) >= m:  # the m closest are all within reach; the rest lie farther
         tied, dt = tied[near], dt[near]
     else:
-        dt = full().reshape(-1)[tied]
+        dt = ndimage.distance_transform_edt(~core, sampling=spacing).reshape(-1)[tied]
     return tied[np.argsort(dt, kind="stable")[:m]]
 
 
-def _model_target(density: np.ndarray, core: np.ndarray, allowed: np.ndarray, n: int, closest) -> np.ndarray:
+def _model_target(
+    density: np.ndarray,
+    core: np.ndarray,
+    allowed: np.ndarray,
+    n: int,
+    dist: np.ndarray,
+    reach_mm: float,
+    spacing: np.ndarray,
+) -> np.ndarray:
     """The core plus the ``n - |core|`` highest-density voxels of ``allowed``; ties closest to the core
-    (``closest(tied, m)``: :func:`_closest`)."""
+    (:func:`_closest`, with the distance ``dist`` exact up to ``reach_mm``)."""
     model = np.ascontiguousarray(core, dtype=bool).copy()
     k = n - int(model.sum())
     if k <= 0:
@@ -152,7 +162,7 @@ def _model_target(density: np.ndarray, core: np.ndarray, allowed: np.ndarray, n:
     if k < idx.size:
         kth = np.partition(d, idx.size - k)[idx.size - k]  # the k-th largest density
         above = idx[d > kth]
-        idx = np.concatenate([above, closest(idx[d == kth], k - above.size)])
+        idx = np.concatenate([above, _closest(idx[d == kth], k - above.size, core, dist, reach_mm, spacing)])
     model.reshape(-1)[idx] = True
     return model
 
@@ -212,11 +222,7 @@ def make_plan(
     dist = _distance_within(core_m, spacing, reach)
     standard = (dist <= reach) & allowed
     n = int(standard.sum())
-
-    def everywhere() -> np.ndarray:
-        return ndimage.distance_transform_edt(~core_m, sampling=spacing)
-
-    model = _model_target(d, core_m, allowed, n, lambda tied, m: _closest(tied, m, dist, reach, everywhere))
+    model = _model_target(d, core_m, allowed, n, dist, reach, spacing)
     summary = _summary(d, core_m, wt, standard, model, spacing, aff, margin, basis, brain_m is not None)
     zero = summary["zero_density_voxels"]
     if zero:
