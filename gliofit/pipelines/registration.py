@@ -20,6 +20,9 @@ ITK reads ``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS`` once per process, at its
 first image operation, so ``threads`` only counts before a process's first
 ANTs call (a later, different value is ignored with a warning).
 
+Volumes travel through the transforms by :mod:`gliofit.pipelines.warp`: the same values as
+``ants.apply_transforms`` (float32 rounding), in one numba pass on every core.
+
 Coordinates: nibabel affines are RAS, ITK is LPS; :func:`ants_image` converts with
 :func:`gliofit.common.grids.lps_geometry`.
 """
@@ -133,6 +136,7 @@ class AntsRegistration:
     metric: float
     kind: str
     info: dict = field(default_factory=dict, repr=False)
+    _chains: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def _apply(
         self,
@@ -143,20 +147,16 @@ class AntsRegistration:
         transforms: list[str],
         invert: list[bool],
     ) -> np.ndarray:
-        import ants
-
         for t in transforms:
             if not Path(t).is_file():
                 raise InputError(f"{t}: registration transform file is missing")
-        out = ants.apply_transforms(
-            ants_image(np.zeros(shape, np.float32), dst_affine),
-            ants_image(data, src_affine),
-            list(transforms),
-            interpolator=_interpolator(data),
-            whichtoinvert=invert,
-            singleprecision=True,
-        )
-        return ants_array(out)
+        from gliofit.pipelines.warp import pull, read_chain
+
+        key = tuple(zip(transforms, invert, strict=True))
+        if key not in self._chains:
+            self._chains[key] = read_chain(list(transforms), list(invert))
+        nearest = _interpolator(data) == "nearestNeighbor"
+        return pull(data, src_affine, shape, dst_affine, self._chains[key], nearest=nearest)
 
     def to_atlas(self, data: np.ndarray, affine: np.ndarray, atlas: Atlas) -> np.ndarray:
         """Pull a patient volume (X, Y, Z) on ``affine`` onto the atlas grid (float32, 0 outside).
