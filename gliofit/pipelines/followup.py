@@ -44,9 +44,8 @@ def followup_on_first_grid(
                 "(atlas-space input: both scans must share the grid)"
             )
         return np.asarray(labels, dtype=np.uint8)
-    import ants
-
-    from gliofit.pipelines.registration import _coarse, _keep_mask, _register, ants_array, ants_image
+    from gliofit.pipelines.registration import _coarse, _keep_mask, _register, ants_image
+    from gliofit.pipelines.warp import apply_transform_files
 
     fixed = _coarse(ants_image(np.nan_to_num(t1_first.astype(np.float32)), t1_first_affine))
     moving = _coarse(ants_image(np.nan_to_num(t1_later.astype(np.float32)), t1_later_affine))
@@ -57,11 +56,7 @@ def followup_on_first_grid(
             reg = _register(fixed, moving, mask, "Rigid", seed, d)
         except RuntimeError as e:
             raise InputError(f"{source}: rigid ANTs registration to the earlier scan failed ({e})") from None
-        out = ants.apply_transforms(
-            ants_image(np.zeros(t1_first.shape, np.float32), t1_first_affine),
-            ants_image(np.asarray(labels, np.float32), affine),
-            reg["fwdtransforms"],
-            interpolator="nearestNeighbor",
-            singleprecision=True,
+        out = apply_transform_files(
+            np.asarray(labels, np.float32), affine, t1_first.shape, t1_first_affine, reg["fwdtransforms"], nearest=True
         )
-        return np.rint(ants_array(out)).astype(np.uint8)
+        return np.rint(out).astype(np.uint8)

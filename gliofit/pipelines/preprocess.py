@@ -143,18 +143,10 @@ def _coarse(img, spacing: float = REGISTRATION_SPACING_MM, linear: bool = True):
 
 def ants_matrix_ras(path: str | Path) -> np.ndarray:
     """The (4, 4) RAS matrix of an ANTs linear transform file (fixed world -> moving world, mm)."""
-    import ants
+    from gliofit.pipelines.warp import read_affine_lps
 
-    tx = ants.read_transform(str(path))
-    p = np.asarray(tx.parameters, dtype=np.float64)
-    c = np.asarray(tx.fixed_parameters, dtype=np.float64)
-    a = p[:9].reshape(3, 3)
-    t = p[9:12]
-    lps = np.eye(4)
-    lps[:3, :3] = a
-    lps[:3, 3] = t + c - a @ c
     flip = np.diag([-1.0, -1.0, 1.0, 1.0])
-    return flip @ lps @ flip
+    return flip @ read_affine_lps(str(path), invert=False) @ flip
 
 
 def _motion_mm(matrix_ras: np.ndarray, data: np.ndarray, affine: np.ndarray) -> float:
@@ -237,17 +229,9 @@ def output_grid(
 def _apply(
     data: np.ndarray, affine: np.ndarray, grid: np.ndarray, shape, transform: str | None, nearest: bool = False
 ) -> np.ndarray:
-    import ants
+    from gliofit.pipelines.warp import apply_transform_files
 
-    target = ants_image(np.zeros(shape, np.float32), grid)
-    out = ants.apply_transforms(
-        target,
-        ants_image(data, affine),
-        [transform] if transform else [],
-        interpolator="nearestNeighbor" if nearest else "linear",
-        singleprecision=True,
-    )
-    return ants_array(out)
+    return apply_transform_files(data, affine, shape, grid, [transform] if transform else [], nearest=nearest)
 
 
 def rough_brain(t1c: np.ndarray, spacing: float) -> np.ndarray:

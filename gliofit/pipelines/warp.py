@@ -25,7 +25,7 @@ from numba import njit, prange
 
 from gliofit.common.errors import InputError
 
-__all__ = ["TransformChain", "read_chain", "pull"]
+__all__ = ["TransformChain", "read_affine_lps", "read_chain", "pull", "apply_transform_files"]
 
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -48,7 +48,7 @@ class TransformChain:
     after: np.ndarray
 
 
-def _affine_lps(path: str, invert: bool) -> np.ndarray:
+def read_affine_lps(path: str, invert: bool) -> np.ndarray:
     """The (4, 4) LPS mm matrix of an ITK affine file, inverted when ``invert``."""
     import ants
 
@@ -88,9 +88,9 @@ def read_chain(transforms: list[str], invert: list[bool]) -> TransformChain:
     for path, inv in zip(transforms, invert, strict=True):
         if path.endswith(".mat"):
             if field is None:
-                before = _affine_lps(path, inv) @ before
+                before = read_affine_lps(path, inv) @ before
             else:
-                after = _affine_lps(path, inv) @ after
+                after = read_affine_lps(path, inv) @ after
         elif inv or field is not None:
             raise InputError(f"{path}: a displacement field can be applied once and only forwards here")
         else:
@@ -124,6 +124,19 @@ def pull(
         out,
     )
     return out
+
+
+def apply_transform_files(
+    data: np.ndarray,
+    src_affine: np.ndarray,
+    shape: tuple[int, int, int],
+    dst_affine: np.ndarray,
+    transforms: list[str],
+    *,
+    nearest: bool,
+) -> np.ndarray:
+    """:func:`pull` through ANTs transform files (none inverted); an empty list is the identity."""
+    return pull(data, src_affine, shape, dst_affine, read_chain(transforms, [False] * len(transforms)), nearest=nearest)
 
 
 @njit(inline="always")
