@@ -8,6 +8,10 @@ per case.
 
     python benchmarks/segmentation.py            # 4x240x240x155, STU-Net S and B (many minutes on 2 cores)
     python benchmarks/segmentation.py --quick    # 4x128^3, STU-Net S only (one tile)
+    python benchmarks/segmentation.py --precision bfloat16   # ours under bfloat16 autocast, the stock in float32
+
+With ``--precision bfloat16`` the labels are not expected to be equal everywhere: the benchmark also
+reports where the region logits change sign (the largest stock logit magnitude among them).
 
 Ends with one line ``BENCH {json}``.
 """
@@ -26,7 +30,7 @@ import torch
 
 from gliofit.segmentation.mri import normalise_nonzero
 from gliofit.segmentation.nnunet_inference import stock_predictor
-from gliofit.segmentation.predict import regions_to_labels, sliding_window_logits
+from gliofit.segmentation.predict import PRECISIONS, regions_to_labels, sliding_window_logits
 from gliofit.segmentation.stunet import STUNet
 
 PATCH = (128, 128, 128)
@@ -72,19 +76,19 @@ class PeakRSS:
         self.peak_mb = max(self.peak_mb, self._rss_mb())
 
 
-def run_engine(kind: str, net: torch.nn.Module, x: torch.Tensor) -> dict:
-    """Labels, seconds and peak RSS of one engine on the normalised array ``x`` (C, Z, Y, X)."""
+def run_engine(kind: str, net: torch.nn.Module, x: torch.Tensor, precision: str = "auto") -> dict:
+    """Labels, region logits, seconds and peak RSS of one engine on the normalised array ``x`` (C, Z, Y, X)."""
     with PeakRSS() as mem:
         t0, c0 = time.perf_counter(), time.process_time()
         if kind == "ours":
-            logits = sliding_window_logits(net, x, PATCH)
+            logits = sliding_window_logits(net, x, PATCH, autocast_dtype=PRECISIONS[precision])
         else:
             logits = stock_predictor(net, PATCH).predict_logits_from_preprocessed_data(x)
         labels = regions_to_labels(logits.float())
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    del logits
     return {
         "labels": labels,
+        "logits": logits.float().numpy(),
         "seconds": seconds,
         "cpu_seconds": cpu,
         "peak_rss_mb": mem.peak_mb,
@@ -97,8 +101,26 @@ def _best(runs: list[dict]) -> dict:
     return min(runs, key=lambda r: r["seconds"])
 
 
+def _sign_changes(ours: np.ndarray, stock: np.ndarray) -> dict:
+    """Where a region logit changes sign between the engines: the fraction of voxels and how far from 0 the
+    stock logit was there (largest and 99th percentile magnitude)."""
+    flip = np.signbit(ours) != np.signbit(stock)
+    mag = np.abs(stock[flip])
+    return {
+        "logit_sign_change_fraction": float(flip.any(axis=0).mean()),
+        "stock_logit_at_sign_change_max": float(mag.max()) if mag.size else 0.0,
+        "stock_logit_at_sign_change_p99": float(np.percentile(mag, 99)) if mag.size else 0.0,
+    }
+
+
 def compare(
-    variant: str, x: torch.Tensor, brain: np.ndarray, with_stock: bool, repeats: int, stock_first: bool = False
+    variant: str,
+    x: torch.Tensor,
+    brain: np.ndarray,
+    with_stock: bool,
+    repeats: int,
+    stock_first: bool = False,
+    precision: str = "auto",
 ) -> dict:
     """Run ours (and the stock predictor, interleaved) for one STU-Net variant with seeded random weights."""
     torch.manual_seed(0)
@@ -107,7 +129,7 @@ def compare(
     for _ in range(repeats):
         order = ("stock", "ours") if stock_first else ("ours", "stock")
         for kind in order if with_stock else ("ours",):
-            r = run_engine(kind, net, x)
+            r = run_engine(kind, net, x, precision)
             runs[kind].append(r)
             print(
                 f"[{variant}] {kind}: {r['seconds']:.1f} s wall, {r['cpu_seconds']:.1f} s CPU, "
@@ -117,6 +139,7 @@ def compare(
     ours = _best(runs["ours"])
     row = {
         "variant": variant,
+        "precision_ours": precision,
         "seconds_ours": round(ours["seconds"], 2),
         "cpu_seconds_ours": round(ours["cpu_seconds"], 2),
         "peak_rss_mb_ours": round(ours["peak_rss_mb"]),
@@ -136,11 +159,14 @@ def compare(
                 "labels_equal_fraction": float(same.mean()),
                 "labels_equal_fraction_in_brain": float(same[brain].mean()),
                 "foreground_fraction_ours": float((ours["labels"] > 0).mean()),
+                **_sign_changes(ours["logits"], stock["logits"]),
             }
         )
         print(
             f"[{variant}] ratio ours/stock: wall {row['time_ratio']:.3f}, CPU {row['cpu_time_ratio']:.3f}; "
-            f"labels equal {100 * same.mean():.4f}% (in brain {100 * same[brain].mean():.4f}%)",
+            f"labels equal {100 * same.mean():.4f}% (in brain {100 * same[brain].mean():.4f}%); a logit changes "
+            f"sign at {100 * row['logit_sign_change_fraction']:.4f}% of voxels, where |stock logit| <= "
+            f"{row['stock_logit_at_sign_change_max']:.3f} (99%: {row['stock_logit_at_sign_change_p99']:.3f})",
             flush=True,
         )
     return row
@@ -153,6 +179,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=None, help="interleaved repeats per engine (quick: 2, full: 1)")
     ap.add_argument("--stock-first", action="store_true", help="run the stock predictor before ours")
     ap.add_argument("--no-stock-small", action="store_true", help="time only ours for S in the full run")
+    ap.add_argument("--precision", default="auto", choices=sorted(PRECISIONS), help="our network's arithmetic")
     args = ap.parse_args()
     shape = (128, 128, 128) if args.quick else (240, 240, 155)
     variants = (args.variants or ("small" if args.quick else "small,base")).split(",")
@@ -162,12 +189,20 @@ def main() -> None:
     del data
     print(
         f"case 4x{'x'.join(map(str, shape))}, patch {PATCH}, step 0.5, Gaussian, no mirroring, CPU, "
-        f"{torch.get_num_threads()} threads",
+        f"{torch.get_num_threads()} threads, ours in precision {args.precision}",
         flush=True,
     )
     repeats = args.repeats or (2 if args.quick else 1)
     rows = [
-        compare(v, x, brain, not (v == "small" and args.no_stock_small and not args.quick), repeats, args.stock_first)
+        compare(
+            v,
+            x,
+            brain,
+            not (v == "small" and args.no_stock_small and not args.quick),
+            repeats,
+            args.stock_first,
+            args.precision,
+        )
         for v in variants
     ]
     main_row = next((r for r in rows if r["variant"] == "base"), rows[0])
@@ -176,6 +211,7 @@ def main() -> None:
         "quick": args.quick,
         "case_shape": [4, *shape],
         "device": "cpu",
+        "precision_ours": args.precision,
         "threads": torch.get_num_threads(),
         "variant": main_row["variant"],
         "time_ratio": main_row.get("time_ratio"),

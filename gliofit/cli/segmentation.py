@@ -28,6 +28,12 @@ def segment(
     tta: bool = typer.Option(
         None, "--tta/--no-tta", help="Test-time mirroring (8x cost). Default: on for cuda, off for cpu."
     ),
+    precision: str = typer.Option(
+        "auto",
+        "--precision",
+        help="Network arithmetic: auto (float32 on cpu, float16 on cuda: the stock predictor's labels) or "
+        "bfloat16 (2-2.5x faster on CPUs with AMX / AVX-512 BF16; labels differ where a logit is near 0).",
+    ),
     labels: str = typer.Option("brats2023", "--labels", help="Output labels: brats2023 (1,2,3) or brats2021 (1,2,4)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
@@ -39,7 +45,9 @@ def segment(
     from gliofit.segmentation.registry import resolve_model
 
     checkpoint = resolve_model(model, progress=not quiet)
-    seg, affine = run_segment(t1, t1c, t2, flair, checkpoint, device=device, tta=tta, labels=labels, progress=not quiet)
+    seg, affine = run_segment(
+        t1, t1c, t2, flair, checkpoint, device=device, tta=tta, labels=labels, progress=not quiet, precision=precision
+    )
     save_volume(seg, affine, output, dtype=np.uint8)
     counts = {int(v): int(n) for v, n in zip(*np.unique(seg, return_counts=True))}
     typer.echo(f"wrote {output} (voxels per label: {counts})")

@@ -70,8 +70,17 @@ def _check_segmentation_source(patient: BratsCase, model: Any) -> None:
         )
 
 
+@dataclass(frozen=True)
+class _Segmenter:
+    """The model a folder without a segmentation is segmented with, where, and in which precision."""
+
+    model: Any
+    device: str = "cpu"
+    precision: str = "auto"
+
+
 def _segmentation(
-    patient: BratsCase, model: Any, device: str, tmp: Path, progress: bool = False
+    patient: BratsCase, segmenter: _Segmenter, tmp: Path, progress: bool = False
 ) -> tuple[Path, np.ndarray, np.ndarray]:
     """The label map (given or predicted), written to ``tmp/segmentation.nii.gz``; (path, labels, affine)."""
     dst = tmp / "segmentation.nii.gz"
@@ -79,10 +88,17 @@ def _segmentation(
         labels, affine = load_volume(patient.seg, "segmentation")
         save_volume(np.rint(labels), affine, dst, dtype=np.uint8)
         return dst, np.rint(labels).astype(np.uint8), affine
-    _check_segmentation_source(patient, model)
+    _check_segmentation_source(patient, segmenter.model)
     from gliofit.segmentation.predict import segment
 
-    labels, affine = segment(*patient.images, model, device=device, labels="brats2023", progress=progress)
+    labels, affine = segment(
+        *patient.images,
+        segmenter.model,
+        device=segmenter.device,
+        labels="brats2023",
+        progress=progress,
+        precision=segmenter.precision,
+    )
     save_volume(labels, affine, dst, dtype=np.uint8)
     return dst, labels, affine
 
@@ -136,12 +152,12 @@ class _Scan:
     masks: dict[str, np.ndarray]
 
 
-def _load_and_segment(patient: BratsCase, model: Any, device: str, tmp: Path, watch: Stopwatch) -> _Scan:
+def _load_and_segment(patient: BratsCase, segmenter: _Segmenter, tmp: Path, watch: Stopwatch) -> _Scan:
     """Stages ``load`` and ``segmentation``: the T1, then the label map (given: ``load``; predicted)."""
     with watch.stage("load"):
         t1, t1_affine = load_volume(patient.images[0], "T1")
     with watch.stage("segmentation" if patient.seg is None else "load"):
-        seg_path, labels, affine = _segmentation(patient, model, device, tmp, progress=watch.on_stage is not None)
+        seg_path, labels, affine = _segmentation(patient, segmenter, tmp, progress=watch.on_stage is not None)
         _check_same_grid(seg_path if patient.seg is None else patient.seg, labels.shape, affine, t1.shape, t1_affine)
         masks = tumour_masks(
             labels.astype(np.int64), detect_convention(labels, str(seg_path)), str(patient.images[0].parent)
@@ -176,8 +192,7 @@ def _infer_two_scans(
     scan: _Scan,
     reg,
     registration: str,
-    model: Any,
-    device: str,
+    segmenter: _Segmenter,
     atlas,
     tmp: Path,
     watch: Stopwatch,
@@ -191,7 +206,7 @@ def _infer_two_scans(
     sub = tmp / "followup"
     sub.mkdir(exist_ok=True)
     with watch.stage("segmentation" if follow.case.seg is None else "load"):
-        _, labels, affine = _segmentation(follow.case, model, device, sub)
+        _, labels, affine = _segmentation(follow.case, segmenter, sub)
         t1_later, t1_later_affine = load_volume(follow.case.images[0], "follow-up T1")
         _check_same_grid(
             follow.case.seg or follow.case.images[0], labels.shape, affine, t1_later.shape, t1_later_affine
@@ -287,6 +302,7 @@ def run_patient(
     *,
     model: Any = None,
     device: str = "cpu",
+    precision: str = "auto",
     registration: str = "syn",
     top_k: int = 200,
     refine: bool = True,
@@ -307,6 +323,7 @@ def run_patient(
     out_dir : the output folder (replaced atomically when complete).
     model : STU-Net checkpoint (path or ``(net, meta)``) used when the folder holds no segmentation.
     device : ``cpu`` or ``cuda`` for the segmentation.
+    precision : the segmentation network's arithmetic (:data:`gliofit.segmentation.predict.PRECISIONS`).
     registration : ``syn`` (affine + SyN), ``affine`` or ``none`` (MRI already in atlas space).
     top_k, refine, refine_budget, density, method : passed to :func:`gliofit.infer` (``method="exhaustive"``: the
         published baseline's query).
@@ -330,6 +347,7 @@ def run_patient(
             f"registration must be one of {', '.join(REGISTRATIONS)}, got {registration!r}", parameter="registration"
         )
     out = output_folder_ready(out_dir)
+    segmenter = _Segmenter(model, device, precision)
     watch = Stopwatch(STAGES[:-1], on_stage=on_stage)
     with watch.stage("load"):
         patient = find_patient(patient_dir)
@@ -347,7 +365,7 @@ def run_patient(
                 with watch.stage("load"):
                     preprocess(patient_dir, tmp / "preprocessed" / patient.name, atlas=atlas)
                     patient = find_patient(tmp / "preprocessed" / patient.name)
-            scan = _load_and_segment(patient, model, device, tmp, watch)
+            scan = _load_and_segment(patient, segmenter, tmp, watch)
             with watch.stage("registration"):
                 reg = _register(patient, scan.t1, scan.t1_affine, atlas, registration, scan.masks["whole_tumor"], tmp)
             if follow is None:
@@ -370,8 +388,7 @@ def run_patient(
                     scan,
                     reg,
                     registration,
-                    model,
-                    device,
+                    segmenter,
                     atlas,
                     tmp,
                     watch,

@@ -15,6 +15,12 @@ float16) and skips the stock producer thread and per-tile copies; see
 ``benchmarks/segmentation.py`` for the comparison. Test-time mirroring (8
 flips) is off on CPU by default because it costs 8x the time (minutes per case
 on a few cores) for a small Dice gain; on CUDA it is on by default.
+
+Precision (:data:`PRECISIONS`): ``"auto"`` runs the network as the stock predictor does (float16
+autocast on CUDA, float32 on CPU: labels equal to the stock path's); ``"bfloat16"`` autocasts the
+network to bfloat16 on either device, a CPU with AMX or AVX-512 BF16 included, where it runs the
+convolutions 2-2.5x faster; its labels differ from the float32 ones only where a region's logit is
+near 0. Tiles are accumulated in float32 in every case.
 """
 
 from __future__ import annotations
@@ -32,7 +38,10 @@ from gliofit.common.errors import InputError
 from gliofit.common.labels import CONVENTIONS, convert_labels
 from gliofit.segmentation.mri import ImageLike, load_modalities, nonzero_bbox, normalise_nonzero
 
-__all__ = ["segment", "sliding_window_logits", "regions_to_labels", "resolve_device", "prepare_model"]
+__all__ = ["segment", "sliding_window_logits", "regions_to_labels", "resolve_device", "prepare_model", "PRECISIONS"]
+
+PRECISIONS: dict[str, torch.dtype | None] = {"auto": None, "bfloat16": torch.bfloat16}
+"""Network precision by name: None is the stock predictor's choice (float16 autocast on CUDA, else float32)."""
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -60,6 +69,12 @@ def _mirror_predict(net: torch.nn.Module, x: torch.Tensor, mirror_axes: Sequence
     return pred / (len(combos) + 1)
 
 
+def _autocast(dev: torch.device, dtype: torch.dtype | None) -> torch.autocast:
+    if dtype is None:
+        return torch.autocast("cuda", enabled=dev.type == "cuda")
+    return torch.autocast(dev.type, dtype=dtype)
+
+
 @torch.inference_mode()
 def sliding_window_logits(
     net: torch.nn.Module,
@@ -70,6 +85,7 @@ def sliding_window_logits(
     gaussian: bool = True,
     mirror_axes: Sequence[int] | None = None,
     on_tile: Callable[[int, int], None] | None = None,
+    autocast_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Gaussian-weighted sliding-window logits, as ``nnUNetPredictor.predict_sliding_window_return_logits``.
 
@@ -82,6 +98,8 @@ def sliding_window_logits(
     gaussian : weight tiles by nnU-Net's Gaussian (sigma = patch/8).
     mirror_axes : spatial axes to flip for test-time augmentation, or None.
     on_tile : called as ``on_tile(done, total)`` after each tile.
+    autocast_dtype : run the network under autocast to this type; None: float16 autocast on CUDA (as the
+        stock predictor), none on CPU.
 
     Returns
     -------
@@ -108,7 +126,7 @@ def sliding_window_logits(
     for i, start in enumerate(starts):
         sl = tuple(slice(s, s + p) for s, p in zip(start, patch))
         tile = x[(slice(None), *sl)][None].to(dev, torch.float32, non_blocking=True).contiguous()
-        with torch.autocast("cuda", enabled=dev.type == "cuda"):
+        with _autocast(dev, autocast_dtype):
             pred = _mirror_predict(net, tile, mirror_axes)[0].float().to(x.device)
         if logits is None:
             logits = torch.zeros((pred.shape[0], *x.shape[1:]), dtype=torch.float32, device=x.device)
@@ -180,6 +198,7 @@ def segment(
     affine: np.ndarray | None = None,
     step: float = 0.5,
     progress: bool = False,
+    precision: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Segment a brain tumour from four co-registered MRI modalities.
 
@@ -196,6 +215,7 @@ def segment(
     affine : (4, 4) matrix for array inputs.
     step : sliding-window step as a fraction of the patch.
     progress : show a progress bar on stderr.
+    precision : the network's arithmetic, a key of :data:`PRECISIONS` (module docstring).
 
     Returns
     -------
@@ -204,6 +224,8 @@ def segment(
     """
     if labels not in CONVENTIONS:
         raise InputError(f"unknown label convention {labels!r}; use one of {sorted(CONVENTIONS)}")
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision {precision!r}; use one of {sorted(PRECISIONS)}")
     dev = resolve_device(device)
     data, aff = load_modalities((t1, t1c, t2, flair), affine)
     net, meta, _ = prepare_model(model, dev)
@@ -215,7 +237,13 @@ def segment(
     tensor = torch.from_numpy(np.ascontiguousarray(x)).to(dev)
     with _progress(progress) as on_tile:
         logits = sliding_window_logits(
-            net, tensor, patch, step=step, mirror_axes=(0, 1, 2) if use_tta else None, on_tile=on_tile
+            net,
+            tensor,
+            patch,
+            step=step,
+            mirror_axes=(0, 1, 2) if use_tta else None,
+            on_tile=on_tile,
+            autocast_dtype=PRECISIONS[precision],
         )
     out = np.zeros(data.shape[1:], dtype=np.uint8)
     out[box] = _logits_to_labels(logits, meta, labels).transpose(np.argsort(perm))

@@ -14,6 +14,7 @@ import torch
 
 from pipelinehelpers import GLIOFIT
 
+from gliofit.common.errors import InputError
 from gliofit.common.labels import detect_convention, tumour_masks
 from gliofit.pipelines.run import STAGES, run_patient
 
@@ -126,6 +127,9 @@ def test_run_segments_with_the_model_when_no_segmentation_is_given(
     t2f = np.asarray(nib.load(next(folder.glob("*-t2f.nii.gz"))).dataobj)
     assert set(np.unique(seg)) <= {0, 2}
     assert (seg[t2f > 0] == 2).all()  # edema wherever the brain is, as the model says
+    with pytest.raises(InputError, match="unknown precision 'float8'"):  # the option reaches the segmentation
+        run_patient(folder, pipeline_db, tmp_path / "OUT2", model=model, registration="none", precision="float8")
+    assert not (tmp_path / "OUT2").exists()
 
 
 def _bad_folder(kind: str, src: Path, tmp: Path) -> Path:

@@ -58,6 +58,26 @@ def test_one_patch_equals_direct_forward() -> None:
     assert torch.equal(sw > 0, direct > 0) or ((sw > 0) != (direct > 0)).float().mean() < 1e-5
 
 
+def test_bfloat16_keeps_float32_sums_and_the_clear_labels(case: dict) -> None:
+    """bfloat16 autocast: float32 logits out, close to the float32 network's, the same sign wherever the
+    float32 logit is clearly away from 0; an unknown precision is bad input."""
+    net = tiny_net(seed=3)
+    x = torch.randn(4, 90, 70, 64)
+    full = sliding_window_logits(net, x, PATCH)
+    half = sliding_window_logits(net, x, PATCH, autocast_dtype=torch.bfloat16)
+    assert half.dtype == torch.float32 and half.shape == full.shape
+    scale = float(full.abs().max())
+    assert float((half - full).abs().max()) < 0.05 * scale
+    sure = full.abs() > 0.05 * scale
+    assert sure.float().mean() > 0.5 and torch.equal((half > 0)[sure], (full > 0)[sure])
+    p = case["paths"]
+    seg, _ = segment(p["t1"], p["t1c"], p["t2"], p["flair"], case["model"], precision="bfloat16")
+    seg32, _ = segment(p["t1"], p["t1c"], p["t2"], p["flair"], case["model"])
+    assert (seg == seg32).mean() > 0.99
+    with pytest.raises(InputError, match="precision"):
+        segment(p["t1"], p["t1c"], p["t2"], p["flair"], case["model"], precision="float8")
+
+
 @pytest.mark.slow  # nnU-Net's predictor set up and run beside ours
 def test_matches_nnunet_predictor(tmp_path: Path) -> None:
     """Same network, same normalised array: our loop and nnU-Net's nnUNetPredictor agree."""
