@@ -44,13 +44,13 @@ def followup_on_first_grid(
                 "(atlas-space input: both scans must share the grid)"
             )
         return np.asarray(labels, dtype=np.uint8)
-    from gliofit.pipelines.registration import _coarse, _keep_mask, _register, ants_image
+    from gliofit.pipelines.registration import _keep_mask, _register, coarse_image
     from gliofit.pipelines.warp import apply_transform_files
 
-    fixed = _coarse(ants_image(np.nan_to_num(t1_first.astype(np.float32)), t1_first_affine))
-    moving = _coarse(ants_image(np.nan_to_num(t1_later.astype(np.float32)), t1_later_affine))
+    fixed = coarse_image(np.nan_to_num(t1_first.astype(np.float32)), t1_first_affine)
+    moving = coarse_image(np.nan_to_num(t1_later.astype(np.float32)), t1_later_affine)
     keep = _keep_mask(tumour, t1_later.shape, t1_later_affine).astype(np.float32)
-    mask = _coarse(ants_image(keep, t1_later_affine), nearest=True)
+    mask = coarse_image(keep, t1_later_affine, nearest=True)
     with tempfile.TemporaryDirectory(prefix="gliofit-rigid-") as d:
         try:
             reg = _register(fixed, moving, mask, "Rigid", seed, d)

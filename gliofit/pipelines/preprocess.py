@@ -39,7 +39,7 @@ from gliofit.common.grids import spacing_mm as affine_spacing
 from gliofit.common.io import atomic_directory, write_json
 from gliofit.common.nifti import load_volume, nib, save_volume
 from gliofit.pipelines.patient import check_patient_name, find_patient
-from gliofit.pipelines.registration import ants_array, ants_image, ants_seed
+from gliofit.pipelines.registration import ants_array, ants_image, ants_seed, coarse_image
 from gliofit.segmentation.brats_convert import LAYOUTS, MODALITIES
 
 __all__ = [
@@ -125,20 +125,12 @@ def n4(data: np.ndarray, affine: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """
     import ants
 
-    img = _coarse(ants_image(np.maximum(data, 0.0), affine), N4_SPACING_MM, linear=True)
-    m = _coarse(ants_image(mask.astype(np.float32), affine), N4_SPACING_MM)
+    img = coarse_image(np.maximum(data, 0.0), affine, N4_SPACING_MM)
+    m = coarse_image(mask.astype(np.float32), affine, N4_SPACING_MM)
     field = ants.n4_bias_field_correction(img, mask=m, return_bias_field=True, **N4_SETTINGS)
     full = ants.resample_image_to_target(field, ants_image(data, affine), interp_type="linear")
     bias = np.maximum(ants_array(full), 1e-3)
     return np.where(mask, data / bias, data).astype(np.float32)
-
-
-def _coarse(img, spacing: float = REGISTRATION_SPACING_MM, linear: bool = True):
-    import ants
-
-    if min(img.spacing) >= spacing:
-        return img
-    return ants.resample_image(img, (spacing,) * 3, use_voxels=False, interp_type=0 if linear else 1)
 
 
 def ants_matrix_ras(path: str | Path) -> np.ndarray:
@@ -171,8 +163,8 @@ def rigid_to(
     import ants
 
     t0 = time.perf_counter()
-    f = _coarse(ants_image(*fixed))
-    m = _coarse(ants_image(*moving))
+    f = coarse_image(*fixed, REGISTRATION_SPACING_MM)
+    m = coarse_image(*moving, REGISTRATION_SPACING_MM)
     dst.parent.mkdir(parents=True, exist_ok=True)
     best: tuple[float, np.ndarray] | None = None
     retried = False
@@ -263,9 +255,9 @@ def atlas_brain_mask(t1c: np.ndarray, grid: np.ndarray, atlas, dst: Path) -> tup
     sp = float(affine_spacing(grid)[0])
     rough = rough_brain(t1c, sp)
     near = ndimage.distance_transform_edt(~rough, sampling=sp) <= 8.0
-    f = _coarse(ants_image(np.where(near, t1c, 0.0), grid))
-    fmask = _coarse(ants_image(near.astype(np.float32), grid), linear=False)
-    m = _coarse(ants_image(atlas.t1, atlas.affine))
+    f = coarse_image(np.where(near, t1c, 0.0), grid, REGISTRATION_SPACING_MM)
+    fmask = coarse_image(near.astype(np.float32), grid, REGISTRATION_SPACING_MM, nearest=True)
+    m = coarse_image(atlas.t1, atlas.affine, REGISTRATION_SPACING_MM)
     with ants_seed(_SEED) as seed:
         reg = ants.registration(
             fixed=f,

@@ -24,8 +24,9 @@ import numpy as np
 from numba import njit, prange
 
 from gliofit.common.errors import InputError
+from gliofit.common.grids import spacing_mm
 
-__all__ = ["TransformChain", "read_affine_lps", "read_chain", "pull", "apply_transform_files"]
+__all__ = ["TransformChain", "read_affine_lps", "read_chain", "pull", "apply_transform_files", "resample_isotropic"]
 
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -46,6 +47,10 @@ class TransformChain:
     field: np.ndarray | None
     field_index: np.ndarray
     after: np.ndarray
+
+
+IDENTITY = TransformChain(np.eye(4), None, np.eye(4), np.eye(4))
+"""The empty transform list."""
 
 
 def read_affine_lps(path: str, invert: bool) -> np.ndarray:
@@ -137,6 +142,20 @@ def apply_transform_files(
 ) -> np.ndarray:
     """:func:`pull` through ANTs transform files (none inverted); an empty list is the identity."""
     return pull(data, src_affine, shape, dst_affine, read_chain(transforms, [False] * len(transforms)), nearest=nearest)
+
+
+def resample_isotropic(
+    data: np.ndarray, affine: np.ndarray, spacing: float, *, nearest: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """``data`` on the grid of ``spacing`` mm with the same first voxel centre and axes, as ANTs's
+    ``resample_image(..., use_voxels=False)`` makes it: n' = round(n · old spacing / ``spacing``) voxels
+    per axis (halves up). Returns (float32 array, its RAS affine)."""
+    aff = np.asarray(affine, np.float64)
+    sp = spacing_mm(aff)
+    shape = tuple(int(np.floor(n * s / spacing + 0.5)) for n, s in zip(data.shape, sp))
+    grid = aff.copy()
+    grid[:3, :3] = aff[:3, :3] / sp * spacing
+    return pull(data, aff, shape, grid, IDENTITY, nearest=nearest), grid
 
 
 @njit(inline="always")

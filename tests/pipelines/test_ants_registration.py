@@ -153,6 +153,33 @@ def test_volumes_travel_as_ants_apply_transforms_moves_them(kind, atlas, patient
                 assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
 
 
+def test_coarse_copies_and_the_tumour_margin_are_those_of_ants_and_a_whole_grid_distance():
+    """``coarse_image`` gives ``ants.resample_image``'s grid and values; ``_keep_mask`` the whole-grid EDT."""
+    import ants
+
+    from gliofit.common.grids import spacing_mm
+    from gliofit.pipelines.registration import TUMOUR_MARGIN_MM, _keep_mask, ants_array, coarse_image
+
+    rng = np.random.default_rng(1)
+    for shape, sp in (((64, 50, 41), (1.2, 1.0, 0.9)), ((50, 61, 77), (1.3, 1.7, 1.1))):
+        affine = np.diag([-sp[0], sp[1], sp[2], 1.0])
+        affine[:3, 3] = [10.0, -20.0, 5.0]
+        data = rng.random(shape).astype(np.float32)
+        for nearest, vol in ((False, data), (True, (data > 0.5).astype(np.float32))):
+            want = ants.resample_image(
+                ants_image(vol, affine), (2.0, 2.0, 2.0), use_voxels=False, interp_type=int(nearest)
+            )
+            got = coarse_image(vol, affine, 2.0, nearest=nearest)
+            assert got.shape == want.shape and np.allclose(got.origin, want.origin)
+            assert np.allclose(got.direction, want.direction) and np.allclose(got.spacing, want.spacing)
+            assert np.abs(ants_array(got) - ants_array(want)).max() < 1e-6
+        tumour = np.zeros(shape, bool)
+        tumour[20:31, 12:20, 9:15] = True
+        tumour[:2, 3:6, -2:] = True  # at the grid's edge
+        whole = ndimage.distance_transform_edt(~tumour, sampling=spacing_mm(affine)) > TUMOUR_MARGIN_MM
+        assert np.array_equal(_keep_mask(tumour, shape, affine), whole)
+
+
 def test_ants_images_keep_the_ras_grid(tmp_path, atlas):
     """An identity transform maps a volume like gliofit's own RAS resampler does (flipped, oblique grids)."""
     import ants
