@@ -89,11 +89,16 @@ def stunet_inference(variant: str) -> dict:
     tta = sliding_window_logits(net, x, PATCH, mirror_axes=(0, 1, 2))
     _sync()
     t2 = time.perf_counter()
+    bf16 = sliding_window_logits(net, x, PATCH, autocast_dtype=torch.bfloat16)
+    _sync()
+    t3 = time.perf_counter()
     return {
         "seconds_no_tta": t1 - t0,
         "seconds_tta": t2 - t1,
+        "seconds_no_tta_bfloat16": t3 - t2,
+        "bfloat16_sign_agreement": float(((bf16 > 0) == (no_tta > 0)).float().mean()),
         "peak_gpu_mb": _peak_mb(),
-        "finite": bool(torch.isfinite(no_tta).all() and torch.isfinite(tta).all()),
+        "finite": bool(torch.isfinite(no_tta).all() and torch.isfinite(tta).all() and torch.isfinite(bf16).all()),
     }
 
 

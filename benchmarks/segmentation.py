@@ -102,9 +102,9 @@ def _best(runs: list[dict]) -> dict:
 
 
 def _sign_changes(ours: np.ndarray, stock: np.ndarray) -> dict:
-    """Where a region logit changes sign between the engines: the fraction of voxels and how far from 0 the
-    stock logit was there (largest and 99th percentile magnitude)."""
-    flip = np.signbit(ours) != np.signbit(stock)
+    """Where a region changes side of the label rule (logit > 0) between the engines: the fraction of voxels and
+    how far from 0 the stock logit was there (largest and 99th percentile magnitude)."""
+    flip = (ours > 0) != (stock > 0)
     mag = np.abs(stock[flip])
     return {
         "logit_sign_change_fraction": float(flip.any(axis=0).mean()),
