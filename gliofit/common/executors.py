@@ -31,10 +31,23 @@ from typing import Any
 
 from gliofit.common.errors import InputError
 
-__all__ = ["Executor", "InlineExecutor", "die_with", "make_executor"]
+__all__ = ["Executor", "InlineExecutor", "cpu_threads", "die_with", "make_executor"]
 
 _OWNER_POLL_S = 1.0
 """How often a worker checks its owner where the kernel has no process file descriptors (seconds)."""
+
+
+def cpu_threads() -> int:
+    """CPU threads this process computes with: torch's count where torch is loaded (pool workers set it to
+    their share), else ``OMP_NUM_THREADS``, else the cores it may run on. Used by the numba kernels that
+    split their work over threads (the solver's batch, the resampler's slabs)."""
+    import sys
+
+    torch_mod = sys.modules.get("torch")
+    if torch_mod is not None:
+        return max(1, int(torch_mod.get_num_threads()))
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    return max(1, int(env)) if env.isdigit() else max(1, len(os.sched_getaffinity(0)))
 
 
 def _watch_owner(pid: int) -> None:

@@ -27,8 +27,6 @@ CPU runs as fused numba loops (:mod:`.cpu_batch`) on numpy arrays
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -173,23 +171,14 @@ def simulate(
     return out
 
 
-def _cpu_threads() -> int:
-    """CPU threads this process computes with: torch's count where torch is loaded (pool workers set it),
-    else ``OMP_NUM_THREADS``, else the cores it may run on (the CPU path does not import torch)."""
-    torch_mod = sys.modules.get("torch")
-    if torch_mod is not None:
-        return max(1, int(torch_mod.get_num_threads()))
-    env = os.environ.get("OMP_NUM_THREADS", "")
-    return max(1, int(env)) if env.isdigit() else max(1, len(os.sched_getaffinity(0)))
-
-
 def _run_cpu(field, u: np.ndarray, D, rho, times, config: SolverConfig, out: np.ndarray, on_step) -> None:
-    """The fused CPU kernels over contiguous groups of the batch, one thread each (:func:`_cpu_threads`
+    """The fused CPU kernels over contiguous groups of the batch, one thread each (:func:`cpu_threads`
     groups, at most one per simulation; one with a progress callback). The kernels release the GIL, and a
     simulation's snapshots do not depend on the rest of its batch, so the split changes no number."""
+    from gliofit.common.executors import cpu_threads
     from gliofit.growth.cpu_batch import run_independent
 
-    groups = 1 if on_step is not None else min(_cpu_threads(), len(D))
+    groups = 1 if on_step is not None else min(cpu_threads(), len(D))
     if groups <= 1:
         run_independent(field, u, D, rho, times, config, out, on_step)
         return

@@ -112,7 +112,7 @@ def run_one(task: dict) -> dict:
     """Run one patient (a pool task); never raises for a patient's failure.
 
     ``task``: patient_dir, out_dir (the cohort's OUT), db, and :func:`run_patient` options
-    (``options``), ``threads`` (torch and numba threads in this worker).
+    (``options``), ``threads`` (torch threads in this worker; the numba kernels follow them).
     Returns ``{"patient", "status", "row"}``; a failure is also written to ``OUT/.failed/<patient>.json``.
     """
     from gliofit.pipelines.run import run_patient
@@ -122,11 +122,9 @@ def run_one(task: dict) -> dict:
     out = Path(task["out_dir"])
     failed = out / _FAILED / f"{name}.json"
     if task.get("threads"):
-        import numba
         import torch
 
         torch.set_num_threads(int(task["threads"]))
-        numba.set_num_threads(min(int(task["threads"]), numba.config.NUMBA_NUM_THREADS))
     try:
         check_patient_name(name, task["patient_dir"])
         result = run_patient(task["patient_dir"], task["db"], out / name, **task.get("options", {}))

@@ -1,7 +1,8 @@
-"""ANTs transform files applied by our own resampler: the result of ``ants.apply_transforms``, on both cores.
+"""ANTs transform files applied by our own resampler: the result of ``ants.apply_transforms``, on every core.
 
 ANTs (ITK) resamples a 1 mm volume through a SyN warp on one thread; this module reads the same
-transform files and pulls the volume in one numba pass over the output grid, with ITK's rules:
+transform files and pulls the volume in one numba pass over the output grid, split into slabs on
+:func:`~gliofit.common.executors.cpu_threads` threads, with ITK's rules:
 
 * points: output voxel -> world (LPS) -> each transform of the list in turn, first to last (an affine
   file ``.mat``, inverted where asked; a displacement field ``.nii.gz``, whose vector is added) ->
@@ -21,9 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from gliofit.common.errors import InputError
+from gliofit.common.executors import cpu_threads
 from gliofit.common.grids import spacing_mm
 
 __all__ = ["TransformChain", "read_affine_lps", "read_chain", "pull", "apply_transform_files", "resample_isotropic"]
@@ -117,17 +119,19 @@ def pull(
     pre = chain.before @ _RAS_TO_LPS @ np.asarray(dst_affine, np.float64)
     post = np.linalg.inv(np.asarray(src_affine, np.float64)) @ _RAS_TO_LPS @ chain.after
     field = np.zeros((1, 1, 1, 3), np.float32) if chain.field is None else chain.field
+    src = np.ascontiguousarray(data, dtype=np.float32)
     out = np.empty(tuple(int(s) for s in shape), np.float32)
-    _pull(
-        np.ascontiguousarray(data, dtype=np.float32),
-        pre,
-        field,
-        chain.field_index,
-        post,
-        chain.field is not None,
-        nearest,
-        out,
-    )
+    args = (src, pre, field, chain.field_index, post, chain.field is not None, nearest, out)
+    slabs = min(cpu_threads(), out.shape[0])
+    if slabs <= 1:
+        _pull(*args, 0, out.shape[0])
+        return out
+    from concurrent.futures import ThreadPoolExecutor
+
+    edges = np.linspace(0, out.shape[0], slabs + 1).astype(int)
+    with ThreadPoolExecutor(slabs, thread_name_prefix="gliofit-warp") as pool:
+        for done in [pool.submit(_pull, *args, int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]:
+            done.result()
     return out
 
 
@@ -184,12 +188,13 @@ def _trilinear(a, c0, c1, c2, comp):
     return (v00 * (1 - w1) + v01 * w1) * (1 - w0) + (v10 * (1 - w1) + v11 * w1) * w0
 
 
-@njit(parallel=True, cache=True)
-def _pull(src, pre, field, field_index, post, has_field, nearest, out):  # pragma: no cover - compiled
+@njit(cache=True, nogil=True)
+def _pull(src, pre, field, field_index, post, has_field, nearest, out, i_start, i_stop):  # pragma: no cover
+    """out[i_start:i_stop] (a slab along the first axis; slabs run on threads, the GIL released)."""
     n0, n1, n2 = src.shape
     f0, f1, f2 = field.shape[0], field.shape[1], field.shape[2]
     src4 = src.reshape(n0, n1, n2, 1)
-    for i in prange(out.shape[0]):
+    for i in range(i_start, i_stop):
         for j in range(out.shape[1]):
             for k in range(out.shape[2]):
                 x = pre[0, 0] * i + pre[0, 1] * j + pre[0, 2] * k + pre[0, 3]
@@ -213,4 +218,3 @@ def _pull(src, pre, field, field_index, post, has_field, nearest, out):  # pragm
                     out[i, j, k] = src[int(np.floor(s0 + 0.5)), int(np.floor(s1 + 0.5)), int(np.floor(s2 + 0.5))]
                 else:
                     out[i, j, k] = _trilinear(src4, s0, s1, s2, 0)
-    return out

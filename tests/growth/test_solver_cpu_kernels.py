@@ -40,10 +40,10 @@ def test_batch_members_are_bit_identical_to_runs_alone(grid):
 def test_batch_split_over_threads_changes_no_number(grid, monkeypatch, threads):
     """The batch split into contiguous groups on threads (more threads than simulations: one each) gives the
     single-thread result bit for bit; the groups are as many as the threads, at most one per simulation."""
+    import gliofit.common.executors as executors
     import gliofit.growth.cpu_batch as cpu_batch
-    import gliofit.growth.solver as solver
 
-    monkeypatch.setattr(solver, "_cpu_threads", lambda: 1)
+    monkeypatch.setattr(executors, "cpu_threads", lambda: 1)
     one = simulate(grid, D, RHO, ORIGINS, TIMES)
     groups, run = [], cpu_batch.run_independent
 
@@ -52,7 +52,7 @@ def test_batch_split_over_threads_changes_no_number(grid, monkeypatch, threads):
         return run(field, u, D_g, *args, **kwargs)
 
     monkeypatch.setattr(cpu_batch, "run_independent", spy)
-    monkeypatch.setattr(solver, "_cpu_threads", lambda: threads)
+    monkeypatch.setattr(executors, "cpu_threads", lambda: threads)
     split = simulate(grid, D, RHO, ORIGINS, TIMES)
     assert np.array_equal(split, one)
     assert len(groups) == min(threads, len(D))
