@@ -227,6 +227,12 @@ def segment(
     if precision not in PRECISIONS:
         raise InputError(f"unknown precision {precision!r}; use one of {sorted(PRECISIONS)}")
     dev = resolve_device(device)
+    if precision == "bfloat16" and dev.type == "cpu" and not _cpu_has_bfloat16():
+        warnings.warn(
+            "precision bfloat16: this CPU has no bfloat16 instructions (AMX or AVX-512 BF16), so it runs "
+            "slower than float32; the default precision is faster here",
+            stacklevel=2,
+        )
     data, aff = load_modalities((t1, t1c, t2, flair), affine)
     net, meta, _ = prepare_model(model, dev)
     use_tta = dev.type == "cuda" if tta is None else bool(tta)
@@ -248,6 +254,14 @@ def segment(
     out = np.zeros(data.shape[1:], dtype=np.uint8)
     out[box] = _logits_to_labels(logits, meta, labels).transpose(np.argsort(perm))
     return out, aff
+
+
+def _cpu_has_bfloat16() -> bool:
+    """Whether oneDNN runs bfloat16 convolutions natively on this CPU."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def _network_axes(meta: dict[str, Any], affine: np.ndarray) -> list[int]:

@@ -78,6 +78,15 @@ def test_bfloat16_keeps_float32_sums_and_the_clear_labels(case: dict) -> None:
         segment(p["t1"], p["t1c"], p["t2"], p["flair"], case["model"], precision="float8")
 
 
+def test_bfloat16_without_cpu_support_warns(case: dict, monkeypatch) -> None:
+    import gliofit.segmentation.predict as predict
+
+    monkeypatch.setattr(predict, "_cpu_has_bfloat16", lambda: False)
+    p = case["paths"]
+    with pytest.warns(UserWarning, match="no bfloat16 instructions"):
+        segment(p["t1"], p["t1c"], p["t2"], p["flair"], case["model"], precision="bfloat16")
+
+
 @pytest.mark.slow  # nnU-Net's predictor set up and run beside ours
 def test_matches_nnunet_predictor(tmp_path: Path) -> None:
     """Same network, same normalised array: our loop and nnU-Net's nnUNetPredictor agree."""
