@@ -50,6 +50,8 @@ _ENTRY_COLUMNS = (
     "crc32",
 )
 _SIM_COLUMNS = ("D_mm2_per_day", "rho_per_day", "diffusivity_ratio", "origin_x_mm", "origin_y_mm", "origin_z_mm")
+_INDEX_ATTEMPTS = 5
+"""Times an index is looked up again when a rebuild replaced it while it was being opened."""
 ENTRIES_CACHE_MIN = 10_000
 """Databases with at least this many entries keep their entries table in the user cache (memory-mapped)."""
 ENTRIES_CACHE_KEEP = 8
@@ -231,10 +233,20 @@ class Database:
         if self._index is None:
             from gliofit.simulations_db.index import FaissIndex
 
-            self._index = FaissIndex.load(self._checked_index_file(), mmap=True)
+            for attempt in range(_INDEX_ATTEMPTS):
+                path = self._checked_index_file()
+                try:
+                    self._index = FaissIndex.load(path, mmap=True)
+                    break
+                except InputError:
+                    row = self.index_row()
+                    replaced = row is not None and self.path / row["path"] != path
+                    if not replaced or attempt == _INDEX_ATTEMPTS - 1:
+                        raise
+                    # a rebuild committed a newer index and removed this one while it was being opened
         return self._index
 
-    def _checked_index_file(self, attempts: int = 5) -> Path:
+    def _checked_index_file(self, attempts: int = _INDEX_ATTEMPTS) -> Path:
         """The newest index file, after its sha256 matched the one SQL recorded (before FAISS parses it).
 
         A rebuild running meanwhile may remove the file of the row just read: the newer row is read then.

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -102,6 +103,38 @@ def test_streamed_rebuild_indexes_every_entry_once(db20, tmp_path):
     reference = build_index(feats, ids, "flat")
     assert np.array_equal(index.search(feats[:5], 10), reference.search(feats[:5], 10))
     assert verify_database(db) == []
+
+
+def test_an_index_replaced_while_it_is_opened_gives_the_newer_one(db20, tmp_path, monkeypatch):
+    """A rebuild that commits a newer index and removes the old files between a reader's SQL lookup and its
+    file open: the reader opens the newer index instead of failing; a missing index that was not replaced
+    is still an error naming the file."""
+    from gliofit.common.errors import InputError
+    from gliofit.simulations_db.index import FaissIndex
+    from gliofit.simulations_db.reindex import rebuild_index
+
+    db = tmp_path / "DB"
+    shutil.copytree(db20[0], db)
+    first = rebuild_index(db, "flat")
+    load, calls = FaissIndex.load, []
+
+    def racing_load(path, **kwargs):
+        calls.append(Path(path).name)
+        if len(calls) == 1:
+            rebuild_index(db, "flat")  # the newer version lands and the file just looked up goes
+        return load(path, **kwargs)
+
+    monkeypatch.setattr(FaissIndex, "load", staticmethod(racing_load))
+    d = open_database(db)
+    assert d.index.ntotal == first["entries"]
+    assert calls == [Path(first["path"]).name, f"index-v{first['version'] + 1}.faiss"]
+    d.close()
+    monkeypatch.setattr(FaissIndex, "load", load)
+    newest = open_database(db)
+    (db / newest.index_row()["path"]).with_suffix(".faiss.json").unlink()
+    with pytest.raises(InputError, match=r"\.faiss\.json: FAISS index file does not exist"):
+        newest.index  # noqa: B018
+    newest.close()
 
 
 def test_corrupted_array_fails_verify_naming_it(db20, tmp_path):
