@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import select
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -41,8 +42,6 @@ def cpu_threads() -> int:
     """CPU threads this process computes with: torch's count where torch is loaded (pool workers set it to
     their share), else ``OMP_NUM_THREADS``, else the cores it may run on. Used by the numba kernels that
     split their work over threads (the solver's batch, the resampler's slabs)."""
-    import sys
-
     torch_mod = sys.modules.get("torch")
     if torch_mod is not None:
         return max(1, int(torch_mod.get_num_threads()))

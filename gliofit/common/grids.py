@@ -25,6 +25,7 @@ __all__ = [
     "GRID_TOLERANCE_MM",
     "check_same_grid",
     "lps_geometry",
+    "RAS_TO_LPS",
     "spacing_mm",
     "voxel_to_world",
     "world_to_voxel",
@@ -72,7 +73,8 @@ def spacing_mm(affine: np.ndarray) -> np.ndarray:
     return np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))
 
 
-_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
+RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+"""World RAS mm -> world LPS mm (and back: it is its own inverse), as a (4, 4) matrix."""
 
 
 def lps_geometry(affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -87,7 +89,8 @@ def lps_geometry(affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     """
     a = np.asarray(affine, dtype=np.float64)
     sp = spacing_mm(a)
-    return _RAS_TO_LPS @ a[:3, 3], sp, (_RAS_TO_LPS @ a[:3, :3]) / sp
+    flip = RAS_TO_LPS[:3, :3]
+    return flip @ a[:3, 3], sp, (flip @ a[:3, :3]) / sp
 
 
 def voxel_to_world(affine: np.ndarray, ijk: np.ndarray) -> np.ndarray:

@@ -35,6 +35,7 @@ from scipy import ndimage
 
 from gliofit._version import __version__
 from gliofit.common.errors import InputError, check_positive
+from gliofit.common.grids import RAS_TO_LPS
 from gliofit.common.grids import spacing_mm as affine_spacing
 from gliofit.common.io import atomic_directory, write_json
 from gliofit.common.nifti import load_volume, nib, save_volume
@@ -137,8 +138,7 @@ def ants_matrix_ras(path: str | Path) -> np.ndarray:
     """The (4, 4) RAS matrix of an ANTs linear transform file (fixed world -> moving world, mm)."""
     from gliofit.pipelines.warp import read_affine_lps
 
-    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
-    return flip @ read_affine_lps(str(path), invert=False) @ flip
+    return RAS_TO_LPS @ read_affine_lps(str(path), invert=False) @ RAS_TO_LPS
 
 
 def _motion_mm(matrix_ras: np.ndarray, data: np.ndarray, affine: np.ndarray) -> float:

@@ -106,9 +106,9 @@ def ants_array(img) -> np.ndarray:
     return np.asarray(img.numpy(), dtype=np.float32)
 
 
-def _interpolator(data: np.ndarray) -> str:
-    kind = np.asarray(data).dtype.kind
-    return "nearestNeighbor" if kind in "biu" else "linear"
+def _is_label(data: np.ndarray) -> bool:
+    """Bool or integer data (masks, labels) travel by nearest neighbour, the rest trilinearly."""
+    return np.asarray(data).dtype.kind in "biu"
 
 
 def _check_3d(data: np.ndarray, what: str) -> np.ndarray:
@@ -159,8 +159,7 @@ class AntsRegistration:
         key = tuple(zip(transforms, invert, strict=True))
         if key not in self._chains:
             self._chains[key] = read_chain(list(transforms), list(invert))
-        nearest = _interpolator(data) == "nearestNeighbor"
-        return pull(data, src_affine, shape, dst_affine, self._chains[key], nearest=nearest)
+        return pull(data, src_affine, shape, dst_affine, self._chains[key], nearest=_is_label(data))
 
     def to_atlas(self, data: np.ndarray, affine: np.ndarray, atlas: Atlas) -> np.ndarray:
         """Pull a patient volume (X, Y, Z) on ``affine`` onto the atlas grid (float32, 0 outside).

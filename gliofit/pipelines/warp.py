@@ -26,11 +26,9 @@ from numba import njit
 
 from gliofit.common.errors import InputError
 from gliofit.common.executors import cpu_threads
-from gliofit.common.grids import spacing_mm
+from gliofit.common.grids import RAS_TO_LPS, spacing_mm
 
 __all__ = ["TransformChain", "read_affine_lps", "read_chain", "pull", "apply_transform_files", "resample_isotropic"]
-
-_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 @dataclass(frozen=True)
@@ -116,8 +114,8 @@ def pull(
 ) -> np.ndarray:
     """``data`` (X, Y, Z) on ``src_affine`` (RAS) resampled onto the grid ``(shape, dst_affine)`` (RAS)
     through ``chain`` (a destination point maps to a source point); float32, 0 outside the source."""
-    pre = chain.before @ _RAS_TO_LPS @ np.asarray(dst_affine, np.float64)
-    post = np.linalg.inv(np.asarray(src_affine, np.float64)) @ _RAS_TO_LPS @ chain.after
+    pre = chain.before @ RAS_TO_LPS @ np.asarray(dst_affine, np.float64)
+    post = np.linalg.inv(np.asarray(src_affine, np.float64)) @ RAS_TO_LPS @ chain.after
     field = np.zeros((1, 1, 1, 3), np.float32) if chain.field is None else chain.field
     src = np.ascontiguousarray(data, dtype=np.float32)
     out = np.empty(tuple(int(s) for s in shape), np.float32)

@@ -229,43 +229,44 @@ class Database:
 
     @property
     def index(self):
-        """The newest FAISS index (:class:`~.index.FaissIndex`), loaded once."""
+        """The newest FAISS index (:class:`~.index.FaissIndex`), loaded once.
+
+        A rebuild running meanwhile may commit a newer index and remove the files of the one being opened:
+        the newer one is opened then.
+        """
         if self._index is None:
             from gliofit.simulations_db.index import FaissIndex
 
-            for attempt in range(_INDEX_ATTEMPTS):
+            for _ in range(_INDEX_ATTEMPTS):
                 path = self._checked_index_file()
+                if path is None:
+                    continue
                 try:
                     self._index = FaissIndex.load(path, mmap=True)
-                    break
+                    return self._index
                 except InputError:
                     row = self.index_row()
-                    replaced = row is not None and self.path / row["path"] != path
-                    if not replaced or attempt == _INDEX_ATTEMPTS - 1:
-                        raise
-                    # a rebuild committed a newer index and removed this one while it was being opened
+                    if row is None or self.path / row["path"] == path:
+                        raise  # not replaced: missing or damaged
+            raise InputError(f"{self.path}: the FAISS index kept being replaced while it was opened; try again")
         return self._index
 
-    def _checked_index_file(self, attempts: int = _INDEX_ATTEMPTS) -> Path:
-        """The newest index file, after its sha256 matched the one SQL recorded (before FAISS parses it).
-
-        A rebuild running meanwhile may remove the file of the row just read: the newer row is read then.
-        """
+    def _checked_index_file(self) -> Path | None:
+        """The newest index file, after its sha256 matched the one SQL recorded (before FAISS parses it);
+        None when it was removed after its row was read."""
         from gliofit.common.io import remembered_sha256
 
-        for _ in range(attempts):
-            row = self.index_row()
-            if row is None:
-                raise InputError(f"{self.path}: database has no FAISS index; run `gliofit db index {self.path}`")
-            path = self.path / row["path"]
-            try:
-                digest = remembered_sha256(path)
-            except FileNotFoundError:
-                continue
-            if row.get("checksum") and digest != row["checksum"]:
-                raise InputError(f"{path}: FAISS index file does not match its checksum in SQL (replaced or damaged)")
-            return path
-        raise InputError(f"{self.path}: the FAISS index kept being replaced while it was opened; try again")
+        row = self.index_row()
+        if row is None:
+            raise InputError(f"{self.path}: database has no FAISS index; run `gliofit db index {self.path}`")
+        path = self.path / row["path"]
+        try:
+            digest = remembered_sha256(path)
+        except FileNotFoundError:
+            return None
+        if row.get("checksum") and digest != row["checksum"]:
+            raise InputError(f"{path}: FAISS index file does not match its checksum in SQL (replaced or damaged)")
+        return path
 
     def info(self) -> dict:
         """The JSON summary of ``gliofit db info`` (INTERFACES.md)."""
