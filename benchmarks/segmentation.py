@@ -30,7 +30,8 @@ import torch
 
 from gliofit.segmentation.mri import normalise_nonzero
 from gliofit.segmentation.nnunet_inference import stock_predictor
-from gliofit.segmentation.predict import PRECISIONS, regions_to_labels, sliding_window_logits
+from gliofit.segmentation import PRECISIONS
+from gliofit.segmentation.predict import autocast_dtype, regions_to_labels, sliding_window_logits
 from gliofit.segmentation.stunet import STUNet
 
 PATCH = (128, 128, 128)
@@ -81,7 +82,7 @@ def run_engine(kind: str, net: torch.nn.Module, x: torch.Tensor, precision: str 
     with PeakRSS() as mem:
         t0, c0 = time.perf_counter(), time.process_time()
         if kind == "ours":
-            logits = sliding_window_logits(net, x, PATCH, autocast_dtype=PRECISIONS[precision])
+            logits = sliding_window_logits(net, x, PATCH, autocast_dtype=autocast_dtype(precision))
         else:
             logits = stock_predictor(net, PATCH).predict_logits_from_preprocessed_data(x)
         labels = regions_to_labels(logits.float())
@@ -179,7 +180,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=None, help="interleaved repeats per engine (quick: 2, full: 1)")
     ap.add_argument("--stock-first", action="store_true", help="run the stock predictor before ours")
     ap.add_argument("--no-stock-small", action="store_true", help="time only ours for S in the full run")
-    ap.add_argument("--precision", default="auto", choices=sorted(PRECISIONS), help="our network's arithmetic")
+    ap.add_argument("--precision", default="auto", choices=PRECISIONS, help="our network's arithmetic")
     args = ap.parse_args()
     shape = (128, 128, 128) if args.quick else (240, 240, 155)
     variants = (args.variants or ("small" if args.quick else "small,base")).split(",")

@@ -32,7 +32,7 @@ def segment(
         "auto",
         "--precision",
         help="Network arithmetic: auto (float32 on cpu, float16 on cuda: the stock predictor's labels) or "
-        "bfloat16 (2-2.5x faster on CPUs with AMX / AVX-512 BF16; labels differ where a logit is near 0).",
+        "bfloat16 (faster on CPUs with AMX / AVX-512 BF16; labels differ where a logit is near 0).",
     ),
     labels: str = typer.Option("brats2023", "--labels", help="Output labels: brats2023 (1,2,3) or brats2021 (1,2,4)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),

@@ -39,6 +39,7 @@ from gliofit.common.nifti import load_volume, save_volume
 from gliofit.common.timing import Stopwatch
 from gliofit.pipelines.patient import FollowUp, find_followup, find_patient
 from gliofit.pipelines.preprocess import needs_preprocessing, preprocess
+from gliofit.segmentation import check_precision
 from gliofit.segmentation.brats_convert import LAYOUTS, BratsCase
 
 __all__ = ["REGISTRATIONS", "STAGES", "run_patient", "output_folder_ready", "brain_on_patient_grid"]
@@ -323,7 +324,7 @@ def run_patient(
     out_dir : the output folder (replaced atomically when complete).
     model : STU-Net checkpoint (path or ``(net, meta)``) used when the folder holds no segmentation.
     device : ``cpu`` or ``cuda`` for the segmentation.
-    precision : the segmentation network's arithmetic (:data:`gliofit.segmentation.predict.PRECISIONS`).
+    precision : the segmentation network's arithmetic (:data:`gliofit.segmentation.PRECISIONS`).
     registration : ``syn`` (affine + SyN), ``affine`` or ``none`` (MRI already in atlas space).
     top_k, refine, refine_budget, density, method : passed to :func:`gliofit.infer` (``method="exhaustive"``: the
         published baseline's query).
@@ -346,8 +347,8 @@ def run_patient(
         raise InputError(
             f"registration must be one of {', '.join(REGISTRATIONS)}, got {registration!r}", parameter="registration"
         )
+    segmenter = _Segmenter(model, device, check_precision(precision))
     out = output_folder_ready(out_dir)
-    segmenter = _Segmenter(model, device, precision)
     watch = Stopwatch(STAGES[:-1], on_stage=on_stage)
     with watch.stage("load"):
         patient = find_patient(patient_dir)

@@ -16,10 +16,10 @@ float16) and skips the stock producer thread and per-tile copies; see
 flips) is off on CPU by default because it costs 8x the time (minutes per case
 on a few cores) for a small Dice gain; on CUDA it is on by default.
 
-Precision (:data:`PRECISIONS`): ``"auto"`` runs the network as the stock predictor does (float16
+Precision (:data:`gliofit.segmentation.PRECISIONS`): ``"auto"`` runs the network as the stock predictor does (float16
 autocast on CUDA, float32 on CPU: labels equal to the stock path's); ``"bfloat16"`` autocasts the
 network to bfloat16 on either device, a CPU with AMX or AVX-512 BF16 included, where it runs the
-convolutions 2-2.5x faster; its labels differ from the float32 ones only where a region's logit is
+convolutions faster (benchmarks/RESULTS.md); its labels differ from the float32 ones only where a region's logit is
 near 0. Tiles are accumulated in float32 in every case.
 """
 
@@ -36,12 +36,16 @@ import torch
 
 from gliofit.common.errors import InputError
 from gliofit.common.labels import CONVENTIONS, convert_labels
+from gliofit.segmentation import check_precision
 from gliofit.segmentation.mri import ImageLike, load_modalities, nonzero_bbox, normalise_nonzero
 
-__all__ = ["segment", "sliding_window_logits", "regions_to_labels", "resolve_device", "prepare_model", "PRECISIONS"]
+__all__ = ["segment", "sliding_window_logits", "regions_to_labels", "resolve_device", "prepare_model", "autocast_dtype"]
 
-PRECISIONS: dict[str, torch.dtype | None] = {"auto": None, "bfloat16": torch.bfloat16}
-"""Network precision by name: None is the stock predictor's choice (float16 autocast on CUDA, else float32)."""
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The autocast type of a precision name (:data:`gliofit.segmentation.PRECISIONS`); None for ``auto``, the
+    stock predictor's choice."""
+    return None if check_precision(precision) == "auto" else getattr(torch, precision)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -215,7 +219,7 @@ def segment(
     affine : (4, 4) matrix for array inputs.
     step : sliding-window step as a fraction of the patch.
     progress : show a progress bar on stderr.
-    precision : the network's arithmetic, a key of :data:`PRECISIONS` (module docstring).
+    precision : the network's arithmetic, one of :data:`gliofit.segmentation.PRECISIONS` (module docstring).
 
     Returns
     -------
@@ -224,8 +228,7 @@ def segment(
     """
     if labels not in CONVENTIONS:
         raise InputError(f"unknown label convention {labels!r}; use one of {sorted(CONVENTIONS)}")
-    if precision not in PRECISIONS:
-        raise InputError(f"unknown precision {precision!r}; use one of {sorted(PRECISIONS)}")
+    check_precision(precision)
     dev = resolve_device(device)
     if precision == "bfloat16" and dev.type == "cpu" and not _cpu_has_bfloat16():
         warnings.warn(
@@ -249,7 +252,7 @@ def segment(
             step=step,
             mirror_axes=(0, 1, 2) if use_tta else None,
             on_tile=on_tile,
-            autocast_dtype=PRECISIONS[precision],
+            autocast_dtype=autocast_dtype(precision),
         )
     out = np.zeros(data.shape[1:], dtype=np.uint8)
     out[box] = _logits_to_labels(logits, meta, labels).transpose(np.argsort(perm))

@@ -115,7 +115,7 @@ def _regions_everywhere_model(path: Path) -> Path:
 
 
 def test_run_segments_with_the_model_when_no_segmentation_is_given(
-    tmp_path, pipeline_db, phantom_cohort, atlas1
+    tmp_path, pipeline_db, phantom_cohort, atlas1, monkeypatch
 ) -> None:
     folder = tmp_path / phantom_cohort[1].name
     shutil.copytree(phantom_cohort[1], folder)
@@ -127,9 +127,20 @@ def test_run_segments_with_the_model_when_no_segmentation_is_given(
     t2f = np.asarray(nib.load(next(folder.glob("*-t2f.nii.gz"))).dataobj)
     assert set(np.unique(seg)) <= {0, 2}
     assert (seg[t2f > 0] == 2).all()  # edema wherever the brain is, as the model says
-    with pytest.raises(InputError, match="unknown precision 'float8'"):  # the option reaches the segmentation
+    with pytest.raises(InputError, match="unknown precision 'float8'"):
         run_patient(folder, pipeline_db, tmp_path / "OUT2", model=model, registration="none", precision="float8")
     assert not (tmp_path / "OUT2").exists()
+    import gliofit.segmentation.predict as predict
+
+    asked, segment = [], predict.segment
+
+    def spy(*args, **kwargs):
+        asked.append(kwargs["precision"])
+        return segment(*args, **kwargs)
+
+    monkeypatch.setattr(predict, "segment", spy)
+    run_patient(folder, pipeline_db, tmp_path / "OUT3", model=model, registration="none", precision="bfloat16")
+    assert asked == ["bfloat16"]  # the option reaches the segmentation
 
 
 def _bad_folder(kind: str, src: Path, tmp: Path) -> Path:
@@ -158,6 +169,7 @@ def _bad_folder(kind: str, src: Path, tmp: Path) -> Path:
         ("dotdot", "not allowed"),
         ("outfile", "is a file"),
         ("noseg", "no --model given (`gliofit models` lists the segmentation models"),
+        ("precision", "unknown --precision 'float8'; use one of ['auto', 'bfloat16']"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(kind, needle, tmp_path, pipeline_db, phantom_cohort) -> None:
@@ -167,7 +179,8 @@ def test_bad_input_exits_2_with_one_line(kind, needle, tmp_path, pipeline_db, ph
     out = tmp_path / "OUT"
     if kind == "outfile":
         out.write_text("a file")
-    proc = _gliofit("run", folder, "--db", pipeline_db, "-o", out, "--registration", "none")
+    extra = ["--precision", "float8"] if kind == "precision" else []
+    proc = _gliofit("run", folder, "--db", pipeline_db, "-o", out, "--registration", "none", *extra)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], lines
