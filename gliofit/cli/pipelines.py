@@ -155,8 +155,10 @@ def cohort(
     """
     from gliofit.common.errors import check_positive
     from gliofit.pipelines.cohort import run_cohort
+    from gliofit.segmentation import check_precision
 
     check_positive(margin_mm, "--margin-mm")
+    check_precision(precision)
     model_file = _model_file(model)
     summary = run_cohort(
         cohort_dir,

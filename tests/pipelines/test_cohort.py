@@ -126,7 +126,11 @@ def test_dask_cluster_gives_the_same_results(local_run, cohort_dir, pipeline_db,
 def test_bad_cohort_input_exits_2(tmp_path, pipeline_db) -> None:
     empty = tmp_path / "EMPTY"
     empty.mkdir()
-    for args, needle in (([str(empty)], "no patient folders"), ([str(tmp_path / "nope")], "not found")):
+    for args, needle in (
+        ([str(empty)], "no patient folders"),
+        ([str(tmp_path / "nope")], "not found"),
+        ([str(empty), "--precision", "float8"], "unknown --precision 'float8'"),
+    ):
         proc = subprocess.run(
             [GLIOFIT, "cohort", *args, "--db", str(pipeline_db), "-o", str(tmp_path / "O")],
             capture_output=True,
